@@ -1,0 +1,244 @@
+"""Per-actor detectors, each with river's two-method contract.
+
+``learn_one(x)`` folds one observation into the actor's normal, ``score_one(x)``
+says how anomalous ``x`` is against it (0 = ordinary, 1 = as anomalous as it
+gets; high means anomalous), and ``explain(x)`` returns :class:`Reason` objects
+that put the observed value beside the actor's normal. Nothing here is random,
+so every detector is deterministic, and all state is plain attributes, so it
+pickles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Reason:
+    """One detector's contribution to an alert (SPEC §2 ``reasons``)."""
+
+    detector: str
+    score: float
+    description: str
+    observed: Any
+    expected: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"detector": self.detector, "score": round(100 * self.score, 1),
+                "description": self.description, "observed": self.observed,
+                "expected": self.expected}
+
+
+class RunningStats:
+    """Mean and variance that track a drifting normal.
+
+    Exact (Welford) for the first ``1/alpha`` values, then exponentially weighted
+    with weight ``alpha``, so a new actor's normal settles quickly and an old
+    actor's normal follows slow change.
+
+    >>> s = RunningStats(alpha=0.1)
+    >>> for v in (1.0, 2.0, 3.0):
+    ...     s.update(v)
+    >>> s.n, s.mean, round(s.std, 3)
+    (3, 2.0, 0.816)
+    """
+
+    __slots__ = ("alpha", "mean", "n", "var")
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        self.alpha = alpha
+        self.n = 0
+        self.mean = 0.0
+        self.var = 0.0
+
+    def update(self, value: float) -> None:
+        self.n += 1
+        weight = max(1.0 / self.n, self.alpha)
+        delta = value - self.mean
+        self.mean += weight * delta
+        self.var = (1.0 - weight) * (self.var + weight * delta * delta)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.var)
+
+
+def saturate(excess: float, scale: float) -> float:
+    """Map a non-negative excess to [0, 1): 0 stays 0, ``scale`` maps to 0.63."""
+    return 0.0 if excess <= 0 else 1.0 - math.exp(-excess / scale)
+
+
+class VolumeBaseline:
+    """Records and distinct customers per active hour against the actor's own normal.
+
+    ``x`` is an hour's (or a running hour's) counts, ``{"records": int,
+    "customers": int}``. The normal is learned in log space, where staff volumes
+    are roughly symmetric, and a count is scored by how many standard deviations
+    it sits above it (``z0`` of them are tolerated). Counts under ``min_count``
+    are never anomalous, and nothing is scored before ``min_hours`` hours.
+
+    >>> vb = VolumeBaseline(min_hours=3)
+    >>> for n in (4, 6, 5, 3, 7, 5):
+    ...     vb.learn_one({"records": n, "customers": n // 2 + 1})
+    >>> vb.score_one({"records": 6, "customers": 3})
+    0.0
+    >>> round(vb.score_one({"records": 240, "customers": 200}), 2)
+    0.97
+    >>> vb.explain({"records": 240, "customers": 200})[0].expected
+    {'records': 5, 'customers': 3, 'hours_learned': 6}
+    """
+
+    features = ("records", "customers")
+
+    def __init__(self, alpha: float = 0.05, min_hours: int = 6, min_count: int = 10,
+                 floor: float = 0.5, z0: float = 2.5, scale: float = 1.5) -> None:
+        self.alpha = alpha
+        self.min_hours = min_hours
+        self.min_count = min_count
+        self.floor = floor
+        self.z0 = z0
+        self.scale = scale
+        self.stats = {f: RunningStats(alpha) for f in self.features}
+
+    @property
+    def hours(self) -> int:
+        return self.stats["records"].n
+
+    def learn_one(self, x: dict[str, int]) -> None:
+        for f in self.features:
+            self.stats[f].update(math.log1p(x[f]))
+
+    def _feature_score(self, f: str, value: int) -> float:
+        if self.hours < self.min_hours or value < self.min_count:
+            return 0.0
+        st = self.stats[f]
+        z = (math.log1p(value) - st.mean) / max(st.std, self.floor)
+        return saturate(z - self.z0, self.scale)
+
+    def score_one(self, x: dict[str, int]) -> float:
+        return max(self._feature_score(f, x[f]) for f in self.features)
+
+    def usual(self, f: str) -> int:
+        """The actor's typical hourly count (geometric mean) for feature ``f``."""
+        return round(math.expm1(self.stats[f].mean))
+
+    def explain(self, x: dict[str, int]) -> list[Reason]:
+        score = self.score_one(x)
+        if score <= 0:
+            return []
+        desc = (f"read {x['records']} records of {x['customers']} distinct customers in one "
+                f"hour; usually {self.usual('records')} records of {self.usual('customers')} "
+                "customers an active hour")
+        return [Reason("volume", score, desc,
+                       {"records": x["records"], "customers": x["customers"]},
+                       {"records": self.usual("records"), "customers": self.usual("customers"),
+                        "hours_learned": self.hours})]
+
+
+class FirstSeen:
+    """How rare each categorical trait of an access is in the actor's own history.
+
+    ``x`` maps trait name to value, e.g. ``{"access": "export:report",
+    "client": "curl", "network": "203.0.113.0/24"}``. A value's surprise is
+    ``-log10`` of its smoothed frequency in the actor's history; a value the actor
+    never used, once it has ``min_events`` of history, is the strongest case.
+    Each trait's score is capped by its weight, so one new client or network
+    alone stays below an alert: it takes several unusual traits at once, or
+    another detector agreeing.
+
+    >>> fs = FirstSeen(min_events=5)
+    >>> for _ in range(50):
+    ...     fs.learn_one({"client": "crm-console", "network": "10.1.2.0/24"})
+    >>> fs.score_one({"client": "crm-console", "network": "10.1.2.0/24"})
+    0.0
+    >>> round(fs.score_one({"client": "curl", "network": "203.0.113.0/24"}), 2)
+    0.4
+    """
+
+    weights = {"access": 0.3, "client": 0.3, "network": 0.3}
+
+    def __init__(self, min_events: int = 30, max_values: int = 256,
+                 tolerated: float = 1.3, scale: float = 0.5) -> None:
+        self.min_events = min_events
+        self.max_values = max_values
+        self.tolerated = tolerated  # -log10 frequency tolerated: ~1 use in 20
+        self.scale = scale
+        self.n = 0
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def learn_one(self, x: dict[str, str | None]) -> None:
+        self.n += 1
+        for trait, value in x.items():
+            if value is None:
+                continue
+            seen = self.counts.setdefault(trait, {})
+            if value not in seen and len(seen) >= self.max_values:
+                # Forget the rarest value, so the profile stays bounded.
+                del seen[min(seen, key=seen.__getitem__)]
+            seen[value] = seen.get(value, 0) + 1
+
+    def _trait_score(self, trait: str, value: str | None) -> float:
+        if value is None or self.n < self.min_events:
+            return 0.0
+        count = self.counts.get(trait, {}).get(value, 0)
+        surprise = -math.log10((count + 0.5) / (self.n + 1))
+        return self.weights.get(trait, 0.3) * saturate(surprise - self.tolerated, self.scale)
+
+    def score_one(self, x: dict[str, str | None]) -> float:
+        keep = 1.0
+        for trait, value in x.items():
+            keep *= 1.0 - self._trait_score(trait, value)
+        return 1.0 - keep
+
+    def explain(self, x: dict[str, str | None]) -> list[Reason]:
+        out = []
+        for trait, value in x.items():
+            score = self._trait_score(trait, value)
+            if score <= 0:
+                continue
+            count = self.counts.get(trait, {}).get(value, 0)  # type: ignore[arg-type]
+            usual = sorted(self.counts.get(trait, {}).items(), key=lambda kv: -kv[1])[:3]
+            what = "for the first time" if count == 0 else f"seen {count} times in {self.n}"
+            desc = (f"used {trait} {value} {what}; usually "
+                    + ", ".join(v for v, _ in usual))
+            out.append(Reason(f"first_seen_{trait}", score, desc, value,
+                              {v: c for v, c in usual}))
+        return out
+
+
+class TicketHabit:
+    """Customer accesses without a ticket, from an actor whose accesses usually have one.
+
+    ``x`` is ``{"customer": bool, "ticketed": bool}``. ``learn_one`` tracks the
+    share of the actor's customer accesses that carry a ticket; ``score_one`` of
+    an unticketed customer access is that share (0 for actors, such as fraud
+    investigators, who normally work without tickets). The risk layer adds these
+    up over time, so one forgotten ticket is nothing and dozens are an alert.
+
+    >>> th = TicketHabit(min_events=10)
+    >>> for i in range(40):
+    ...     th.learn_one({"customer": True, "ticketed": i % 20 != 0})
+    >>> round(th.score_one({"customer": True, "ticketed": False}), 2)
+    0.95
+    >>> th.score_one({"customer": True, "ticketed": True})
+    0.0
+    """
+
+    def __init__(self, alpha: float = 0.02, min_events: int = 30) -> None:
+        self.rate = RunningStats(alpha)
+        self.min_events = min_events
+
+    @property
+    def ticketed_share(self) -> float:
+        return self.rate.mean
+
+    def learn_one(self, x: dict[str, bool]) -> None:
+        if x["customer"]:
+            self.rate.update(1.0 if x["ticketed"] else 0.0)
+
+    def score_one(self, x: dict[str, bool]) -> float:
+        if not x["customer"] or x["ticketed"] or self.rate.n < self.min_events:
+            return 0.0
+        return self.rate.mean

@@ -1,0 +1,105 @@
+"""One settings object for snoopwatch, read from ``SNOOPWATCH_*`` environment variables.
+
+Every field's environment variable is ``SNOOPWATCH_`` + the upper-cased field
+name, and its docstring is the comment-string right under it (shown by
+``snoopwatch settings``). Both drivers (worker and replay) read the same object.
+
+>>> s = Settings.from_env({"SNOOPWATCH_ALERT_THRESHOLD": "70", "SNOOPWATCH_WEB_PORT": "7000"})
+>>> s.alert_threshold, s.web_port, s.input_topic
+(70.0, 7000, 'access-events')
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import itertools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+PREFIX = "SNOOPWATCH_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    broker: str = "kafka://127.0.0.1:9092"
+    """Kafka bootstrap server(s), faust URL form (``kafka://host:port;host2:port``)."""
+    input_topic: str = "access-events"
+    """Topic of access events (SPEC §1)."""
+    alerts_topic: str = "access-alerts"
+    """Topic alerts are written to (SPEC §2), keyed by actor."""
+    dlq_topic: str = "access-events-dlq"
+    """Dead-letter topic: each rejected message with its reason and origin."""
+    context_topic: str = "access-context"
+    """Compacted topic of watchlist context entries (VIP customers, departing staff)."""
+    app_id: str = "snoopwatch"
+    """Kafka consumer group and prefix of internal topics; workers sharing it share the load."""
+    partitions: int = 4
+    """Partitions of the internal by-actor topic (the unit of scale-out)."""
+    web_host: str = "127.0.0.1"
+    """Address the worker's HTTP server (``/metrics``) binds to."""
+    web_port: int = 6066
+    """Port of the worker's HTTP server; give each worker on one host its own."""
+    data_dir: str = "state/worker"
+    """Folder for the worker's local state (faust tables)."""
+    log_level: str = "info"
+    """Worker log level: debug, info, warning or error."""
+
+    alert_threshold: float = 60.0
+    """Risk (0-100) at which an actor's alert opens."""
+    close_ratio: float = 0.5
+    """An open alert episode closes once risk falls below threshold x this ratio."""
+    min_history_hours: int = 6
+    """Active hours an actor needs before its own volume baseline is trusted."""
+    min_history_events: int = 30
+    """Events an actor needs before first-seen and ticket-habit signals count."""
+    volume_min_count: int = 10
+    """Hourly records or customers below this never count as a volume anomaly."""
+    decay_half_life_s: float = 3600.0
+    """Half-life, in seconds of event time, of each detector's contribution to risk."""
+    max_tracked_customers: int = 5000
+    """Cap on distinct customers remembered per actor per hour (bounds memory)."""
+    max_profile_values: int = 256
+    """Cap on distinct values per first-seen profile (client, network, action) per actor."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SNOOPWATCH_*`` variables (``os.environ`` by default)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r}: expected "
+                                 f"{kind.__name__}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, docstring) for every field, in order."""
+    docs = _field_docs()
+    return [(PREFIX + f.name.upper(), repr(f.default), docs.get(f.name, ""))
+            for f in fields(Settings)]
+
+
+def _field_docs() -> dict[str, str]:
+    # Attribute docstrings are not kept at runtime; read them from the source.
+    tree = ast.parse(inspect.getsource(Settings))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs

@@ -1,0 +1,145 @@
+"""``snoopwatch``: the one command line entry point (SPEC §4)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from detectors.settings import Settings, describe
+from stream.progress import Progress
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from stream.app import run_worker
+
+    # faust parses sys.argv itself; give it only what it understands.
+    sys.argv = [sys.argv[0], "worker"]
+    run_worker(Settings.from_env())
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from stream.replay import replay
+
+    summary = replay(args.events, args.alerts, scores_path=args.scores, dlq_path=args.dlq,
+                     context_path=args.context, settings=Settings.from_env(),
+                     progress=Progress.for_stderr("replay"))
+    print(summary.describe(), file=sys.stderr)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from stream.simulate import SimConfig, produce, write_jsonl
+
+    cfg = SimConfig(seed=args.seed, agents=args.agents, days=args.days, start=args.start,
+                    insiders=args.insiders)
+    tty = sys.stderr.isatty()
+    if args.kafka:
+        s = Settings.from_env()
+        topic = args.topic or s.input_topic
+        counts = asyncio.run(produce(cfg, s.broker, topic, progress=tty))
+        if args.labels:
+            from stream.pipeline import encode
+
+            with open(args.labels, "wb") as fh:
+                for event_id, label in counts["labels"].items():
+                    fh.write(encode({"event_id": event_id, "label": label}) + b"\n")
+        where = f"topic {topic}"
+    else:
+        if not args.out:
+            print("snoopwatch simulate: give --out EVENTS.jsonl or --kafka", file=sys.stderr)
+            return 2
+        counts = write_jsonl(cfg, args.out, args.labels, args.context, progress=tty)
+        where = args.out
+    print(f"simulated {counts['events']} events of {counts['actors']} actors "
+          f"({counts['malicious']} malicious) to {where}", file=sys.stderr)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from stream.evaluate import evaluate
+
+    report = evaluate(args.events, args.labels, context_path=args.context,
+                      settings=Settings.from_env(), progress=Progress.for_stderr("evaluate"))
+    print(report.table())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(agents=args.agents, days=args.days, seed=args.seed,
+                    timeout_s=args.timeout)
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    current = Settings.from_env()
+    for env, default, doc in describe():
+        name = env.removeprefix("SNOOPWATCH_").lower()
+        print(f"{env}={getattr(current, name)!r}  (default {default})\n    {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snoopwatch", description=(
+        "Real-time detection of insiders who misuse customer data. Configuration comes from "
+        "SNOOPWATCH_* environment variables (see 'snoopwatch settings')."))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("worker", help="run a Kafka worker (faust); run more to scale out")
+
+    r = sub.add_parser("replay", help="run the detectors over a JSONL file, no Kafka")
+    r.add_argument("events", help="events JSONL file (SPEC §1), processed in file order")
+    r.add_argument("--alerts", required=True, help="write alerts JSONL here (SPEC §2)")
+    r.add_argument("--scores", help="write {event_id, score} per valid event here")
+    r.add_argument("--dlq", help="write dead-letter records (reason, line, bytes) here")
+    r.add_argument("--context", help="context JSONL (watchlists), applied from the start")
+
+    s = sub.add_parser("simulate", help="a synthetic company with labelled insiders")
+    s.add_argument("--out", help="events JSONL to write")
+    s.add_argument("--labels", help="labels JSONL to write (malicious events only)")
+    s.add_argument("--context", help="context JSONL to write (VIPs, departing staff)")
+    s.add_argument("--kafka", action="store_true", help="send events to the input topic")
+    s.add_argument("--topic", help="topic for --kafka (default: SNOOPWATCH_INPUT_TOPIC)")
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--agents", type=int, default=40, help="customer-service agents")
+    s.add_argument("--days", type=int, default=5)
+    s.add_argument("--start", default="2026-11-02", help="first day (UTC date)")
+    s.add_argument("--insiders", type=int, default=1, help="agents who go rogue")
+
+    e = sub.add_parser("evaluate", help="detection quality on labelled events")
+    e.add_argument("events")
+    e.add_argument("--labels", required=True)
+    e.add_argument("--context")
+
+    d = sub.add_parser("demo", help="the end-to-end demo on a running local broker")
+    d.add_argument("--agents", type=int, default=40)
+    d.add_argument("--days", type=int, default=5)
+    d.add_argument("--seed", type=int, default=11)
+    d.add_argument("--timeout", type=float, default=240.0, help="give up after this many s")
+
+    sub.add_parser("settings", help="list every SNOOPWATCH_* variable with its meaning")
+    return p
+
+
+COMMANDS = {"worker": _cmd_worker, "replay": _cmd_replay, "simulate": _cmd_simulate,
+            "evaluate": _cmd_evaluate, "demo": _cmd_demo, "settings": _cmd_settings}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (OSError, ValueError) as err:
+        print(f"snoopwatch {args.command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The faust agents, in-process with faust's ``agent.test_context()`` (no broker).
+
+Sends to other topics are replaced by recorders, as faust's testing guide
+recommends; the real-broker path is in ``test_kafka.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from unittest.mock import AsyncMock, patch
+
+import orjson
+import pytest
+
+from detectors.settings import Settings
+from stream.app import Snoopwatch, create_app
+from tests.test_detectors import HOUR_MS, T0
+
+
+@pytest.fixture
+def sw() -> Iterator[Snoopwatch]:
+    app = create_app(Settings(app_id="snoopwatch-agent-test"))
+    app.app.conf.store = "memory://"
+    yield app
+
+
+def event(i: int, t_ms: int, customer: str, ticket: str | None, actor: str = "ann") -> bytes:
+    return orjson.dumps({"event_id": f"{actor}-{i}", "time": t_ms, "actor": actor,
+                         "role": "support_agent", "action": "read",
+                         "resource_type": "customer_profile", "customer_id": customer,
+                         "ticket": ticket, "client": "crm", "source_ip": "10.1.2.3"})
+
+
+async def test_ingest_rekeys_valid_events_by_actor(sw: Snoopwatch) -> None:
+    with patch.object(sw.by_actor_topic, "send", AsyncMock()) as rekey, \
+            patch.object(sw.dlq_topic, "send", AsyncMock()) as dlq:
+        async with sw.ingest.test_context() as agent:
+            await agent.put(event(1, T0, "c1", "T1"), key=b"wrong-key")
+            assert list(agent.results.values()) == ["valid"]
+    dlq.assert_not_called()
+    (call,) = rekey.call_args_list
+    assert call.kwargs["key"] == b"ann"  # re-keyed by actor, whatever the input key was
+    assert orjson.loads(call.kwargs["value"])["event_id"] == "ann-1"
+    m = sw.pipeline.metrics
+    assert m.consumed._value.get() == 1 and m.valid._value.get() == 1
+
+
+async def test_ingest_dead_letters_with_reason_and_origin(sw: Snoopwatch) -> None:
+    bad = [b"{nope", b"[]", orjson.dumps({"event_id": "x", "time": "soon", "actor": "a",
+                                          "action": "read", "resource_type": "order"})]
+    with patch.object(sw.by_actor_topic, "send", AsyncMock()) as rekey, \
+            patch.object(sw.dlq_topic, "send", AsyncMock()) as dlq:
+        async with sw.ingest.test_context() as agent:
+            for raw in bad:
+                await agent.put(raw, key=b"k", partition=3)
+            assert list(agent.results.values()) == ["invalid_json", "not_an_object", "bad_time"]
+    rekey.assert_not_called()
+    records = [orjson.loads(c.kwargs["value"]) for c in dlq.call_args_list]
+    assert [r["reason"] for r in records] == ["invalid_json", "not_an_object", "bad_time"]
+    assert records[2]["field"] == "time"
+    assert [r["value"].encode() for r in records] == bad  # the original bytes, kept
+    assert records[0]["source"]["partition"] == 3
+    assert [r["source"]["offset"] for r in records] == [0, 1, 2]
+    dl = sw.pipeline.metrics.dead_lettered
+    assert dl.labels(reason="bad_time")._value.get() == 1
+    assert dl.labels(reason="invalid_json")._value.get() == 1
+
+
+async def test_detect_emits_an_alert_for_an_insider(sw: Snoopwatch) -> None:
+    with patch.object(sw.alerts_topic, "send", AsyncMock()) as alerts:
+        async with sw.detect.test_context() as agent:
+            i = 0
+            for day in range(6):
+                for hour in range(9, 17):
+                    for k in range(4):
+                        i += 1
+                        t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 600_000
+                        await agent.put(event(i, t, f"c{i}", f"T{i}"), key=b"ann")
+            alerts.assert_not_called()
+            t = T0 + 6 * 24 * HOUR_MS + 20 * HOUR_MS
+            for k in range(100):
+                i += 1
+                await agent.put(event(i, t + k * 10_000, f"x{k}", None), key=b"ann")
+    assert alerts.call_args_list, "no alert was sent"
+    first = orjson.loads(alerts.call_args_list[0].kwargs["value"])
+    assert alerts.call_args_list[0].kwargs["key"] == b"ann"
+    assert first["actor"] == "ann" and first["severity"] in ("low", "medium", "high", "critical")
+    assert "without a ticket" in first["summary"]
+    m = sw.pipeline.metrics
+    assert m.processed._value.get() == i
+    assert m.tracked_actors._value.get() == 1
+    assert sum(s.value for s in m.alerts.collect()[0].samples
+               if s.name.endswith("_total")) == len(alerts.call_args_list)
