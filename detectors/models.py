@@ -198,13 +198,15 @@ class FirstSeen:
             score = self._trait_score(trait, value)
             if score <= 0:
                 continue
-            count = self.counts.get(trait, {}).get(value, 0)  # type: ignore[arg-type]
-            usual = sorted(self.counts.get(trait, {}).items(), key=lambda kv: -kv[1])[:3]
-            what = "for the first time" if count == 0 else f"seen {count} times in {self.n}"
-            desc = (f"used {trait} {value} {what}; usually "
-                    + ", ".join(v for v, _ in usual))
-            out.append(Reason(f"first_seen_{trait}", score, desc, value,
-                              {v: c for v, c in usual}))
+            seen = self.counts.get(trait, {})
+            count = seen.get(value, 0)  # type: ignore[arg-type]
+            usual = sorted(((v, c) for v, c in seen.items() if v != value),
+                           key=lambda vc: -vc[1])[:3]
+            what = "for the first time" if count == 0 else f"({count} of {self.n} accesses)"
+            desc = f"used {trait} {value} {what}"
+            if usual:
+                desc += "; usually " + ", ".join(v for v, _ in usual)
+            out.append(Reason(f"first_seen_{trait}", score, desc, value, dict(usual)))
         return out
 
 

@@ -103,3 +103,19 @@ def _field_docs() -> dict[str, str]:
                 and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
             docs[node.target.id] = str(nxt.value.value)
     return docs
+
+
+def bootstrap_servers(broker: str) -> str:
+    """A faust broker URL (``kafka://a:9092;kafka://b:9092``) as aiokafka's ``a:9092,b:9092``.
+
+    >>> bootstrap_servers("kafka://127.0.0.1:9092;kafka://10.0.0.2:9092")
+    '127.0.0.1:9092,10.0.0.2:9092'
+    >>> bootstrap_servers("a:9092, kafka://b:9093")
+    'a:9092,b:9093'
+    """
+    hosts = [h.strip().split("://", 1)[-1].rstrip("/")
+             for h in broker.replace(";", ",").split(",")]
+    hosts = [h for h in hosts if h]
+    if not hosts:
+        raise ValueError(f"no broker address in {broker!r}")
+    return ",".join(hosts)

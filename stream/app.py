@@ -19,21 +19,11 @@ import orjson
 from faust.types import TopicT
 
 from detectors.events import InvalidEvent, decode_event, decode_json, parse_context
-from detectors.settings import Settings
+from detectors.settings import Settings, bootstrap_servers
 from stream.metrics import CONTENT_TYPE, Metrics
 from stream.pipeline import Pipeline, Rejected, dead_letter, encode
 
 log = logging.getLogger("snoopwatch")
-
-
-def bootstrap_servers(broker: str) -> str:
-    """faust's ``kafka://a:9092;b:9092`` as aiokafka's ``a:9092,b:9092``.
-
-    >>> bootstrap_servers("kafka://127.0.0.1:9092;kafka://10.0.0.2:9092")
-    '127.0.0.1:9092,10.0.0.2:9092'
-    """
-    hosts = [h.strip().removeprefix("kafka://") for h in broker.replace(",", ";").split(";")]
-    return ",".join(h for h in hosts if h)
 
 
 @dataclass

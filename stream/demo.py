@@ -21,8 +21,7 @@ from typing import Any
 
 import orjson
 
-from detectors.settings import Settings
-from stream.app import bootstrap_servers
+from detectors.settings import Settings, bootstrap_servers
 from stream.simulate import SimConfig, produce
 
 # A few broken messages, so the demo shows the dead-letter path too.
@@ -66,8 +65,17 @@ def alert_line(alert: dict[str, Any]) -> str:
 async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: Path) -> int:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
     servers = bootstrap_servers(settings.broker)
     t0 = time.monotonic()
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, settings.partitions, 1) for t in (
+            settings.input_topic, settings.alerts_topic, settings.dlq_topic)])
+    finally:
+        await admin.close()
     sim = await produce(cfg, settings.broker, settings.input_topic,
                         progress=sys.stderr.isatty())
     producer = AIOKafkaProducer(bootstrap_servers=servers)
@@ -78,7 +86,7 @@ async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: P
     finally:
         await producer.stop()
     sent = sim["events"] + len(MALFORMED)
-    insiders = sorted({a for a in sim.get("insider_actors", [])})
+    insiders = sim["insiders"]
     print(f"simulated {sim['actors']} staff over {cfg.days} days: {sim['events']} events "
           f"({sim['malicious']} by insiders {', '.join(insiders) or '?'}) + "
           f"{len(MALFORMED)} malformed, into topic {settings.input_topic} "

@@ -41,6 +41,9 @@ from typing import IO, Any
 
 import orjson
 
+from detectors.settings import bootstrap_servers
+from stream.progress import Progress
+
 LABEL_BULK_NO_TICKET = "bulk_no_ticket"
 
 DAY_MS = 86_400_000
@@ -482,26 +485,6 @@ def context_entries(cfg: SimConfig) -> list[dict[str, Any]]:
     return entries
 
 
-class _Progress:
-    """A single self-overwriting status line on stderr (only when enabled)."""
-
-    def __init__(self, enabled: bool, days: int) -> None:
-        self.enabled = enabled
-        self.days = days
-
-    def update(self, day: int, events: int, malicious: int) -> None:
-        if self.enabled:
-            shown = min(day + 1, self.days)
-            sys.stderr.write(f"\rsimulate: day {shown}/{self.days}  {events:,} events  "
-                             f"{malicious:,} malicious ")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 def _open_out(path: str) -> IO[bytes]:
     return sys.stdout.buffer if path == "-" else open(path, "wb", buffering=1 << 20)
 
@@ -510,7 +493,7 @@ def write_jsonl(cfg: SimConfig, events_path: str, labels_path: str | None,
                 context_path: str | None = None, *, progress: bool = False) -> dict[str, int]:
     """Write events JSONL (one orjson-dumped object per line; ``-`` is stdout), labels
     JSONL (``{"event_id", "label"}`` per malicious event only) and, optionally, the
-    context JSONL; return ``{"events": n, "malicious": m, "actors": k}``."""
+    context JSONL; return ``{"events": n, "malicious": m, "actors": k, "insiders": [...]}``."""
     if context_path is not None:
         with open(context_path, "wb") as f:
             f.writelines(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE)
@@ -518,11 +501,12 @@ def write_jsonl(cfg: SimConfig, events_path: str, labels_path: str | None,
     nl = orjson.OPT_APPEND_NEWLINE
     n = m = 0
     actors: set[str] = set()
-    bar = _Progress(progress, cfg.days)
+    insiders: set[str] = set()
+    bar = Progress("simulate", enabled=progress)
     ev_out = _open_out(events_path)
     lab_out = open(labels_path, "wb") if labels_path is not None else None  # noqa: SIM115
     try:
-        for day, batch in _day_batches(cfg):
+        for _day, batch in _day_batches(cfg):
             # One write per line into a large buffer: orjson 3.13 results each pin
             # ~8 KB of RSS while alive, so joining a day's lines costs ~300 MB.
             write = ev_out.write
@@ -531,11 +515,12 @@ def write_jsonl(cfg: SimConfig, events_path: str, labels_path: str | None,
                 actors.add(ev["actor"])
                 if label is not None:
                     m += 1
+                    insiders.add(ev["actor"])
                     if lab_out is not None:
                         lab_out.write(orjson.dumps(
                             {"event_id": ev["event_id"], "label": label}, option=nl))
             n += len(batch)
-            bar.update(day, n, m)
+            bar.update(n)
     finally:
         if ev_out is not sys.stdout.buffer:
             ev_out.close()
@@ -543,22 +528,8 @@ def write_jsonl(cfg: SimConfig, events_path: str, labels_path: str | None,
             ev_out.flush()
         if lab_out is not None:
             lab_out.close()
-        bar.done()
-    return {"events": n, "malicious": m, "actors": len(actors)}
-
-
-def bootstrap_servers(broker: str) -> str:
-    """``kafka://h1:9092,kafka://h2:9092`` (faust style) -> ``h1:9092,h2:9092``."""
-    hosts = []
-    for part in broker.split(","):
-        part = part.strip()
-        if "://" in part:
-            part = part.split("://", 1)[1]
-        if part:
-            hosts.append(part.rstrip("/"))
-    if not hosts:
-        raise ValueError(f"no broker address in {broker!r}")
-    return ",".join(hosts)
+        bar.close()
+    return {"events": n, "malicious": m, "actors": len(actors), "insiders": sorted(insiders)}
 
 
 FLUSH_EVERY = 5_000  # bound in-flight futures; linger_ms does the real batching
@@ -568,7 +539,7 @@ async def produce(cfg: SimConfig, broker: str, topic: str, *,
                   progress: bool = False) -> dict[str, Any]:
     """Send every event to Kafka (key = actor, value = orjson bytes); labels stay local.
 
-    Returns ``{"events", "malicious", "actors", "labels": {event_id: label}}``.
+    Returns ``{"events", "malicious", "actors", "insiders", "labels": {event_id: label}}``.
     """
     from aiokafka import AIOKafkaProducer  # lazy: file-only use needs no Kafka client
 
@@ -578,16 +549,18 @@ async def produce(cfg: SimConfig, broker: str, topic: str, *,
     n = 0
     actors: set[str] = set()
     labels: dict[str, str] = {}
-    bar = _Progress(progress, cfg.days)
+    insiders: set[str] = set()
+    bar = Progress("simulate", enabled=progress)
     pending: list[Any] = []
     try:
         await producer.start()  # inside try: a failed bootstrap must still close it
-        for day, batch in _day_batches(cfg):
+        for _day, batch in _day_batches(cfg):
             for ev, label in batch:
                 actor = ev["actor"]
                 actors.add(actor)
                 if label is not None:
                     labels[ev["event_id"]] = label
+                    insiders.add(actor)
                 # Event time stays in the payload only: stamping far-future or past
                 # times on Kafka records can trip broker timestamp limits/retention.
                 pending.append(await producer.send(topic, value=orjson.dumps(ev),
@@ -595,13 +568,14 @@ async def produce(cfg: SimConfig, broker: str, topic: str, *,
                 n += 1
                 if len(pending) >= FLUSH_EVERY:
                     await _drain(producer, pending)
-                    bar.update(day, n, len(labels))
-            bar.update(day, n, len(labels))
+                    bar.update(n)
+            bar.update(n)
         await _drain(producer, pending)
     finally:
         await producer.stop()
-        bar.done()
-    return {"events": n, "malicious": len(labels), "actors": len(actors), "labels": labels}
+        bar.close()
+    return {"events": n, "malicious": len(labels), "actors": len(actors),
+            "insiders": sorted(insiders), "labels": labels}
 
 
 async def _drain(producer: Any, pending: list[Any]) -> None:

@@ -14,11 +14,11 @@ import orjson
 import pytest
 
 from detectors.events import parse_context, parse_event
+from detectors.settings import bootstrap_servers
 from stream import simulate
 from stream.simulate import (
     LABEL_BULK_NO_TICKET,
     SimConfig,
-    bootstrap_servers,
     context_entries,
     generate,
     produce,
@@ -168,7 +168,8 @@ def test_write_jsonl_files(tmp_path, capsys) -> None:
     assert events == [ev for ev, _ in generate(cfg)]
     labels = [orjson.loads(line) for line in lab_path.read_bytes().splitlines()]
     assert counts == {"events": len(events), "malicious": len(labels),
-                      "actors": len({ev["actor"] for ev in events})}
+                      "actors": len({ev["actor"] for ev in events}),
+                      "insiders": sorted({ev["actor"] for ev, lab in generate(cfg) if lab})}
     assert counts["malicious"] > 0
     ids = {ev["event_id"] for ev in events}
     for row in labels:  # SPEC §1: {"event_id", "label"}, malicious events only
@@ -191,7 +192,7 @@ def test_write_jsonl_progress_goes_to_stderr(tmp_path, capsys) -> None:
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("\r") and "events" in captured.err
-    assert captured.err.endswith("\n")
+    assert captured.err.endswith("\r\033[K")  # the line is cleared at the end
 
 
 @pytest.mark.parametrize("bad", [
