@@ -64,7 +64,6 @@ def alert_line(alert: dict[str, Any]) -> str:
 
 async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: Path) -> int:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     servers = bootstrap_servers(settings.broker)
