@@ -24,7 +24,8 @@ import pytest
 
 from detectors.settings import Settings, bootstrap_servers
 from stream.demo import free_port, scrape
-from stream.simulate import SimConfig, generate, produce
+from stream.replay import replay
+from stream.simulate import SimConfig, generate, produce, write_jsonl
 
 pytestmark = pytest.mark.kafka
 
@@ -127,25 +128,36 @@ def wait_for_metric(url: str, name: str, at_least: float, timeout_s: float = 120
         time.sleep(0.5)
 
 
-def test_injected_insider_is_alerted_on_the_alerts_topic(settings: Settings, worker: str
-                                                         ) -> None:
+def test_injected_insider_is_alerted_on_the_alerts_topic(settings: Settings, worker: str,
+                                                         tmp_path: Path) -> None:
+    # What the offline driver says about the same events: the worker must agree exactly.
+    events, alerts_file = tmp_path / "events.jsonl", tmp_path / "alerts.jsonl"
+    write_jsonl(SIM, str(events), None)
+    replay(str(events), str(alerts_file))
+    expected = [orjson.loads(line) for line in alerts_file.read_bytes().splitlines()]
+    assert expected
+
     sim = asyncio.run(produce(SIM, settings.broker, settings.input_topic))
     insiders = set(sim["insiders"])
     assert len(insiders) == 1
     metrics = wait_for_metric(worker, "snoopwatch_events_processed_total", sim["events"])
     assert metrics["snoopwatch_events_valid_total"] == sim["events"]
 
-    msgs = asyncio.run(_consume(settings.alerts_topic,
-                                lambda got: any(m.key.decode() in insiders for m in got), 60))
+    msgs = asyncio.run(_consume(settings.alerts_topic, lambda got: len(got) >= len(expected),
+                                60))
     alerts = [orjson.loads(m.value) for m in msgs]
     assert [m.key.decode() for m in msgs] == [a["actor"] for a in alerts]  # keyed by actor
     caught = [a for a in alerts if a["actor"] in insiders]
     assert caught, f"insider not alerted; alerts: {[a['summary'] for a in alerts]}"
-    alert = caught[0]
-    assert sim["labels"].get(alert["event_ids"][0]), "the trigger is one of the insider's events"
-    assert "without a ticket" in alert["summary"]
+    assert sim["labels"].get(caught[0]["event_ids"][0]), "the trigger is an insider's event"
+    assert "without a ticket" in caught[0]["summary"]
     false_alarms = {a["actor"] for a in alerts} - insiders
     assert len(false_alarms) <= 1, f"normal staff alerted: {false_alarms}"
+
+    def same(a: dict) -> tuple:
+        return a["alert_id"], a["severity"], a["score"], a["summary"], tuple(a["event_ids"])
+
+    assert sorted(map(same, alerts)) == sorted(map(same, expected))
 
 
 def test_malformed_messages_go_to_the_dead_letter_topic(settings: Settings, worker: str
