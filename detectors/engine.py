@@ -1,9 +1,29 @@
 """The detection core: validated events in, risk and alerts out.
 
 Both drivers call :meth:`Engine.process` once per valid event, in order per
-actor. State is keyed by actor (:class:`ActorState`), so a driver may shard
-actors across workers freely. Time is event time only; nothing reads the wall
-clock, so a replay of the same file gives the same output.
+actor. Per-actor state (:class:`ActorState`) is keyed by actor; peer-group
+state (:class:`PeerGroup`, by role) is learned from the actors a driver holds,
+which in a scaled-out worker is a random sample of each group. Time is event
+time only; nothing reads the wall clock, so a replay of the same file gives the
+same output.
+
+Signals per event (each a river-style detector in :mod:`detectors.models`):
+
+- ``volume`` / ``egress``: the running hour's records, distinct customers,
+  egress records and bytes against the actor's own normal hour (its peers'
+  while it is new);
+- ``first_seen_*``: an action, client, network or set of sensitive fields the
+  actor rarely or never used — discounted when its peers use it commonly;
+- ``unjustified``: customer reads without a ticket and with no ticketed
+  contact with that customer in the last day, beyond the actor's own habit;
+- ``off_hours``: customer access at hours the actor (or its peers) never work;
+- ``vip``: unjustified reads of customers on the VIP watchlist;
+- departing staff (watchlist) get a lower tolerance for egress volume, not an
+  alert for being on the list.
+
+Short-term levels decay with a half-life of an hour; specific weak signals
+(unjustified and VIP reads, off-hours egress) also feed a long-term
+accumulator with a half-life of days, so low-and-slow behaviour adds up.
 
 >>> from detectors.events import parse_event
 >>> eng = Engine(Settings(min_history_hours=2, min_history_events=5))
@@ -23,10 +43,10 @@ clock, so a replay of the same file gives the same output.
 ...     v = eng.process(ev(i, 7, f"x{k}", ticket=None))
 ...     if v.alert:
 ...         alerts.append(v.alert)
->>> alerts[0].severity, alerts[0].reasons[0].detector
-('low', 'unjustified')
->>> print(alerts[-1].summary)  # doctest: +ELLIPSIS
-ann (support_agent) accessed 31 customers without a ticket; ...
+>>> alerts[0].reasons[0].detector
+'unjustified'
+>>> "without a ticket" in alerts[0].summary
+True
 """
 
 from __future__ import annotations
@@ -35,18 +55,35 @@ import hashlib
 import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
-from detectors.models import FirstSeen, Reason, TicketHabit, VolumeBaseline, saturate
+from detectors.models import (
+    FirstSeen,
+    Reason,
+    TicketHabit,
+    TimeOfWeek,
+    VolumeBaseline,
+    saturate,
+)
 from detectors.settings import Settings
 
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 MAX_EVIDENCE = 50
+# A ticketed contact with a customer justifies unticketed reads of it for this long.
+TICKET_CONTEXT_MS = DAY_MS
+# An unticketed read followed this soon by a ticketed one was a forgotten ticket.
+LATE_TICKET_MS = HOUR_MS
+MAX_TICKETED = 64  # recent ticketed customers remembered per actor
+LONG_TERM_CAP = 6.0  # long-term risk is ~0.9 here, and forgets a burst within a week
 # Severity bands of the risk score (0-100); an alert opens at the configured threshold.
 SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low"))
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+VOLUME_FEATURES = ("records", "customers")
+EGRESS_FEATURES = ("egress", "egress_bytes")
+EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
 
 
 def severity_of(risk: float) -> str:
@@ -71,9 +108,9 @@ def network_of(ip: str | None) -> str | None:
     """
     if ip is None:
         return None
-    addr = ipaddress.ip_address(ip)
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    if "." in ip and ":" not in ip:  # fast path for IPv4, the common case
+        return ip[:ip.rfind(".")] + ".0/24"
+    return str(ipaddress.ip_network(f"{ip}/48", strict=False))
 
 
 @dataclass(slots=True)
@@ -116,20 +153,55 @@ class Verdict:
     alert: Alert | None = None
 
 
+def _volume(s: Settings, min_hours: int) -> VolumeBaseline:
+    return VolumeBaseline(VOLUME_FEATURES, {f: s.volume_min_count for f in VOLUME_FEATURES},
+                          min_hours=min_hours)
+
+
+def _egress(min_hours: int) -> VolumeBaseline:
+    return VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN, min_hours=min_hours, name="egress")
+
+
+@dataclass(slots=True)
+class PeerGroup:
+    """What is normal for a role, pooled over the actors of that role."""
+
+    volume: VolumeBaseline
+    egress: VolumeBaseline
+    first_seen: FirstSeen
+    tickets: TicketHabit
+    hours: TimeOfWeek
+
+    @classmethod
+    def new(cls, s: Settings) -> PeerGroup:
+        return cls(volume=_volume(s, 4 * s.min_history_hours),
+                   egress=_egress(4 * s.min_history_hours),
+                   first_seen=FirstSeen(min_events=10 * s.min_history_events, max_values=1024),
+                   tickets=TicketHabit(min_events=3 * s.min_history_events),
+                   hours=TimeOfWeek(min_events=10 * s.min_history_events))
+
+
 @dataclass(slots=True)
 class ActorState:
     """Everything snoopwatch remembers about one actor."""
 
+    peer: str
     volume: VolumeBaseline
+    egress: VolumeBaseline
     first_seen: FirstSeen
     tickets: TicketHabit
+    hours: TimeOfWeek
     role: str | None = None
     hour: int = -1
-    hour_records: int = 0
+    hour_counts: dict[str, int] = field(default_factory=dict)
     hour_customers: set[str] = field(default_factory=set)
-    unjustified: float = 0.0  # decaying count of unticketed customer accesses
-    customer_reads: float = 0.0  # decaying count of all customer accesses
+    ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
+    # unticketed customer -> (when, long-term weight added), until a late ticket may clear it
+    pending: dict[str, tuple[int, float]] = field(default_factory=dict)
+    unjustified: float = 0.0  # decaying count of unjustified customer reads
+    customer_reads: float = 0.0  # decaying count of all customer reads
     unjustified_customers: set[str] = field(default_factory=set)
+    long_term: float = 0.0  # slow-decaying sum of specific weak signals
     levels: dict[str, float] = field(default_factory=dict)  # detector -> decaying score
     # detector -> (its score then, the reasons behind its current level)
     reasons: dict[str, tuple[float, list[Reason]]] = field(default_factory=dict)
@@ -139,11 +211,12 @@ class ActorState:
 
 
 class Engine:
-    """Per-actor detectors, risk and alerting, for one shard of actors."""
+    """Per-actor and per-peer-group detectors, risk and alerting, for one shard of actors."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.actors: dict[str, ActorState] = {}
+        self.peers: dict[str, PeerGroup] = {}
         self.vip_customers: set[str] = set()
         self.departing: dict[str, ContextEntry] = {}
 
@@ -152,96 +225,225 @@ class Engine:
         return len(self.actors)
 
     def apply_context(self, entry: ContextEntry) -> None:
-        """Record (or remove) a watchlist fact. Used by later detectors; kept in state now."""
-        book: Any = self.vip_customers if entry.kind == "vip_customer" else self.departing
-        if entry.removed:
-            book.discard(entry.id) if isinstance(book, set) else book.pop(entry.id, None)
-        elif isinstance(book, set):
-            book.add(entry.id)
+        """Record (or remove) a watchlist fact."""
+        if entry.kind == "vip_customer":
+            if entry.removed:
+                self.vip_customers.discard(entry.id)
+            else:
+                self.vip_customers.add(entry.id)
+        elif entry.removed:
+            self.departing.pop(entry.id, None)
         else:
-            book[entry.id] = entry
+            self.departing[entry.id] = entry
 
     def _state(self, ev: AccessEvent) -> ActorState:
         st = self.actors.get(ev.actor)
         if st is None:
             s = self.settings
             st = ActorState(
-                volume=VolumeBaseline(min_hours=s.min_history_hours, min_count=s.volume_min_count),
+                peer=ev.role or ev.team or "unknown",
+                volume=_volume(s, s.min_history_hours),
+                egress=_egress(s.min_history_hours),
                 first_seen=FirstSeen(min_events=s.min_history_events,
                                      max_values=s.max_profile_values),
                 tickets=TicketHabit(min_events=s.min_history_events),
+                hours=TimeOfWeek(min_events=2 * s.min_history_events),
             )
             self.actors[ev.actor] = st
-        return st
-
-    def process(self, ev: AccessEvent) -> Verdict:
-        st = self._state(ev)
+        elif ev.role and ev.role != st.role and st.role is not None:
+            st.peer = ev.role  # a role change: judge against the new peers from now on
         if ev.role:
             st.role = ev.role
-        decay = self._decay(st, ev.time_ms)
-        self._roll_hour(st, ev.time_ms)
+        return st
 
-        # Volume: the running hour against the actor's normal hour.
-        st.hour_records += ev.records
-        cap = self.settings.max_tracked_customers
-        if ev.customer_id is not None and len(st.hour_customers) < cap:
-            st.hour_customers.add(ev.customer_id)
-        counts = {"records": st.hour_records, "customers": len(st.hour_customers)}
-        contributed = self._raise(st, "volume", st.volume.score_one(counts),
-                                  st.volume.explain(counts))
+    def _peer(self, key: str) -> PeerGroup:
+        peer = self.peers.get(key)
+        if peer is None:
+            peer = self.peers[key] = PeerGroup.new(self.settings)
+        return peer
 
-        # Unjustified: more unticketed customer reads than the actor's own habit explains.
-        habit = {"customer": ev.customer_id is not None, "ticketed": bool(ev.ticket)}
-        share = st.tickets.score_one(habit)
-        st.unjustified *= decay
-        st.customer_reads *= decay
-        if habit["customer"]:
-            st.customer_reads += 1.0
-        if share > 0:
-            st.unjustified += 1.0
-            st.unjustified_customers.add(ev.customer_id)  # type: ignore[arg-type]
-            n = len(st.unjustified_customers)
-            excess = st.unjustified - (1.0 - share) * st.customer_reads
-            score = share * saturate(excess, 4.0)
-            desc = (f"accessed {n} customers without a ticket; {round(100 * share)}% of "
-                    "their customer accesses normally carry one")
-            contributed |= self._raise(st, "unjustified", score, [Reason(
-                "unjustified", score, desc, {"unticketed_customers": n},
-                {"ticketed_share": round(share, 3)})])
-        if st.levels.get("unjustified", 0.0) < 0.5:
-            # Don't let a run of unticketed reads teach the actor that they are normal.
-            st.tickets.learn_one(habit)
+    def process(self, ev: AccessEvent) -> Verdict:
+        s = self.settings
+        st = self._state(ev)
+        peer = self._peer(st.peer)
+        t = ev.time_ms
+        decay, long_decay = self._decay(st, t)
+        self._roll_hour(st, peer, t)
 
-        # First-seen traits of this access.
+        # --- hourly volume, own normal (peers' while the actor is new) -------------
+        hc = st.hour_counts
+        hc["records"] = hc.get("records", 0) + ev.records
+        customer = ev.customer_id
+        if customer is not None and len(st.hour_customers) < s.max_tracked_customers:
+            st.hour_customers.add(customer)
+        hc["customers"] = len(st.hour_customers)
+        contributed = self._volume_signal(st, peer, st.volume, peer.volume, hc, 0.0)
+        if ev.is_egress:
+            hc["egress"] = hc.get("egress", 0) + ev.records
+            hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
+            # Departing staff: most leave quietly, so the list only lowers the tolerance.
+            slack = -1.5 if self._departing(ev.actor, t) else 0.0
+            contributed |= self._volume_signal(st, peer, st.egress, peer.egress, hc, slack)
+
+        # --- unjustified customer access -------------------------------------------
+        if customer is not None:
+            contributed |= self._justification(st, peer, ev, customer, decay, long_decay)
+
+        # --- first-seen traits, against the actor and its peers ---------------------
         traits = {"access": f"{ev.action}:{ev.resource_type}", "client": ev.client,
-                  "network": network_of(ev.source_ip)}
-        contributed |= self._raise(st, "first_seen", st.first_seen.score_one(traits),
-                                   st.first_seen.explain(traits))
+                  "network": network_of(ev.source_ip),
+                  "fields": ",".join(sorted(ev.fields)) if ev.fields else None}
+        contributed |= self._first_seen(st, peer, traits)
         st.first_seen.learn_one(traits)
+        peer.first_seen.learn_one(traits)
+
+        # --- time of week -----------------------------------------------------------
+        if customer is not None or ev.is_egress:
+            hours = st.hours if st.hours.n >= st.hours.min_events else peer.hours
+            off = 0.5 * hours.score_one(t)
+            if off > 0.01:
+                desc = (f"worked at {rfc3339(t)[11:16]} UTC; "
+                        + ("usually " if hours is st.hours else "peers usually ")
+                        + hours.usual_hours())
+                contributed |= self._raise(st, "off_hours", off, [Reason(
+                    "off_hours", off, desc, rfc3339(t)[11:16], hours.usual_hours())])
+                if ev.is_egress:
+                    st.long_term = min(st.long_term + off, LONG_TERM_CAP)
+            st.hours.learn_one(t)
+            peer.hours.learn_one(t)
 
         if contributed:
-            st.evidence.append((ev.event_id, ev.customer_id))
+            st.evidence.append((ev.event_id, customer))
         risk = self._risk(st)
         return Verdict(score=risk, alert=self._maybe_alert(st, ev, risk))
 
-    def _decay(self, st: ActorState, now_ms: int) -> float:
+    # --- signals -------------------------------------------------------------------
+
+    def _volume_signal(self, st: ActorState, peer: PeerGroup, own: VolumeBaseline,
+                       peers: VolumeBaseline, counts: dict[str, int], slack: float) -> bool:
+        if own.hours >= own.min_hours:
+            model, whose, z0 = own, "usually", own.z0 + slack
+        else:  # cold start: judged against peers, with extra tolerance
+            model, whose, z0 = peers, "peers usually", peers.z0 + 1.0 + slack
+        score = model.score_one(counts, z0)
+        if score <= 0.01:
+            return False
+        return self._raise(st, own.name, score, model.explain(counts, z0, whose))
+
+    def _justification(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, customer: str,
+                       decay: float, long_decay: float) -> bool:
+        t = ev.time_ms
+        habit = {"customer": True, "ticketed": bool(ev.ticket)}
+        st.customer_reads *= decay
+        st.unjustified *= decay
+        st.customer_reads += 1.0
+        contributed = False
+        if ev.ticket:
+            st.ticketed[customer] = t
+            if len(st.ticketed) > MAX_TICKETED:
+                del st.ticketed[next(iter(st.ticketed))]  # the oldest insertion
+            late = st.pending.pop(customer, None)
+            if late is not None and t - late[0] <= LATE_TICKET_MS:
+                # A forgotten ticket, supplied after all: take the suspicion back.
+                st.unjustified = max(0.0, st.unjustified - 1.0)
+                st.long_term = max(0.0, st.long_term - late[1])
+        elif t - st.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS:
+            tickets = st.tickets if st.tickets.rate.n >= st.tickets.min_events else peer.tickets
+            share = tickets.score_one(habit)
+            if share > 0:
+                st.unjustified += 1.0
+                st.unjustified_customers.add(customer)
+                weight = self.settings.long_term_weight * share
+                vip = customer in self.vip_customers
+                if vip:
+                    weight *= 4
+                # Capped: a burst is the short-term levels' job; this is for slow build-up.
+                st.long_term = min(st.long_term + weight, LONG_TERM_CAP)
+                st.pending[customer] = (t, weight)
+                if len(st.pending) > MAX_TICKETED:
+                    del st.pending[next(iter(st.pending))]
+                n = len(st.unjustified_customers)
+                excess = st.unjustified - (1.0 - share) * st.customer_reads
+                score = share * saturate(excess, 4.0)
+                whose = "their" if tickets is st.tickets else "their peers'"
+                desc = (f"accessed {n} customers without a ticket or a ticketed contact; "
+                        f"{round(100 * share)}% of {whose} customer accesses carry one")
+                contributed = self._raise(st, "unjustified", score, [Reason(
+                    "unjustified", score, desc, {"unticketed_customers": n},
+                    {"ticketed_share": round(share, 3)})])
+                if vip:
+                    vip_score = 0.75 * share
+                    contributed |= self._raise(st, "vip", vip_score, [Reason(
+                        "vip", vip_score, f"read VIP customer {customer} without a ticket",
+                        customer, "no VIP reads without a ticket")])
+        if st.levels.get("unjustified", 0.0) < 0.5:
+            # Don't let a run of unticketed reads teach the actor that they are normal.
+            st.tickets.learn_one(habit)
+            peer.tickets.learn_one(habit)
+        return contributed
+
+    def _first_seen(self, st: ActorState, peer: PeerGroup, traits: dict[str, str | None]
+                    ) -> bool:
+        own = st.first_seen
+        if own.n >= own.min_events:
+            reasons = own.explain(traits)
+            # What the actor's peers use commonly (a new tool for the team) counts far less.
+            for r in reasons:
+                trait = r.detector.removeprefix("first_seen_")
+                common = peer.first_seen.counts.get(trait, {}).get(traits[trait], 0)
+                if peer.first_seen.n and common / peer.first_seen.n >= 0.01:
+                    r.score *= 0.3
+                    r.description += " (common among peers)"
+        else:  # cold start: only what is rare for the peers too
+            reasons = peer.first_seen.explain(traits)
+            for r in reasons:
+                r.description = r.description.replace("usually", "peers usually")
+        if not reasons:
+            return False
+        keep = 1.0
+        for r in reasons:
+            keep *= 1.0 - r.score
+        return self._raise(st, "first_seen", 1.0 - keep, reasons)
+
+    def _departing(self, actor: str, t: int) -> bool:
+        entry = self.departing.get(actor)
+        if entry is None:
+            return False
+        if entry.notice_ms is not None and t < entry.notice_ms - 14 * DAY_MS:
+            return False
+        if entry.last_day is not None:
+            end = date.fromisoformat(entry.last_day)
+            return t < (end.toordinal() - 719162 + 1) * DAY_MS
+        return True
+
+    # --- bookkeeping ---------------------------------------------------------------
+
+    def _decay(self, st: ActorState, now_ms: int) -> tuple[float, float]:
         """Decay every level by the event time elapsed since the actor's last event."""
-        elapsed = max(0, now_ms - st.last_ms) if st.last_ms else 0
+        elapsed = max(0, now_ms - st.last_ms) / 1000 if st.last_ms else 0.0
         st.last_ms = max(st.last_ms, now_ms)
-        factor = 0.5 ** (elapsed / 1000 / self.settings.decay_half_life_s)
+        s = self.settings
+        factor = 0.5 ** (elapsed / s.decay_half_life_s)
+        long_factor = 0.5 ** (elapsed / s.long_half_life_s)
         if factor < 1.0:
             for name in st.levels:
                 st.levels[name] *= factor
-        return factor
+            st.long_term *= long_factor
+        return factor, long_factor
 
-    def _roll_hour(self, st: ActorState, now_ms: int) -> None:
+    def _roll_hour(self, st: ActorState, peer: PeerGroup, now_ms: int) -> None:
         hour = now_ms // HOUR_MS
         if hour <= st.hour:
             return  # same hour, or a late event: it counts toward the running hour
-        if st.hour >= 0 and (st.hour_records or st.hour_customers):
-            st.volume.learn_one({"records": st.hour_records,
-                                 "customers": len(st.hour_customers)})
-        st.hour, st.hour_records = hour, 0
+        if st.hour >= 0 and st.hour_counts:
+            counts = st.hour_counts
+            st.volume.learn_one(counts)
+            peer.volume.learn_one(counts)
+            if "egress" in counts:
+                st.egress.learn_one(counts)
+                peer.egress.learn_one(counts)
+        st.hour = hour
+        st.hour_counts = {}
         st.hour_customers = set()
         if st.unjustified < 0.5:
             st.unjustified_customers = set()
@@ -255,11 +457,11 @@ class Engine:
         st.reasons[name] = (score, reasons)  # the latest observation explains the level
         return True
 
-    @staticmethod
-    def _risk(st: ActorState) -> float:
+    def _risk(self, st: ActorState) -> float:
         keep = 1.0
         for level in st.levels.values():
             keep *= 1.0 - min(level, 0.999)
+        keep *= 1.0 - saturate(st.long_term - 1.0, 2.0)
         return round(100.0 * (1.0 - keep), 1)
 
     def _maybe_alert(self, st: ActorState, ev: AccessEvent, risk: float) -> Alert | None:
@@ -271,7 +473,7 @@ class Engine:
         severity = severity_of(risk)
         opened = st.open_severity
         if opened is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[opened]:
-            return None  # one alert per episode, re-raised only when it escalates
+            return None  # one alert per episode, raised again only when it escalates
         st.open_severity = severity
         return self._alert(st, ev, risk, severity)
 
@@ -286,8 +488,7 @@ class Engine:
                      severity=severity, score=risk, summary=summary, reasons=reasons,
                      event_ids=ids[:MAX_EVIDENCE], customers=len(customers))
 
-    @staticmethod
-    def _current_reasons(st: ActorState) -> list[Reason]:
+    def _current_reasons(self, st: ActorState) -> list[Reason]:
         """Each contributing detector's reasons, scaled to its decayed level."""
         out = []
         for name, level in st.levels.items():
@@ -296,4 +497,12 @@ class Engine:
                 continue
             out.extend(Reason(r.detector, r.score * level / peak, r.description, r.observed,
                               r.expected) for r in reasons)
+        long_score = saturate(st.long_term - 1.0, 2.0)
+        if long_score > 0.01:
+            out.append(Reason("accumulated", long_score,
+                              "kept up unjustified or off-hours access over days "
+                              f"(weight {st.long_term:.1f}, halving every "
+                              f"{self.settings.long_half_life_s / 86400:g} days)",
+                              round(st.long_term, 2), "under 1.0"))
         return sorted(out, key=lambda r: -r.score)
+

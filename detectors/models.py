@@ -71,13 +71,14 @@ def saturate(excess: float, scale: float) -> float:
 
 
 class VolumeBaseline:
-    """Records and distinct customers per active hour against the actor's own normal.
+    """Per-hour counts against a learned normal (the actor's own, or its peers').
 
-    ``x`` is an hour's (or a running hour's) counts, ``{"records": int,
+    ``x`` is an hour's (or a running hour's) counts, e.g. ``{"records": int,
     "customers": int}``. The normal is learned in log space, where staff volumes
     are roughly symmetric, and a count is scored by how many standard deviations
-    it sits above it (``z0`` of them are tolerated). Counts under ``min_count``
-    are never anomalous, and nothing is scored before ``min_hours`` hours.
+    it sits above it (``z0`` of them are tolerated). Counts under their
+    ``min_counts`` are never anomalous, and nothing is scored before ``min_hours``
+    hours have been learned.
 
     >>> vb = VolumeBaseline(min_hours=3)
     >>> for n in (4, 6, 5, 3, 7, 5):
@@ -90,51 +91,126 @@ class VolumeBaseline:
     {'records': 5, 'customers': 3, 'hours_learned': 6}
     """
 
-    features = ("records", "customers")
-
-    def __init__(self, alpha: float = 0.05, min_hours: int = 6, min_count: int = 10,
-                 floor: float = 0.5, z0: float = 2.5, scale: float = 1.5) -> None:
+    def __init__(self, features: tuple[str, ...] = ("records", "customers"),
+                 min_counts: dict[str, int] | None = None, alpha: float = 0.05,
+                 min_hours: int = 6, floor: float = 0.5, z0: float = 2.5, scale: float = 1.5,
+                 name: str = "volume") -> None:
+        self.features = features
+        self.min_counts = {f: 10 for f in features} | (min_counts or {})
         self.alpha = alpha
         self.min_hours = min_hours
-        self.min_count = min_count
         self.floor = floor
         self.z0 = z0
         self.scale = scale
-        self.stats = {f: RunningStats(alpha) for f in self.features}
+        self.name = name
+        self.stats = {f: RunningStats(alpha) for f in features}
 
     @property
     def hours(self) -> int:
-        return self.stats["records"].n
+        return self.stats[self.features[0]].n
 
     def learn_one(self, x: dict[str, int]) -> None:
         for f in self.features:
-            self.stats[f].update(math.log1p(x[f]))
+            self.stats[f].update(math.log1p(x.get(f, 0)))
 
-    def _feature_score(self, f: str, value: int) -> float:
-        if self.hours < self.min_hours or value < self.min_count:
-            return 0.0
+    def z(self, f: str, value: float) -> float:
+        """Standard deviations of ``log1p(value)`` above the learned normal."""
         st = self.stats[f]
-        z = (math.log1p(value) - st.mean) / max(st.std, self.floor)
-        return saturate(z - self.z0, self.scale)
+        return (math.log1p(value) - st.mean) / max(st.std, self.floor)
 
-    def score_one(self, x: dict[str, int]) -> float:
-        return max(self._feature_score(f, x[f]) for f in self.features)
+    def _feature_score(self, f: str, value: int, z0: float) -> float:
+        if self.hours < self.min_hours or value < self.min_counts[f]:
+            return 0.0
+        return saturate(self.z(f, value) - z0, self.scale)
+
+    def score_one(self, x: dict[str, int], z0: float | None = None) -> float:
+        z0 = self.z0 if z0 is None else z0
+        return max(self._feature_score(f, x.get(f, 0), z0) for f in self.features)
 
     def usual(self, f: str) -> int:
-        """The actor's typical hourly count (geometric mean) for feature ``f``."""
+        """The typical hourly count (geometric mean) for feature ``f``."""
         return round(math.expm1(self.stats[f].mean))
 
-    def explain(self, x: dict[str, int]) -> list[Reason]:
-        score = self.score_one(x)
+    def explain(self, x: dict[str, int], z0: float | None = None, whose: str = "usually"
+                ) -> list[Reason]:
+        score = self.score_one(x, z0)
         if score <= 0:
             return []
-        desc = (f"read {x['records']} records of {x['customers']} distinct customers in one "
-                f"hour; usually {self.usual('records')} records of {self.usual('customers')} "
-                "customers an active hour")
-        return [Reason("volume", score, desc,
-                       {"records": x["records"], "customers": x["customers"]},
-                       {"records": self.usual("records"), "customers": self.usual("customers"),
-                        "hours_learned": self.hours})]
+        observed = {f: x.get(f, 0) for f in self.features}
+        expected: dict[str, Any] = {f: self.usual(f) for f in self.features}
+        expected["hours_learned"] = self.hours
+        shown = ", ".join(f"{_fmt(observed[f])} {_UNITS.get(f, f)}" for f in self.features)
+        usual = ", ".join(f"{_fmt(expected[f])}" for f in self.features)
+        desc = f"{shown} in one hour; {whose} {usual} an active hour"
+        return [Reason(self.name, score, desc, observed, expected)]
+
+
+_UNITS = {"records": "records", "customers": "distinct customers",
+          "egress": "records exported, downloaded or streamed", "egress_bytes": "bytes out"}
+
+
+def _fmt(n: float) -> str:
+    """Counts as people read them: 12, 3.4k, 12M."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= 10 * size:
+            return f"{n / size:.0f}{unit}"
+    return f"{n:.0f}"
+
+
+class TimeOfWeek:
+    """When an actor (or a peer group) usually works: 24 hours x weekday/weekend.
+
+    ``score_one(t_ms)`` is how surprising activity at that time is: 0 for the
+    actor's usual hours, rising for hours it has (almost) never worked.
+
+    >>> tw = TimeOfWeek(min_events=20)
+    >>> nine_am = 1_793_520_000_000 + 9 * 3_600_000     # a Monday, 09:00 UTC
+    >>> for day in range(5):
+    ...     for k in range(10):
+    ...         tw.learn_one(nine_am + day * 86_400_000 + k * 60_000)
+    >>> tw.score_one(nine_am + 7 * 86_400_000)
+    0.0
+    >>> round(tw.score_one(nine_am - 6 * 3_600_000), 2)  # 3 am
+    0.64
+    """
+
+    def __init__(self, min_events: int = 50, tolerated: float = 1.5, scale: float = 0.5
+                 ) -> None:
+        self.counts = [0] * 48
+        self.n = 0
+        self.min_events = min_events
+        self.tolerated = tolerated
+        self.scale = scale
+
+    @staticmethod
+    def slot(t_ms: int) -> int:
+        hour = (t_ms // 3_600_000) % 24
+        weekday = (t_ms // 86_400_000 + 3) % 7  # 1970-01-01 was a Thursday
+        return hour + (24 if weekday >= 5 else 0)
+
+    def learn_one(self, t_ms: int) -> None:
+        self.counts[self.slot(t_ms)] += 1
+        self.n += 1
+
+    def share(self, t_ms: int) -> float:
+        """Smoothed share of activity in this slot, over the neighbouring hours too."""
+        s = self.slot(t_ms)
+        base = s - s % 24
+        near = sum(self.counts[base + (s - base + d) % 24] for d in (-1, 0, 1))
+        return (near + 0.5) / (self.n + 1)
+
+    def score_one(self, t_ms: int) -> float:
+        if self.n < self.min_events:
+            return 0.0
+        return saturate(-math.log10(self.share(t_ms)) - self.tolerated, self.scale)
+
+    def usual_hours(self) -> str:
+        """The actor's busiest hours, e.g. '08-16 UTC'."""
+        hours = [sum(self.counts[h::24]) for h in range(24)]
+        busy = [h for h in range(24) if hours[h] >= 0.02 * max(1, self.n)]
+        if not busy:
+            return "no usual hours yet"
+        return f"{min(busy):02d}-{max(busy) + 1:02d} UTC"
 
 
 class FirstSeen:

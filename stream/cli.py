@@ -62,9 +62,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from stream.evaluate import evaluate
 
-    report = evaluate(args.events, args.labels, context_path=args.context,
-                      settings=Settings.from_env(), progress=Progress.for_stderr("evaluate"))
-    print(report.table())
+    result = evaluate(args.events, args.labels, context_path=args.context,
+                      settings=Settings.from_env(), progress=Progress.for_stderr("evaluate"),
+                      baseline=not args.no_baseline)
+    print(result.table())
+    if args.json:
+        from stream.pipeline import encode
+
+        with open(args.json, "wb") as fh:
+            fh.write(encode(result.to_dict()) + b"\n")
     return 0
 
 
@@ -114,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("events")
     e.add_argument("--labels", required=True)
     e.add_argument("--context")
+    e.add_argument("--no-baseline", action="store_true",
+                   help="skip the river HalfSpaceTrees baseline")
+    e.add_argument("--json", help="also write the figures as JSON here")
 
     d = sub.add_parser("demo", help="the end-to-end demo on a running local broker")
     d.add_argument("--agents", type=int, default=40)
