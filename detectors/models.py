@@ -164,7 +164,7 @@ class TimeOfWeek:
     actor's usual hours, rising for hours it has (almost) never worked.
 
     >>> tw = TimeOfWeek(min_events=20)
-    >>> nine_am = 1_793_520_000_000 + 9 * 3_600_000     # a Monday, 09:00 UTC
+    >>> nine_am = 1_793_577_600_000 + 9 * 3_600_000     # Monday 2026-11-02, 09:00 UTC
     >>> for day in range(5):
     ...     for k in range(10):
     ...         tw.learn_one(nine_am + day * 86_400_000 + k * 60_000)
@@ -206,11 +206,15 @@ class TimeOfWeek:
 
     def usual_hours(self) -> str:
         """The actor's busiest hours, e.g. '08-16 UTC'."""
-        hours = [sum(self.counts[h::24]) for h in range(24)]
+        hours = [self.counts[h] + self.counts[h + 24] for h in range(24)]
         busy = [h for h in range(24) if hours[h] >= 0.02 * max(1, self.n)]
         if not busy:
             return "no usual hours yet"
-        return f"{min(busy):02d}-{max(busy) + 1:02d} UTC"
+        # The shortest span of the day (it may wrap past midnight) that holds them all.
+        gaps = [((busy[(i + 1) % len(busy)] - h) % 24 or 24, i) for i, h in enumerate(busy)]
+        _, last = max(gaps)
+        start, end = busy[(last + 1) % len(busy)], busy[last]
+        return f"{start:02d}-{(end + 1) % 24:02d} UTC"
 
 
 class FirstSeen:

@@ -9,7 +9,7 @@ from detectors.events import AccessEvent, parse_event
 from detectors.models import FirstSeen, TicketHabit, VolumeBaseline
 from detectors.settings import Settings
 
-T0 = 1_793_520_000_000  # a Monday 00:00 UTC
+T0 = 1_793_577_600_000  # Monday 2026-11-02 00:00 UTC
 
 
 def ev(i: int, t_ms: int, *, actor: str = "ann", customer: str | None = "c1",
@@ -220,3 +220,114 @@ def test_evidence_and_reasons_follow_spec_shape() -> None:
     for r in d["reasons"]:
         assert set(r) == {"detector", "score", "description", "observed", "expected"}
     assert {"first_seen_client", "first_seen_network"} <= {r["detector"] for r in d["reasons"]}
+
+
+# --- issue 3 detectors ------------------------------------------------------------
+
+def test_time_of_week_flags_hours_the_actor_never_works() -> None:
+    from detectors.models import TimeOfWeek
+
+    tw = TimeOfWeek(min_events=20)
+    for day in range(5):
+        for hour in range(9, 17):
+            tw.learn_one(T0 + day * 24 * HOUR_MS + hour * HOUR_MS)
+    assert tw.score_one(T0 + 7 * 24 * HOUR_MS + 12 * HOUR_MS) == 0.0
+    assert tw.score_one(T0 + 7 * 24 * HOUR_MS + 3 * HOUR_MS) > 0.3
+    assert tw.usual_hours() == "09-17 UTC"
+
+
+def test_forgotten_ticket_supplied_late_is_taken_back() -> None:
+    eng = Engine()
+    i = ordinary_days(eng, days=6)
+    st = eng.actors["ann"]
+    t = T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS
+    eng.process(ev(i + 1, t, customer="c-new", ticket=None))
+    assert st.long_term > 0
+    eng.process(ev(i + 2, t + 120_000, customer="c-new", ticket="T-late"))
+    assert st.long_term == 0.0
+    # ...and reads of a customer the actor worked under a ticket today are justified.
+    before = st.unjustified
+    eng.process(ev(i + 3, t + 3 * HOUR_MS, customer="c-new", ticket=None))
+    assert st.unjustified <= before
+
+
+def test_slow_unjustified_reads_add_up_over_days() -> None:
+    """Low-and-slow: a handful of unticketed lookups a day, growing, is caught in days."""
+    eng = Engine()
+    i = ordinary_days(eng, days=8, per_hour=5)
+    alert_day = None
+    for day in range(8, 22):
+        lookups = round(2 * 1.15 ** (day - 8))  # 2 a day, +15% a day
+        for hour in range(9, 17):
+            for k in range(5):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 600_000
+                eng.process(ev(i, t, customer=f"c{day}{hour}{k}", ticket=f"T{i}"))
+        for k in range(lookups):
+            i += 1
+            t = T0 + day * 24 * HOUR_MS + (10 + k % 6) * HOUR_MS + 30 * 60_000 + k
+            v = eng.process(ev(i, t, customer=f"target{day}-{k}", ticket=None))
+            if v.alert and alert_day is None:
+                alert_day = day
+    assert alert_day is not None and alert_day - 8 <= 5
+
+
+def test_the_same_slow_reads_from_an_actor_without_tickets_are_normal() -> None:
+    """A fraud investigator reads customers without tickets every day: their own normal."""
+    eng = Engine()
+    i = 0
+    for day in range(20):
+        for k in range(30):
+            i += 1
+            t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 900_000
+            v = eng.process(ev(i, t, actor="fran", customer=f"c{day}-{k}", ticket=None))
+            assert v.alert is None
+    assert eng.actors["fran"].long_term == 0.0
+
+
+def test_vip_read_without_ticket_alerts_but_with_ticket_does_not() -> None:
+    from detectors.events import ContextEntry
+
+    eng = Engine()
+    eng.apply_context(ContextEntry(kind="vip_customer", id="star"))
+    i = ordinary_days(eng, days=6)
+    t = T0 + 6 * 24 * HOUR_MS + 11 * HOUR_MS
+    assert eng.process(ev(i + 1, t, customer="star", ticket="T-vip")).alert is None
+    alert = None
+    for k in range(3):
+        v = eng.process(ev(i + 2 + k, t + HOUR_MS * 25 + k * 60_000, customer="star",
+                           ticket=None))
+        alert = alert or v.alert
+    assert alert is not None and "vip" in {r.detector for r in alert.reasons}
+    assert "star" in alert.summary
+
+
+def test_departing_actor_is_not_alerted_for_being_on_the_list() -> None:
+    from detectors.events import ContextEntry
+
+    eng = Engine()
+    eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-12-31"))
+    ordinary_days(eng, days=8)  # ordinary work while on notice: no alert (asserted inside)
+
+
+def test_new_actor_is_judged_against_peers() -> None:
+    eng = Engine()
+    for name in ("p1", "p2", "p3", "p4"):
+        ordinary_days(eng, days=6, actor=name)
+    alerts = []
+    for k in range(200):  # a brand-new actor reading 200 customers in one hour
+        v = eng.process(ev(k, T0 + 7 * 24 * HOUR_MS + 10 * HOUR_MS + k * 15_000,
+                           actor="newbie", customer=f"n{k}", ticket=None))
+        alerts += [v.alert] if v.alert else []
+    assert alerts, "a new actor far outside its peers' normal was not alerted"
+    assert "peers" in alerts[-1].summary
+
+
+def test_role_change_moves_the_actor_to_its_new_peers() -> None:
+    eng = Engine()
+    ordinary_days(eng, days=3)
+    e = parse_event({"event_id": "x", "time": T0 + 4 * 24 * HOUR_MS, "actor": "ann",
+                     "role": "fraud_investigator", "action": "read",
+                     "resource_type": "customer_profile", "customer_id": "c1"})
+    eng.process(e)
+    assert eng.actors["ann"].peer == "fraud_investigator"
