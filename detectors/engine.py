@@ -171,10 +171,16 @@ class PeerGroup:
     first_seen: FirstSeen
     tickets: TicketHabit
     hours: TimeOfWeek
+    # Running quantile of its actors' hourly peak risk: the group's adaptive alert bar.
+    risk: Any = None
+    risk_hours: int = 0
 
     @classmethod
     def new(cls, s: Settings) -> PeerGroup:
-        return cls(volume=_volume(s, 4 * s.min_history_hours),
+        from river import stats
+
+        return cls(risk=stats.Quantile(s.adaptive_quantile),
+                   volume=_volume(s, 4 * s.min_history_hours),
                    egress=_egress(4 * s.min_history_hours),
                    first_seen=FirstSeen(min_events=10 * s.min_history_events, max_values=1024),
                    tickets=TicketHabit(min_events=3 * s.min_history_events),
@@ -206,6 +212,7 @@ class ActorState:
     # detector -> (its score then, the reasons behind its current level)
     reasons: dict[str, tuple[float, list[Reason]]] = field(default_factory=dict)
     last_ms: int = 0
+    hour_peak: float = 0.0  # highest risk in the running hour
     evidence: deque = field(default_factory=lambda: deque(maxlen=MAX_EVIDENCE))
     open_severity: str | None = None  # severity of the open alert episode, if any
 
@@ -315,7 +322,8 @@ class Engine:
         if contributed:
             st.evidence.append((ev.event_id, customer))
         risk = self._risk(st)
-        return Verdict(score=risk, alert=self._maybe_alert(st, ev, risk))
+        st.hour_peak = max(st.hour_peak, risk)
+        return Verdict(score=risk, alert=self._maybe_alert(st, peer, ev, risk))
 
     # --- signals -------------------------------------------------------------------
 
@@ -442,7 +450,10 @@ class Engine:
             if "egress" in counts:
                 st.egress.learn_one(counts)
                 peer.egress.learn_one(counts)
+            peer.risk.update(st.hour_peak)
+            peer.risk_hours += 1
         st.hour = hour
+        st.hour_peak = 0.0
         st.hour_counts = {}
         st.hour_customers = set()
         if st.unjustified < 0.5:
@@ -464,11 +475,20 @@ class Engine:
         keep *= 1.0 - saturate(st.long_term - 1.0, 2.0)
         return round(100.0 * (1.0 - keep), 1)
 
-    def _maybe_alert(self, st: ActorState, ev: AccessEvent, risk: float) -> Alert | None:
+    def threshold(self, peer: PeerGroup) -> float:
+        """The alert bar: the configured floor, raised where a whole peer group runs hot."""
+        floor = self.settings.alert_threshold
+        warm = peer.risk_hours >= self.settings.adaptive_min_hours
+        adaptive = peer.risk.get() if warm else None
+        return floor if adaptive is None else min(max(floor, adaptive), 95.0)
+
+    def _maybe_alert(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, risk: float
+                     ) -> Alert | None:
         s = self.settings
-        if st.open_severity is not None and risk < s.alert_threshold * s.close_ratio:
+        bar = self.threshold(peer)
+        if st.open_severity is not None and risk < bar * s.close_ratio:
             st.open_severity = None  # the episode is over
-        if risk < s.alert_threshold:
+        if risk < bar:
             return None
         severity = severity_of(risk)
         opened = st.open_severity

@@ -49,6 +49,10 @@ class Settings:
 
     alert_threshold: float = 60.0
     """Risk (0-100) at which an actor's alert opens."""
+    adaptive_quantile: float = 0.995
+    """Quantile of a peer group's hourly peak risk that raises its alert bar above the floor."""
+    adaptive_min_hours: int = 500
+    """Actor-hours a peer group needs before its adaptive alert bar applies."""
     close_ratio: float = 0.5
     """An open alert episode closes once risk falls below threshold x this ratio."""
     min_history_hours: int = 6

@@ -331,3 +331,15 @@ def test_role_change_moves_the_actor_to_its_new_peers() -> None:
                      "resource_type": "customer_profile", "customer_id": "c1"})
     eng.process(e)
     assert eng.actors["ann"].peer == "fraud_investigator"
+
+
+def test_adaptive_bar_rises_only_for_a_peer_group_that_runs_hot() -> None:
+    eng = Engine(Settings(adaptive_min_hours=20))
+    calm, hot = eng._peer("calm"), eng._peer("hot")
+    for k in range(100):
+        calm.risk.update(float(k % 10))
+        hot.risk.update(70.0 + k % 10)
+        calm.risk_hours += 1
+        hot.risk_hours += 1
+    assert eng.threshold(calm) == 60.0  # the configured floor
+    assert 75.0 < eng.threshold(hot) <= 95.0
