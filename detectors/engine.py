@@ -43,9 +43,9 @@ accumulator with a half-life of days, so low-and-slow behaviour adds up.
 ...     v = eng.process(ev(i, 7, f"x{k}", ticket=None))
 ...     if v.alert:
 ...         alerts.append(v.alert)
->>> alerts[0].reasons[0].detector
-'unjustified'
->>> "without a ticket" in alerts[0].summary
+>>> sorted({r.detector for a in alerts for r in a.reasons})
+['unjustified', 'volume']
+>>> "without a ticket" in alerts[-1].summary
 True
 """
 
@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -62,6 +62,7 @@ from detectors.events import AccessEvent, ContextEntry
 from detectors.models import (
     FirstSeen,
     Reason,
+    RunningStats,
     TicketHabit,
     TimeOfWeek,
     VolumeBaseline,
@@ -84,6 +85,17 @@ SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 VOLUME_FEATURES = ("records", "customers")
 EGRESS_FEATURES = ("egress", "egress_bytes")
 EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
+
+
+def specificity(share: float) -> float:
+    """How telling an unticketed read is, from the share of the actor's reads with a ticket.
+
+    Only actors who nearly always work under tickets make a missing one meaningful:
+
+    >>> [round(specificity(s), 2) for s in (0.3, 0.6, 0.9, 0.97, 1.0)]
+    [0.0, 0.04, 0.64, 0.88, 1.0]
+    """
+    return max(0.0, (share - 0.5) / 0.5) ** 2
 
 
 def severity_of(risk: float) -> str:
@@ -171,6 +183,7 @@ class PeerGroup:
     first_seen: FirstSeen
     tickets: TicketHabit
     hours: TimeOfWeek
+    hot: OrderedDict = field(default_factory=OrderedDict)  # actor -> last time it ran hot
     # Running quantile of its actors' hourly peak risk: the group's adaptive alert bar.
     risk: Any = None
     risk_hours: int = 0
@@ -191,6 +204,7 @@ class PeerGroup:
 class ActorState:
     """Everything snoopwatch remembers about one actor."""
 
+    actor: str
     peer: str
     volume: VolumeBaseline
     egress: VolumeBaseline
@@ -198,6 +212,8 @@ class ActorState:
     tickets: TicketHabit
     hours: TimeOfWeek
     role: str | None = None
+    # share of its customer accesses that are customers other teams serve
+    foreign: RunningStats = field(default_factory=lambda: RunningStats(0.02))
     hour: int = -1
     hour_counts: dict[str, int] = field(default_factory=dict)
     hour_customers: set[str] = field(default_factory=set)
@@ -226,6 +242,9 @@ class Engine:
         self.peers: dict[str, PeerGroup] = {}
         self.vip_customers: set[str] = set()
         self.departing: dict[str, ContextEntry] = {}
+        # customer -> bit set of the teams that served it under a ticket (the "queue" map)
+        self.customer_teams: dict[str, int] = {}
+        self.teams: dict[str, int] = {}
 
     @property
     def tracked_actors(self) -> int:
@@ -243,22 +262,28 @@ class Engine:
         else:
             self.departing[entry.id] = entry
 
+    def _profile(self) -> dict[str, Any]:
+        """Fresh per-actor baselines: for a new actor, or one that changed role."""
+        s = self.settings
+        return {"volume": _volume(s, s.min_history_hours),
+                "egress": _egress(s.min_history_hours),
+                "first_seen": FirstSeen(min_events=s.min_history_events,
+                                        max_values=s.max_profile_values),
+                "tickets": TicketHabit(min_events=s.min_history_events),
+                "hours": TimeOfWeek(min_events=2 * s.min_history_events)}
+
     def _state(self, ev: AccessEvent) -> ActorState:
         st = self.actors.get(ev.actor)
         if st is None:
-            s = self.settings
-            st = ActorState(
-                peer=ev.role or ev.team or "unknown",
-                volume=_volume(s, s.min_history_hours),
-                egress=_egress(s.min_history_hours),
-                first_seen=FirstSeen(min_events=s.min_history_events,
-                                     max_values=s.max_profile_values),
-                tickets=TicketHabit(min_events=s.min_history_events),
-                hours=TimeOfWeek(min_events=2 * s.min_history_events),
-            )
+            st = ActorState(actor=ev.actor, peer=ev.role or ev.team or "unknown",
+                            **self._profile())
             self.actors[ev.actor] = st
-        elif ev.role and ev.role != st.role and st.role is not None:
-            st.peer = ev.role  # a role change: judge against the new peers from now on
+        elif ev.role and st.role is not None and ev.role != st.role:
+            # A role change: the old normal no longer applies. Judge the actor against
+            # its new peers until it has a history in the new role; risk carries over.
+            st.peer = ev.role
+            for name, model in self._profile().items():
+                setattr(st, name, model)
         if ev.role:
             st.role = ev.role
         return st
@@ -274,27 +299,29 @@ class Engine:
         st = self._state(ev)
         peer = self._peer(st.peer)
         t = ev.time_ms
-        decay, long_decay = self._decay(st, t)
+        decay = self._decay(st, t)
         self._roll_hour(st, peer, t)
 
         # --- hourly volume, own normal (peers' while the actor is new) -------------
         hc = st.hour_counts
-        hc["records"] = hc.get("records", 0) + ev.records
+        if not ev.is_egress:  # egress volume has a detector of its own
+            hc["records"] = hc.get("records", 0) + ev.records
         customer = ev.customer_id
-        if customer is not None and len(st.hour_customers) < s.max_tracked_customers:
+        fresh = customer is not None and customer not in st.hour_customers
+        if fresh and len(st.hour_customers) < s.max_tracked_customers:
             st.hour_customers.add(customer)
         hc["customers"] = len(st.hour_customers)
-        contributed = self._volume_signal(st, peer, st.volume, peer.volume, hc, 0.0)
+        contributed = self._volume_signal(st, peer, st.volume, peer.volume, hc, 0.0, t)
         if ev.is_egress:
             hc["egress"] = hc.get("egress", 0) + ev.records
             hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
             # Departing staff: most leave quietly, so the list only lowers the tolerance.
             slack = -1.5 if self._departing(ev.actor, t) else 0.0
-            contributed |= self._volume_signal(st, peer, st.egress, peer.egress, hc, slack)
+            contributed |= self._volume_signal(st, peer, st.egress, peer.egress, hc, slack, t)
 
         # --- unjustified customer access -------------------------------------------
         if customer is not None:
-            contributed |= self._justification(st, peer, ev, customer, decay, long_decay)
+            contributed |= self._justification(st, peer, ev, customer, decay, fresh)
 
         # --- first-seen traits, against the actor and its peers ---------------------
         traits = {"access": f"{ev.action}:{ev.resource_type}", "client": ev.client,
@@ -328,25 +355,56 @@ class Engine:
     # --- signals -------------------------------------------------------------------
 
     def _volume_signal(self, st: ActorState, peer: PeerGroup, own: VolumeBaseline,
-                       peers: VolumeBaseline, counts: dict[str, int], slack: float) -> bool:
+                       peers: VolumeBaseline, counts: dict[str, int], slack: float, t: int
+                       ) -> bool:
+        floors = None
         if own.hours >= own.min_hours:
             model, whose, z0 = own, "usually", own.z0 + slack
+            if peers.hours >= peers.min_hours:
+                # An actor can vary as much as its peers do, whatever its short past shows.
+                floors = {f: 0.75 * peers.stats[f].std for f in own.features}
         else:  # cold start: judged against peers, with extra tolerance
             model, whose, z0 = peers, "peers usually", peers.z0 + 1.0 + slack
-        score = model.score_one(counts, z0)
+        score = model.score_one(counts, z0, floors)
         if score <= 0.01:
             return False
-        return self._raise(st, own.name, score, model.explain(counts, z0, whose))
+        # When several of the group are unusual at once (quarter end, a new tool), it is
+        # the group's day, not this actor's: discount by how many others are running hot.
+        others = self._hot_peers(peer, st, t) if score > 0.3 else 0
+        if others:
+            score /= 1 + others
+        reasons = model.explain(counts, z0, whose, floors)
+        if others:
+            for r in reasons:
+                r.score = score
+                r.description += f" ({others} peers also unusually busy today)"
+        return self._raise(st, own.name, score, reasons)
+
+    def _hot_peers(self, peer: PeerGroup, st: ActorState, t: int) -> int:
+        """Other actors of the group with a high volume score in the last day."""
+        hot = peer.hot
+        hot[st.actor] = t
+        hot.move_to_end(st.actor)
+        while hot and next(iter(hot.values())) < t - DAY_MS:
+            hot.popitem(last=False)
+        return len(hot) - 1
 
     def _justification(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, customer: str,
-                       decay: float, long_decay: float) -> bool:
+                       decay: float, fresh: bool) -> bool:
+        """Unticketed reads, counted per customer: one forgotten ticket is one customer."""
         t = ev.time_ms
         habit = {"customer": True, "ticketed": bool(ev.ticket)}
         st.customer_reads *= decay
         st.unjustified *= decay
-        st.customer_reads += 1.0
+        if fresh:
+            st.customer_reads += 1.0
+        tickets = st.tickets if st.tickets.rate.n >= st.tickets.min_events else peer.tickets
         contributed = False
+        served_by = self.customer_teams.get(customer, 0)
+        if served_by:
+            st.foreign.update(0.0 if served_by & self._team_bit(ev.team) else 1.0)
         if ev.ticket:
+            self._served(customer, ev.team)
             st.ticketed[customer] = t
             if len(st.ticketed) > MAX_TICKETED:
                 del st.ticketed[next(iter(st.ticketed))]  # the oldest insertion
@@ -355,40 +413,83 @@ class Engine:
                 # A forgotten ticket, supplied after all: take the suspicion back.
                 st.unjustified = max(0.0, st.unjustified - 1.0)
                 st.long_term = max(0.0, st.long_term - late[1])
-        elif t - st.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS:
-            tickets = st.tickets if st.tickets.rate.n >= st.tickets.min_events else peer.tickets
+                share = tickets.ticketed_share
+                st.levels["unjustified"] = min(
+                    st.levels.get("unjustified", 0.0),
+                    specificity(share) * saturate(
+                        st.unjustified - (1.0 - share) * st.customer_reads, 4.0))
+        elif (t - st.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS
+              and customer not in st.pending):
             share = tickets.score_one(habit)
             if share > 0:
-                st.unjustified += 1.0
-                st.unjustified_customers.add(customer)
-                weight = self.settings.long_term_weight * share
-                vip = customer in self.vip_customers
-                if vip:
-                    weight *= 4
-                # Capped: a burst is the short-term levels' job; this is for slow build-up.
-                st.long_term = min(st.long_term + weight, LONG_TERM_CAP)
-                st.pending[customer] = (t, weight)
-                if len(st.pending) > MAX_TICKETED:
-                    del st.pending[next(iter(st.pending))]
-                n = len(st.unjustified_customers)
-                excess = st.unjustified - (1.0 - share) * st.customer_reads
-                score = share * saturate(excess, 4.0)
-                whose = "their" if tickets is st.tickets else "their peers'"
-                desc = (f"accessed {n} customers without a ticket or a ticketed contact; "
-                        f"{round(100 * share)}% of {whose} customer accesses carry one")
-                contributed = self._raise(st, "unjustified", score, [Reason(
-                    "unjustified", score, desc, {"unticketed_customers": n},
-                    {"ticketed_share": round(share, 3)})])
-                if vip:
-                    vip_score = 0.75 * share
-                    contributed |= self._raise(st, "vip", vip_score, [Reason(
-                        "vip", vip_score, f"read VIP customer {customer} without a ticket",
-                        customer, "no VIP reads without a ticket")])
+                contributed = self._unjustified(st, tickets, customer, ev.team, share, t)
+        if fresh:
+            # Every customer pays back what the actor's own habit lets through
+            # unticketed, so the long-term sum only grows on more than that.
+            share = tickets.ticketed_share if tickets.rate.n >= tickets.min_events else 0.0
+            st.long_term = max(0.0, st.long_term - self.settings.long_term_weight
+                               * specificity(share) * (1.0 - share))
         if st.levels.get("unjustified", 0.0) < 0.5:
             # Don't let a run of unticketed reads teach the actor that they are normal.
             st.tickets.learn_one(habit)
             peer.tickets.learn_one(habit)
         return contributed
+
+    def _unjustified(self, st: ActorState, tickets: TicketHabit, customer: str,
+                     team: str | None, share: float, t: int) -> bool:
+        st.unjustified += 1.0
+        st.unjustified_customers.add(customer)
+        served_by = self.customer_teams.get(customer, 0)
+        if not served_by:
+            where, weight = "", 1.0
+        elif served_by & self._team_bit(team):
+            where, weight = "", 0.5  # a customer of the actor's own team's queue
+        else:
+            # Outside the population it serves: telling only for an actor who normally
+            # stays within its team's queue (not, say, a fraud investigator).
+            where = " served by other teams"
+            weight = 0.5 + 1.5 * (1.0 - st.foreign.mean) if st.foreign.n >= 20 else 1.0
+        weight *= self.settings.long_term_weight * specificity(share)
+        vip = customer in self.vip_customers
+        if vip:
+            weight *= 4
+        # Capped: a burst is the short-term levels' job; this is for slow build-up.
+        st.long_term = min(st.long_term + weight, LONG_TERM_CAP)
+        st.pending[customer] = (t, weight)
+        if len(st.pending) > MAX_TICKETED:
+            del st.pending[next(iter(st.pending))]
+        n = len(st.unjustified_customers)
+        excess = st.unjustified - (1.0 - share) * st.customer_reads
+        score = specificity(share) * saturate(excess, 4.0)
+        whose = "their" if tickets is st.tickets else "their peers'"
+        desc = (f"accessed {n} customers without a ticket or a ticketed contact (the last"
+                f"{where or ''} {customer}); {round(100 * share)}% of {whose} customer "
+                "accesses carry one")
+        contributed = self._raise(st, "unjustified", score, [Reason(
+            "unjustified", score, desc, {"unticketed_customers": n, "last": customer},
+            {"ticketed_share": round(share, 3)})])
+        if vip:
+            vip_score = 0.75 * share
+            contributed |= self._raise(st, "vip", vip_score, [Reason(
+                "vip", vip_score, f"read VIP customer {customer} without a ticket",
+                customer, "no VIP reads without a ticket")])
+        return contributed
+
+    def _team_bit(self, team: str | None) -> int:
+        if team is None:
+            return 0
+        index = self.teams.get(team)
+        if index is None:
+            index = self.teams[team] = len(self.teams)
+        return 1 << index
+
+    def _served(self, customer: str, team: str | None) -> None:
+        """Remember which teams work this customer under tickets (a bounded LRU)."""
+        book = self.customer_teams
+        bits = book.pop(customer, 0) | self._team_bit(team)
+        book[customer] = bits
+        if len(book) > self.settings.max_customers:
+            del book[next(iter(book))]
 
     def _first_seen(self, st: ActorState, peer: PeerGroup, traits: dict[str, str | None]
                     ) -> bool:
@@ -426,7 +527,7 @@ class Engine:
 
     # --- bookkeeping ---------------------------------------------------------------
 
-    def _decay(self, st: ActorState, now_ms: int) -> tuple[float, float]:
+    def _decay(self, st: ActorState, now_ms: int) -> float:
         """Decay every level by the event time elapsed since the actor's last event."""
         elapsed = max(0, now_ms - st.last_ms) / 1000 if st.last_ms else 0.0
         st.last_ms = max(st.last_ms, now_ms)
@@ -437,7 +538,7 @@ class Engine:
             for name in st.levels:
                 st.levels[name] *= factor
             st.long_term *= long_factor
-        return factor, long_factor
+        return factor
 
     def _roll_hour(self, st: ActorState, peer: PeerGroup, now_ms: int) -> None:
         hour = now_ms // HOUR_MS
@@ -468,11 +569,21 @@ class Engine:
         st.reasons[name] = (score, reasons)  # the latest observation explains the level
         return True
 
-    def _risk(self, st: ActorState) -> float:
-        keep = 1.0
-        for level in st.levels.values():
-            keep *= 1.0 - min(level, 0.999)
-        keep *= 1.0 - saturate(st.long_term - 1.0, 2.0)
+    @staticmethod
+    def _risk(st: ActorState) -> float:
+        """Strongest signal first, each further one counting half as much as the last.
+
+        One strong signal or two moderate ones make an alert; a pile of weak ones
+        (a new hire's first days, a new tool) does not.
+        """
+        levels = sorted((*st.levels.values(), saturate(st.long_term - 1.0, 2.0)),
+                        reverse=True)
+        keep, weight = 1.0, 1.0
+        for level in levels:
+            if level <= 0.01:
+                break
+            keep *= 1.0 - weight * min(level, 0.999)
+            weight *= 0.5
         return round(100.0 * (1.0 - keep), 1)
 
     def threshold(self, peer: PeerGroup) -> float:

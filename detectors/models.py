@@ -113,27 +113,34 @@ class VolumeBaseline:
         for f in self.features:
             self.stats[f].update(math.log1p(x.get(f, 0)))
 
-    def z(self, f: str, value: float) -> float:
-        """Standard deviations of ``log1p(value)`` above the learned normal."""
-        st = self.stats[f]
-        return (math.log1p(value) - st.mean) / max(st.std, self.floor)
+    def z(self, f: str, value: float, floor: float | None = None) -> float:
+        """Standard deviations of ``log1p(value)`` above the learned normal.
 
-    def _feature_score(self, f: str, value: int, z0: float) -> float:
+        ``floor`` bounds the standard deviation from below: a short or quiet history
+        understates how much an hour can vary (the engine passes the peers' spread).
+        """
+        st = self.stats[f]
+        return (math.log1p(value) - st.mean) / max(st.std, self.floor, floor or 0.0)
+
+    def _feature_score(self, f: str, value: int, z0: float, floor: float | None) -> float:
         if self.hours < self.min_hours or value < self.min_counts[f]:
             return 0.0
-        return saturate(self.z(f, value) - z0, self.scale)
+        return saturate(self.z(f, value, floor) - z0, self.scale)
 
-    def score_one(self, x: dict[str, int], z0: float | None = None) -> float:
+    def score_one(self, x: dict[str, int], z0: float | None = None,
+                  floors: dict[str, float] | None = None) -> float:
         z0 = self.z0 if z0 is None else z0
-        return max(self._feature_score(f, x.get(f, 0), z0) for f in self.features)
+        floors = floors or {}
+        return max(self._feature_score(f, x.get(f, 0), z0, floors.get(f))
+                   for f in self.features)
 
     def usual(self, f: str) -> int:
         """The typical hourly count (geometric mean) for feature ``f``."""
         return round(math.expm1(self.stats[f].mean))
 
-    def explain(self, x: dict[str, int], z0: float | None = None, whose: str = "usually"
-                ) -> list[Reason]:
-        score = self.score_one(x, z0)
+    def explain(self, x: dict[str, int], z0: float | None = None, whose: str = "usually",
+                floors: dict[str, float] | None = None) -> list[Reason]:
+        score = self.score_one(x, z0, floors)
         if score <= 0:
             return []
         observed = {f: x.get(f, 0) for f in self.features}

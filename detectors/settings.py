@@ -69,6 +69,8 @@ class Settings:
     """Long-term weight of one unjustified customer read (x4 for a VIP customer)."""
     max_tracked_customers: int = 5000
     """Cap on distinct customers remembered per actor per hour (bounds memory)."""
+    max_customers: int = 1_000_000
+    """Cap on customers whose serving teams are remembered (the queue map; LRU)."""
     max_profile_values: int = 256
     """Cap on distinct values per first-seen profile (client, network, action) per actor."""
 
