@@ -53,9 +53,10 @@ class RunningStats:
         self.mean = 0.0
         self.var = 0.0
 
-    def update(self, value: float) -> None:
+    def update(self, value: float, weight: float = 1.0) -> None:
+        """Fold in ``value``; ``weight`` < 1 lets a doubtful value count for less."""
         self.n += 1
-        weight = max(1.0 / self.n, self.alpha)
+        weight *= max(1.0 / self.n, self.alpha)
         delta = value - self.mean
         self.mean += weight * delta
         self.var = (1.0 - weight) * (self.var + weight * delta * delta)
@@ -68,6 +69,9 @@ class RunningStats:
 def saturate(excess: float, scale: float) -> float:
     """Map a non-negative excess to [0, 1): 0 stays 0, ``scale`` maps to 0.63."""
     return 0.0 if excess <= 0 else 1.0 - math.exp(-excess / scale)
+
+
+PEAK_FORGET = 0.005  # log units per learned hour: a peak halves in ~140 active hours
 
 
 class VolumeBaseline:
@@ -88,13 +92,13 @@ class VolumeBaseline:
     >>> round(vb.score_one({"records": 240, "customers": 200}), 2)
     0.97
     >>> vb.explain({"records": 240, "customers": 200})[0].expected
-    {'records': 5, 'customers': 3, 'hours_learned': 6}
+    {'records': 5, 'customers': 3, 'hours_learned': 6, 'largest': {'records': 7, 'customers': 4}}
     """
 
     def __init__(self, features: tuple[str, ...] = ("records", "customers"),
                  min_counts: dict[str, int] | None = None, alpha: float = 0.05,
                  min_hours: int = 6, floor: float = 0.5, z0: float = 2.5, scale: float = 1.5,
-                 name: str = "volume") -> None:
+                 name: str = "volume", period: str = "hour") -> None:
         self.features = features
         self.min_counts = {f: 10 for f in features} | (min_counts or {})
         self.alpha = alpha
@@ -103,7 +107,11 @@ class VolumeBaseline:
         self.z0 = z0
         self.scale = scale
         self.name = name
+        self.period = period  # what one observation covers: "hour" or "day"
         self.stats = {f: RunningStats(alpha) for f in features}
+        # The largest hour seen (log1p), slowly forgotten: "ten times their biggest
+        # export" is telling even for an actor whose hours vary wildly.
+        self.peak = {f: 0.0 for f in features}
 
     @property
     def hours(self) -> int:
@@ -111,7 +119,9 @@ class VolumeBaseline:
 
     def learn_one(self, x: dict[str, int]) -> None:
         for f in self.features:
-            self.stats[f].update(math.log1p(x.get(f, 0)))
+            v = math.log1p(x.get(f, 0))
+            self.stats[f].update(v)
+            self.peak[f] = max(v, self.peak[f] - PEAK_FORGET)
 
     def z(self, f: str, value: float, floor: float | None = None) -> float:
         """Standard deviations of ``log1p(value)`` above the learned normal.
@@ -125,7 +135,11 @@ class VolumeBaseline:
     def _feature_score(self, f: str, value: int, z0: float, floor: float | None) -> float:
         if self.hours < self.min_hours or value < self.min_counts[f]:
             return 0.0
-        return saturate(self.z(f, value, floor) - z0, self.scale)
+        by_spread = saturate(self.z(f, value, floor) - z0, self.scale)
+        # Beyond 3x the largest hour on record (z0 shifts it like the spread test).
+        by_peak = saturate(math.log1p(value) - self.peak[f] - math.log(3) - (z0 - self.z0) / 2,
+                           1.0)
+        return max(by_spread, by_peak)
 
     def score_one(self, x: dict[str, int], z0: float | None = None,
                   floors: dict[str, float] | None = None) -> float:
@@ -146,9 +160,12 @@ class VolumeBaseline:
         observed = {f: x.get(f, 0) for f in self.features}
         expected: dict[str, Any] = {f: self.usual(f) for f in self.features}
         expected["hours_learned"] = self.hours
+        expected["largest"] = {f: round(math.expm1(self.peak[f])) for f in self.features}
         shown = ", ".join(f"{_fmt(observed[f])} {_UNITS.get(f, f)}" for f in self.features)
         usual = ", ".join(f"{_fmt(expected[f])}" for f in self.features)
-        desc = f"{shown} in one hour; {whose} {usual} an active hour"
+        largest = ", ".join(_fmt(expected["largest"][f]) for f in self.features)
+        desc = (f"{shown} in one {self.period}; {whose} {usual} an active {self.period} "
+                f"(at most {largest})")
         return [Reason(self.name, score, desc, observed, expected)]
 
 
@@ -202,9 +219,12 @@ class TimeOfWeek:
     def share(self, t_ms: int) -> float:
         """Smoothed share of activity in this slot, over the neighbouring hours too."""
         s = self.slot(t_ms)
-        base = s - s % 24
-        near = sum(self.counts[base + (s - base + d) % 24] for d in (-1, 0, 1))
-        return (near + 0.5) / (self.n + 1)
+        base, hour = s - s % 24, s % 24
+        c = self.counts
+        near = sum(c[base + (hour + d) % 24] for d in (-1, 0, 1))
+        # The same hours on any day: a weekend shift at one's usual hours is not odd.
+        any_day = sum(c[(hour + d) % 24] + c[24 + (hour + d) % 24] for d in (-1, 0, 1))
+        return (max(near, 0.3 * any_day) + 0.5) / (self.n + 1)
 
     def score_one(self, t_ms: int) -> float:
         if self.n < self.min_events:
@@ -323,9 +343,9 @@ class TicketHabit:
     def ticketed_share(self) -> float:
         return self.rate.mean
 
-    def learn_one(self, x: dict[str, bool]) -> None:
+    def learn_one(self, x: dict[str, bool], weight: float = 1.0) -> None:
         if x["customer"]:
-            self.rate.update(1.0 if x["ticketed"] else 0.0)
+            self.rate.update(1.0 if x["ticketed"] else 0.0, weight)
 
     def score_one(self, x: dict[str, bool]) -> float:
         if not x["customer"] or x["ticketed"] or self.rate.n < self.min_events:

@@ -63,7 +63,7 @@ class Settings:
     """Hourly records or customers below this never count as a volume anomaly."""
     decay_half_life_s: float = 3600.0
     """Half-life, in seconds of event time, of each detector's contribution to risk."""
-    long_half_life_s: float = 2 * 86400.0
+    long_half_life_s: float = 7 * 86400.0
     """Half-life, in seconds of event time, of the long-term risk that adds up weak signals."""
     long_term_weight: float = 0.35
     """Long-term weight of one unjustified customer read (x4 for a VIP customer)."""
