@@ -10,15 +10,33 @@ WITH_KAFKA = started=0; \
 	if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) up || exit 1; started=1; fi; \
 	trap '[ $$started = 1 ] && $(KAFKA) down' EXIT;
 
-.PHONY: install demo test lint kafka-up kafka-down clean
+.PHONY: install system-deps demo test lint dashboard kafka-up kafka-down clean
 
-install: $(STAMP)
+install: $(STAMP) system-deps
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is needed for the local Kafka broker" >&2; exit 1; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
+
+# Debian's Prometheus (with promtool) and Alertmanager, for deploy/ checks and the end-to-end
+# tests. Only when missing; services are never started (no systemd here; a temporary
+# policy-rc.d denies invoke-rc.d unless the machine already has one).
+SYSTEM_BINS := promtool prometheus prometheus-alertmanager amtool
+system-deps:
+	@missing=0; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		tmp_policy=0; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $$sudo tee /usr/sbin/policy-rc.d >/dev/null && \
+			$$sudo chmod +x /usr/sbin/policy-rc.d && tmp_policy=1; fi; \
+		echo "installing Debian packages: prometheus prometheus-alertmanager"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install \
+			-y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; rc=$$?; \
+		[ $$tmp_policy = 1 ] && $$sudo rm -f /usr/sbin/policy-rc.d; \
+		[ $$rc = 0 ] || exit $$rc; \
+	fi
 
 demo: install
 	@$(WITH_KAFKA) $(VENV)/bin/snoopwatch demo
@@ -28,6 +46,10 @@ test: install lint
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Regenerate deploy/grafana/dashboards/snoopwatch.json from stream/dashboards.py.
+dashboard: install
+	$(PY) -m stream.dashboards
 
 kafka-up: install
 	@$(KAFKA) up

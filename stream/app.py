@@ -109,6 +109,16 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     async def follow_context() -> None:
         await _follow_context(s, pipeline, dlq_topic)
 
+    # --- Consumer lag per partition (issue 5): snoopwatch_consumer_lag_messages ---------------
+    from stream.lag import LAG_INTERVAL_S, export_lag
+
+    lag_topics = {s.input_topic, by_actor.get_topic_name()}
+
+    @app.timer(interval=LAG_INTERVAL_S, name="snoopwatch.consumer_lag")
+    async def export_consumer_lag() -> None:
+        await export_lag(app, pipeline.metrics, lag_topics)
+    # --- end consumer lag ---------------------------------------------------------------------
+
     return Snoopwatch(app, s, pipeline, input_topic, by_actor, alerts_topic, dlq_topic,
                       ingest, detect)
 

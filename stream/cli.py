@@ -34,8 +34,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from stream.simulate import SimConfig, produce, write_jsonl
 
-    cfg = SimConfig(seed=args.seed, agents=args.agents, days=args.days, start=args.start,
-                    insiders=args.insiders)
+    scenarios = None
+    if args.scenarios:
+        scenarios = {}
+        for part in args.scenarios.split(","):
+            label, _, count = part.partition("=")
+            scenarios[label.strip()] = int(count or 1)
+    days = args.days or (5 if args.agents and not args.employees else 28)
+    cfg = SimConfig(seed=args.seed, employees=args.employees, agents=args.agents, days=days,
+                    start=args.start, insiders=args.insiders, scenarios=scenarios)
     tty = sys.stderr.isatty()
     if args.kafka:
         s = Settings.from_env()
@@ -111,10 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kafka", action="store_true", help="send events to the input topic")
     s.add_argument("--topic", help="topic for --kafka (default: SNOOPWATCH_INPUT_TOPIC)")
     s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--agents", type=int, default=40, help="customer-service agents")
-    s.add_argument("--days", type=int, default=5)
-    s.add_argument("--start", default="2026-11-02", help="first day (UTC date)")
-    s.add_argument("--insiders", type=int, default=1, help="agents who go rogue")
+    s.add_argument("--employees", type=int,
+                   help="size of the realistic company (default 500, every role and scenario)")
+    s.add_argument("--agents", type=int,
+                   help="support agents; alone, the small demo company instead")
+    s.add_argument("--days", type=int, help="days to simulate (default 28; 5 for --agents)")
+    s.add_argument("--start", default="2026-11-02", help="first day (a Monday, UTC date)")
+    s.add_argument("--scenarios",
+                   help="insider scenarios as label=N,... (default: a mix of all of them)")
+    s.add_argument("--insiders", type=int, help="shorthand for --scenarios bulk_no_ticket=N")
 
     e = sub.add_parser("evaluate", help="detection quality on labelled events")
     e.add_argument("events")
@@ -131,11 +143,82 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=240.0, help="give up after this many s")
 
     sub.add_parser("settings", help="list every SNOOPWATCH_* variable with its meaning")
+    _add_delivery_commands(sub)
     return p
 
 
 COMMANDS = {"worker": _cmd_worker, "replay": _cmd_replay, "simulate": _cmd_simulate,
             "evaluate": _cmd_evaluate, "demo": _cmd_demo, "settings": _cmd_settings}
+
+
+# --- Delivery and deployment (issue 5): alerts, forward-alertmanager, create-topics --------
+
+
+def _cmd_alerts(args: argparse.Namespace) -> int:
+    from stream.delivery import follow_alerts, run
+
+    return run(lambda: follow_alerts(
+        Settings.from_env(), sys.stdout, as_json=args.json, from_beginning=args.from_beginning,
+        max_alerts=args.max, timeout_s=args.timeout))
+
+
+def _cmd_forward_alertmanager(args: argparse.Namespace) -> int:
+    from stream.delivery import forward_to_alertmanager, run
+
+    if not args.url:
+        print("snoopwatch forward-alertmanager: give --url or set SNOOPWATCH_ALERTMANAGER_URL",
+              file=sys.stderr)
+        return 2
+    return run(lambda: forward_to_alertmanager(
+        Settings.from_env(), args.url, sys.stdout, group_id=args.group,
+        from_beginning=args.from_beginning, resolve_after_s=args.resolve_after,
+        generator_url=args.generator_url, max_alerts=args.max, timeout_s=args.timeout))
+
+
+def _cmd_create_topics(args: argparse.Namespace) -> int:
+    from stream.delivery import run
+    from stream.topics import create_topics
+
+    return run(lambda: create_topics(Settings.from_env(), args.partitions,
+                                     args.replication_factor), ok=0)
+
+
+def _add_delivery_commands(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("create-topics", help="create the input, alerts, dead-letter and context "
+                                             "topics (idempotent); run before the first worker")
+    t.add_argument("--partitions", type=int, metavar="N",
+                   help="partitions of the input, alerts and dead-letter topics "
+                        "(default: SNOOPWATCH_PARTITIONS)")
+    t.add_argument("--replication-factor", type=int, default=1, metavar="R")
+
+    a = sub.add_parser("alerts", help="follow the alerts topic: one readable line per alert")
+    a.add_argument("--json", action="store_true", help="print each alert as one JSON line")
+    a.add_argument("--from-beginning", action="store_true",
+                   help="start at the oldest alert still on the topic (default: new ones)")
+    a.add_argument("--max", type=int, metavar="N", help="exit after N alerts")
+    a.add_argument("--timeout", type=float, metavar="S",
+                   help="exit after S seconds (exit code 1 if --max alerts did not arrive)")
+
+    f = sub.add_parser("forward-alertmanager",
+                       help="post alerts to Prometheus Alertmanager (API v2), once per alert_id")
+    f.add_argument("--url", default=os.environ.get("SNOOPWATCH_ALERTMANAGER_URL"),
+                   help="Alertmanager base URL, e.g. http://127.0.0.1:9093 "
+                        "(default: SNOOPWATCH_ALERTMANAGER_URL)")
+    f.add_argument("--group", help="consumer group (default: <SNOOPWATCH_APP_ID>-alertmanager-"
+                                   "forwarder); its committed offsets say what was forwarded")
+    f.add_argument("--from-beginning", action="store_true",
+                   help="when the group has no offsets yet, start at the oldest alert "
+                        "(default: only alerts raised from now on)")
+    f.add_argument("--resolve-after", type=float, default=86400.0, metavar="S",
+                   help="endsAt = emitted_at + S seconds (default: one day)")
+    f.add_argument("--generator-url", help="link shown in Alertmanager (e.g. your SOC console)")
+    f.add_argument("--max", type=int, metavar="N", help="exit after reading N alerts")
+    f.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+
+
+COMMANDS.update({"alerts": _cmd_alerts, "forward-alertmanager": _cmd_forward_alertmanager,
+                 "create-topics": _cmd_create_topics})
+# --- end delivery and deployment -----------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,6 +59,7 @@ class Metrics:
         # Pre-create the bounded label sets so dashboards see zeros, not gaps.
         for reason in REASONS:
             self.dead_lettered.labels(reason=reason)
+        self._init_consumer_lag()
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every series."""
@@ -67,3 +68,35 @@ class Metrics:
     def count_alert(self, severity: str, detector: str) -> None:
         assert severity in SEVERITY_RANK
         self.alerts.labels(severity=severity, detector=detector).inc()
+
+    # --- Consumer lag (issue 5) -------------------------------------------------------------
+    # Set by the worker's periodic timer (stream/app.py) for the partitions it holds; topic and
+    # partition are the only labels (bounded by the topics' partition counts).
+
+    def _init_consumer_lag(self) -> None:
+        self.consumer_lag = Gauge(
+            "snoopwatch_consumer_lag_messages",
+            "Messages in a partition this worker consumes that its consumer group has not "
+            "committed yet (log-end offset minus committed offset).",
+            ["topic", "partition"], registry=self.registry)
+        self._lag_series: set[tuple[str, str]] = set()
+
+    def set_consumer_lag(self, lags: dict[tuple[str, int], int]) -> None:
+        """Replace the lag series with ``{(topic, partition): messages}``.
+
+        Partitions no longer assigned to this worker (after a rebalance) lose their series,
+        so that summing over workers never counts a partition twice.
+
+        >>> m = Metrics()
+        >>> m.set_consumer_lag({("access-events", 0): 5, ("access-events", 1): 0})
+        >>> m.set_consumer_lag({("access-events", 1): 2})
+        >>> sorted(line for line in m.exposition().decode().splitlines()
+        ...        if line.startswith("snoopwatch_consumer_lag_messages{"))
+        ['snoopwatch_consumer_lag_messages{partition="1",topic="access-events"} 2.0']
+        """
+        current = {(topic, str(partition)) for topic, partition in lags}
+        for topic, partition in self._lag_series - current:
+            self.consumer_lag.remove(topic, partition)
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+        self._lag_series = current

@@ -57,6 +57,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(broker=BROKER, input_topic=f"t-{run}-events", alerts_topic=f"t-{run}-alerts",
                     dlq_topic=f"t-{run}-dlq", context_topic=f"t-{run}-context",
                     app_id=f"snoopwatch-test-{run}", web_port=free_port(),
+                    # One by-actor partition keeps the global event order, so peer-group
+                    # statistics see what replay sees and the alerts must match exactly.
+                    partitions=1,
                     data_dir=str(tmp_path_factory.mktemp("worker")))
 
 
