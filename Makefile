@@ -10,7 +10,7 @@ WITH_KAFKA = started=0; \
 	if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) up || exit 1; started=1; fi; \
 	trap '[ $$started = 1 ] && $(KAFKA) down' EXIT;
 
-.PHONY: install system-deps demo test lint dashboard kafka-up kafka-down clean
+.PHONY: install system-deps demo test bench lint dashboard kafka-up kafka-down clean
 
 install: $(STAMP) system-deps
 
@@ -43,6 +43,11 @@ demo: install
 
 test: install lint
 	@$(WITH_KAFKA) $(PY) -m pytest
+
+# Throughput, event-to-alert latency and memory per actor on the real broker (issue 6); about
+# 15 min at the defaults. Quick: make bench BENCH_ARGS="--events 100000 --quick"
+bench: install
+	@$(WITH_KAFKA) $(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

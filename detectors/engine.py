@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -68,6 +69,7 @@ from detectors.models import (
     VolumeBaseline,
     saturate,
 )
+from detectors.multivariate import StreamingOutlier
 from detectors.settings import Settings
 
 HOUR_MS = 3_600_000
@@ -87,6 +89,11 @@ EGRESS_FEATURES = ("egress", "egress_bytes")
 EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
 DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}
 LONG_TERM_GAIN_PER_HOUR = 1.0  # bursts are the short-term levels' job
+# What the multivariate model sees of each finished actor-hour.
+HOUR_FEATURES = ("records", "customers", "egress", "egress_bytes", "unjustified", "novel",
+                 "offhours", "denied")
+MULTIVARIATE_TOLERATED = 3.0  # model units; ~1 is the 90th percentile of normal hours
+MULTIVARIATE_WEIGHT = 0.5  # it corroborates; alone it never makes an alert
 
 
 def specificity(share: float) -> float:
@@ -98,6 +105,14 @@ def specificity(share: float) -> float:
     [0.0, 0.04, 0.64, 0.88, 1.0]
     """
     return max(0.0, (share - 0.5) / 0.5) ** 2
+
+
+def _bump(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _fmt_count(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 10 or v == int(v) else f"{v:.1f}"
 
 
 def severity_of(risk: float) -> str:
@@ -195,12 +210,15 @@ class PeerGroup:
     # Running quantile of its actors' hourly peak risk: the group's adaptive alert bar.
     risk: Any = None
     risk_hours: int = 0
+    # The multivariate model of the group's actor-hours (see _hour_model).
+    model: StreamingOutlier | None = None
 
     @classmethod
-    def new(cls, s: Settings) -> PeerGroup:
+    def new(cls, s: Settings, name: str = "") -> PeerGroup:
         from river import stats
 
         return cls(risk=stats.Quantile(s.adaptive_quantile),
+                   model=StreamingOutlier(seed=s.seed + zlib.crc32(name.encode())),
                    volume=_volume(s, 4 * s.min_history_hours),
                    egress=_egress(4 * s.min_history_hours),
                    daily=_daily_egress(20),
@@ -306,7 +324,7 @@ class Engine:
     def _peer(self, key: str) -> PeerGroup:
         peer = self.peers.get(key)
         if peer is None:
-            peer = self.peers[key] = PeerGroup.new(self.settings)
+            peer = self.peers[key] = PeerGroup.new(self.settings, key)
         return peer
 
     def process(self, ev: AccessEvent) -> Verdict:
@@ -319,6 +337,8 @@ class Engine:
 
         # --- hourly volume, own normal (peers' while the actor is new) -------------
         hc = st.hour_counts
+        if ev.outcome != "success":
+            _bump(hc, "denied")
         if not ev.is_egress:  # egress volume has a detector of its own
             hc["records"] = hc.get("records", 0) + ev.records
         customer = ev.customer_id
@@ -355,6 +375,7 @@ class Engine:
             hours = st.hours if st.hours.n >= st.hours.min_events else peer.hours
             off = 0.5 * hours.score_one(t)
             if off > 0.01:
+                _bump(st.hour_counts, "offhours")
                 desc = (f"worked at {rfc3339(t)[11:16]} UTC; "
                         + ("usually " if hours is st.hours else "peers usually ")
                         + hours.usual_hours())
@@ -473,6 +494,7 @@ class Engine:
     def _unjustified(self, st: ActorState, tickets: TicketHabit, customer: str,
                      team: str | None, share: float, t: int) -> bool:
         st.unjustified += 1.0
+        _bump(st.hour_counts, "unjustified")
         st.unjustified_customers.add(customer)
         served_by = self.customer_teams.get(customer, 0)
         if not served_by:
@@ -546,6 +568,7 @@ class Engine:
                 r.description = r.description.replace("usually", "peers usually")
         if not reasons:
             return False
+        _bump(st.hour_counts, "novel")
         keep = 1.0
         for r in reasons:
             keep *= 1.0 - r.score
@@ -583,6 +606,7 @@ class Engine:
             return  # same hour, or a late event: it counts toward the running hour
         if st.hour >= 0 and st.hour_counts:
             counts = st.hour_counts
+            self._hour_model(st, peer, counts)
             st.volume.learn_one(counts)
             peer.volume.learn_one(counts)
             if "egress" in counts:
@@ -603,6 +627,30 @@ class Engine:
         st.hour_customers = set()
         if st.unjustified < 0.5:
             st.unjustified_customers = set()
+
+    def _hour_model(self, st: ActorState, peer: PeerGroup, counts: dict[str, int]) -> None:
+        """Score a finished actor-hour as a whole against the peer group's actor-hours.
+
+        The per-signal detectors judge one measure at a time; this model (an isolation
+        forest with a range-excess term) catches combinations no single one finds odd. It
+        runs once per actor-hour, not per event.
+        """
+        model = peer.model
+        if model is None:
+            return
+        x = {f: counts.get(f, 0) for f in HOUR_FEATURES}
+        score = model.score_one(x)
+        model.learn_one(x)
+        level = MULTIVARIATE_WEIGHT * saturate(score - MULTIVARIATE_TOLERATED, 2.0)
+        if level <= 0.01:
+            return
+        top = model.explain(x, top=3)
+        desc = "an hour unlike its peers' hours: " + ", ".join(
+            f"{c.feature} {_fmt_count(c.observed)} (peers' normal {_fmt_count(c.expected)})"
+            for c in top)
+        self._raise(st, "multivariate", level, [Reason(
+            "multivariate", level, desc, {c.feature: c.observed for c in top},
+            {c.feature: round(c.expected, 1) for c in top})])
 
     @staticmethod
     def _raise(st: ActorState, name: str, score: float, reasons: list[Reason]) -> bool:
@@ -633,9 +681,10 @@ class Engine:
     def threshold(self, peer: PeerGroup) -> float:
         """The alert bar: the configured floor, raised where a whole peer group runs hot."""
         floor = self.settings.alert_threshold
-        warm = peer.risk_hours >= self.settings.adaptive_min_hours
-        adaptive = peer.risk.get() if warm else None
-        return floor if adaptive is None else min(max(floor, adaptive), 95.0)
+        if peer.risk_hours < self.settings.adaptive_min_hours:
+            return floor
+        adaptive = peer.risk.get() + self.settings.adaptive_margin
+        return min(max(floor, adaptive), 95.0)
 
     def _maybe_alert(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, risk: float
                      ) -> Alert | None:

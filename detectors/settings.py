@@ -47,10 +47,17 @@ class Settings:
     log_level: str = "info"
     """Worker log level: debug, info, warning or error."""
 
+    seed: int = 0
+    """Seed of the randomised models (the multivariate isolation forest); same seed, same output."""
     alert_threshold: float = 60.0
     """Risk (0-100) at which an actor's alert opens."""
-    adaptive_quantile: float = 0.995
-    """Quantile of a peer group's hourly peak risk that raises its alert bar above the floor."""
+    adaptive_quantile: float = 0.9
+    """Quantile of a peer group's hourly peak risk that, plus the margin, can raise its bar.
+
+    A middle quantile, not a tail one: the tail of a group's hours is where its insiders
+    are, and a bar that follows them would hide them."""
+    adaptive_margin: float = 40.0
+    """Risk added to that quantile: the bar is max(threshold, quantile + margin)."""
     adaptive_min_hours: int = 500
     """Actor-hours a peer group needs before its adaptive alert bar applies."""
     close_ratio: float = 0.5
@@ -65,7 +72,7 @@ class Settings:
     """Half-life, in seconds of event time, of each detector's contribution to risk."""
     long_half_life_s: float = 7 * 86400.0
     """Half-life, in seconds of event time, of the long-term risk that adds up weak signals."""
-    long_term_weight: float = 0.35
+    long_term_weight: float = 0.5
     """Long-term weight of one unjustified customer read (x4 for a VIP customer)."""
     max_tracked_customers: int = 5000
     """Cap on distinct customers remembered per actor per hour (bounds memory)."""
@@ -73,6 +80,16 @@ class Settings:
     """Cap on customers whose serving teams are remembered (the queue map; LRU)."""
     max_profile_values: int = 256
     """Cap on distinct values per first-seen profile (client, network, action) per actor."""
+
+    # --- reliability (issue 4) ---
+    max_message_bytes: int = 512 * 1024
+    """Input messages larger than this are dead-lettered (bad_value) unparsed; events are < 4 KB."""
+    dedup_window: int = 256
+    """Recent event_ids remembered per actor; a re-delivered one is counted once (duplicate)."""
+    checkpoint_interval_s: float = 1.0
+    """Seconds between checkpoints of changed actors' state to the state topic."""
+    session_timeout_s: float = 10.0
+    """Kafka consumer session timeout: a killed worker's partitions move after this long."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

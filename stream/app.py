@@ -20,8 +20,15 @@ from faust.types import TopicT
 
 from detectors.events import InvalidEvent, decode_event, decode_json, parse_context
 from detectors.settings import Settings, bootstrap_servers
+from stream.audit import SOURCE_HEADER
 from stream.metrics import CONTENT_TYPE, Metrics
 from stream.pipeline import Pipeline, Rejected, dead_letter, encode
+from stream.state import ActorStore
+
+
+def source_header(msg: Any) -> bytes:
+    """``topic:partition:offset`` of an input message (a by-actor message's origin)."""
+    return f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
 
 log = logging.getLogger("snoopwatch")
 
@@ -39,6 +46,7 @@ class Snoopwatch:
     dlq_topic: TopicT
     ingest: Any
     detect: Any
+    store: ActorStore | None = None
 
 
 def _raw_topic(app: faust.App, name: str, **kwargs: Any) -> TopicT:
@@ -59,6 +67,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         topic_partitions=s.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.session_timeout_s,
+        # detect's acks come from checkpoints (stream/state.py), not from the stream: do not
+        # wait for them at shutdown (the closing checkpoint writes the state and acks).
+        stream_wait_empty=False,
+        broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
         web_bind=s.web_host,
         web_host=s.web_host,
         web_port=s.web_port,
@@ -79,14 +92,23 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 await dlq_topic.send(key=msg.key, value=encode(out.record))
                 yield out.reason
             else:
-                await by_actor.send(key=out.actor.encode(), value=orjson.dumps(out.to_dict()))
+                # The origin rides along in a header, for ``snoopwatch audit``.
+                await by_actor.send(key=out.actor.encode(), value=orjson.dumps(out.to_dict()),
+                                    headers=[(SOURCE_HEADER, source_header(msg))])
                 yield "valid"
+
+    store = ActorStore(s, pipeline.engine, pipeline.metrics)
 
     @app.agent(by_actor, name="detect")
     async def detect(stream: Any) -> Any:
-        async for event in stream.events():
+        # Manual acks: a message is acked (its offset committable) only once a checkpoint
+        # holds its effect on the actor's state (stream/state.py).
+        async for event in stream.noack().events():
             started = time.perf_counter()
             msg = event.message
+            if msg.partition not in store.loaded:
+                await store.load_partition(msg.partition)
+            store.unacked.append(event)
             try:
                 ev = decode_event(event.value)
             except InvalidEvent as err:  # only if something else wrote to our internal topic
@@ -96,10 +118,34 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                     dead_letter(event.value, err, source, msg.key)))
                 yield None
                 continue
+            if store.admit(ev.actor, ev.event_id, msg.partition, msg.offset) != "process":
+                yield None
+                continue
             _, alert = pipeline.detect(ev, started)
             if alert is not None:
                 await alerts_topic.send(key=ev.actor.encode(), value=encode(alert))
             yield alert
+
+    @app.timer(interval=s.checkpoint_interval_s, name="snoopwatch.checkpoint")
+    async def checkpoint_state() -> None:
+        try:
+            await store.checkpoint()
+        except Exception:  # broker away: the events stay unacked and are retried next time
+            log.warning("snoopwatch: checkpoint failed; retrying", exc_info=True)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        mine = {tp.partition for tp in revoked if tp.topic == by_actor.get_topic_name()}
+        if mine:
+            await store.revoke(mine)
+
+    @app.service
+    class StateCloser(faust.Service):
+        async def on_stop(self) -> None:
+            try:
+                await store.checkpoint()
+            finally:
+                await store.stop()
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -120,7 +166,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # --- end consumer lag ---------------------------------------------------------------------
 
     return Snoopwatch(app, s, pipeline, input_topic, by_actor, alerts_topic, dlq_topic,
-                      ingest, detect)
+                      ingest, detect, store)
 
 
 async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) -> None:

@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("settings", help="list every SNOOPWATCH_* variable with its meaning")
     _add_delivery_commands(sub)
+    _add_reliability_commands(sub)
     return p
 
 
@@ -219,6 +220,29 @@ def _add_delivery_commands(sub: argparse._SubParsersAction) -> None:
 COMMANDS.update({"alerts": _cmd_alerts, "forward-alertmanager": _cmd_forward_alertmanager,
                  "create-topics": _cmd_create_topics})
 # --- end delivery and deployment -----------------------------------------------------------
+
+
+# --- Reliability (issue 4): audit ------------------------------------------------------------
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from stream.audit import print_audit, run_audit
+
+    audit = asyncio.run(run_audit(Settings.from_env(), args.metrics))
+    print_audit(audit, as_json=args.json)
+    return 0 if audit.ok else 1
+
+
+def _add_reliability_commands(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("audit", help="per partition: consumed, forwarded, dead-lettered and "
+                                     "committed offsets; exit 1 if an input event is unaccounted")
+    a.add_argument("--metrics", action="append", metavar="URL",
+                   help="also show a worker's counters (its /metrics URL; repeatable)")
+    a.add_argument("--json", action="store_true", help="print the audit as one JSON object")
+
+
+COMMANDS.update({"audit": _cmd_audit})
+# --- end reliability ---------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:

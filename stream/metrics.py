@@ -60,6 +60,7 @@ class Metrics:
         for reason in REASONS:
             self.dead_lettered.labels(reason=reason)
         self._init_consumer_lag()
+        self._init_reliability()
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every series."""
@@ -100,3 +101,27 @@ class Metrics:
         for (topic, partition), lag in lags.items():
             self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
         self._lag_series = current
+
+
+    # --- Reliability (issue 4): de-duplication, checkpoints, restore -----------------------
+
+    def _init_reliability(self) -> None:
+        r = self.registry
+        self.duplicates = Counter(
+            "snoopwatch_events_duplicate_total",
+            "Valid events skipped because their actor already processed their event_id.",
+            registry=r)
+        self.replayed = Counter(
+            "snoopwatch_events_replayed_total",
+            "By-actor messages skipped after a restart or rebalance because the restored "
+            "state already includes them.", registry=r)
+        self.checkpoints = Counter(
+            "snoopwatch_state_checkpoints_total",
+            "Checkpoints of changed actors' state written to the state topic.", registry=r)
+        self.checkpointed_actors = Counter(
+            "snoopwatch_state_checkpointed_actors_total",
+            "Actor records written by checkpoints.", registry=r)
+        self.restore_seconds = Histogram(
+            "snoopwatch_state_restore_seconds",
+            "Time to read one partition's actor state back after it is assigned.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)

@@ -33,11 +33,17 @@ def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
     ('invalid_json', '{oops', 'e29vcHM=', 7)
     """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    size = len(data)
+    truncated = size > MAX_DLQ_VALUE_BYTES
+    if truncated:  # the exact bytes stay on the input topic at ``source``
+        data = data[:MAX_DLQ_VALUE_BYTES]
     try:
-        text: str | None = data.decode("utf-8")
+        text: str | None = None if truncated else data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
+    extra = {"truncated": True, "size": size} if truncated else {}
     return {
+        **extra,
         "reason": err.reason,
         "field": err.field,
         "error": err.detail,
@@ -47,6 +53,11 @@ def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
         "value_b64": base64.b64encode(data).decode("ascii"),
         "dead_lettered_at": rfc3339(int(time.time() * 1000)),
     }
+
+
+# Dead-letter records of larger messages keep only this prefix of the bytes (base64 grows it by
+# a third, and a record must stay under the producer's 1 MB request limit).
+MAX_DLQ_VALUE_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -77,6 +88,10 @@ class Pipeline:
         m = self.metrics
         m.consumed.inc()
         try:
+            if len(raw) > self.settings.max_message_bytes:
+                raise InvalidEvent("bad_value", f"message is {len(raw)} bytes; at most "
+                                   f"{self.settings.max_message_bytes} are accepted "
+                                   "(SNOOPWATCH_MAX_MESSAGE_BYTES)")
             ev = decode_event(raw)
         except InvalidEvent as err:
             m.dead_lettered.labels(reason=err.reason).inc()

@@ -21,6 +21,7 @@ from tests.test_detectors import HOUR_MS, T0
 def sw() -> Iterator[Snoopwatch]:
     app = create_app(Settings(app_id="snoopwatch-agent-test"))
     app.app.conf.store = "memory://"
+    app.store.durable = False  # no broker here: state stays in memory
     yield app
 
 

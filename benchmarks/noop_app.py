@@ -1,0 +1,71 @@
+"""A minimal faust app whose one agent does nothing per event: faust's own per-message cost.
+
+Run by ``bench.py`` in a process of its own, configured by environment variables:
+``BENCH_BROKER`` (faust URL), ``BENCH_TOPIC``, ``BENCH_APP_ID`` (consumer group, fresh per
+run), ``BENCH_COUNT`` (messages to wait for), ``BENCH_RESULT`` (JSON file written once
+``BENCH_COUNT`` messages went through) and ``BENCH_DATADIR``. Raw key and value
+serializers, so faust decodes nothing; same app settings as the snoopwatch worker's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import faust
+import orjson
+
+BROKER = os.environ.get("BENCH_BROKER", "kafka://127.0.0.1:9092")
+TOPIC = os.environ.get("BENCH_TOPIC", "bench-noop")
+APP_ID = os.environ.get("BENCH_APP_ID", "bench-noop")
+COUNT = int(os.environ.get("BENCH_COUNT", "0"))
+RESULT = os.environ.get("BENCH_RESULT", "")
+
+app = faust.App(
+    APP_ID,
+    broker=BROKER,
+    datadir=os.environ.get("BENCH_DATADIR", "state/bench/noop"),
+    store="memory://",
+    autodiscover=False,
+    topic_partitions=4,
+    topic_replication_factor=1,
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+)
+topic = app.topic(TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw",
+                  value_serializer="raw")
+
+
+class _State:
+    count = 0
+    first = 0.0
+
+
+def _write_result(seconds: float) -> None:
+    tmp = RESULT + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(orjson.dumps({"events": _State.count, "seconds": seconds}))
+    os.replace(tmp, RESULT)
+
+
+@app.agent(topic, name="noop")
+async def noop(stream: Any) -> None:
+    async for _value in stream:
+        if _State.count == 0:
+            _State.first = time.perf_counter()
+        _State.count += 1
+        if _State.count == COUNT and RESULT:
+            _write_result(time.perf_counter() - _State.first)
+
+
+def main() -> None:
+    from faust.worker import Worker
+
+    sys.argv = [sys.argv[0], "worker"]
+    Worker(app, loglevel=os.environ.get("BENCH_LOGLEVEL", "info")).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Reliability on the real broker (issue 4): duplicates, oversized messages, SIGKILL + restart.
+
+Each test runs real ``snoopwatch worker`` processes on topics of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from detectors.settings import Settings, bootstrap_servers
+from stream.audit import Audit, run_audit
+from stream.demo import free_port, scrape
+from stream.simulate import SimConfig, generate
+from stream.topics import create_topics
+from tests.procs import REPO, fresh_settings, require_broker, settings_env, wait_until
+
+pytestmark = pytest.mark.kafka
+
+SIM = SimConfig(seed=101, agents=16, days=4, insiders=1)
+
+
+@pytest.fixture(autouse=True)
+def _broker() -> None:
+    require_broker()
+
+
+def start_worker(settings: Settings, log: Path) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, **settings_env(settings)}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+
+    def up() -> bool:
+        assert proc.poll() is None, f"worker exited:\n{log.read_text(errors='replace')[-3000:]}"
+        return bool(scrape(url))
+
+    wait_until("worker /metrics", up, 60, 0.2)
+    return proc, url
+
+
+@contextlib.contextmanager
+def running(settings: Settings, log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    proc, url = start_worker(settings, log)
+    try:
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def send(settings: Settings, messages: list[tuple[bytes | None, bytes]],
+               batch: bool = False) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker),
+                                linger_ms=20 if batch else 0)
+    await producer.start()
+    try:
+        if batch:
+            futures = [await producer.send(settings.input_topic, value=v, key=k)
+                       for k, v in messages]
+            await asyncio.gather(*futures)
+        for key, value in [] if batch else messages:
+            await producer.send_and_wait(settings.input_topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(settings: Settings, topic: str) -> list[Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers(settings.broker),
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        quiet = 0
+        while quiet < 3:
+            batch = await consumer.getmany(timeout_ms=500)
+            n = sum(len(v) for v in batch.values())
+            quiet = 0 if n else quiet + 1
+            for msgs in batch.values():
+                got.extend(msgs)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def settled(settings: Settings) -> Audit | None:
+    """The audit once every partition is caught up and accounted for."""
+    audit = asyncio.run(run_audit(settings))
+    return audit if audit.caught_up and audit.ok and audit.input else None
+
+
+EVENT = {"event_id": "dup-1", "time": "2026-11-28T14:03:22.123Z", "actor": "dup-actor",
+         "role": "support_agent", "action": "read", "resource_type": "customer_profile",
+         "customer_id": "c1", "ticket": "T1"}
+
+
+def test_duplicate_event_id_is_processed_once_and_oversized_messages_are_dead_lettered(
+        tmp_path: Path) -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    settings = fresh_settings(tmp_path, partitions=2)
+    asyncio.run(create_topics(settings, 2))
+    with running(settings, tmp_path / "worker.log") as (_, url):
+        asyncio.run(send(settings, [(b"x", orjson.dumps(EVENT)), (b"y", orjson.dumps(EVENT))]))
+        m = wait_until("two events read", lambda: (s := scrape(url)).get(
+            "snoopwatch_events_duplicate_total", 0) >= 1 and s, 60)
+        assert m["snoopwatch_events_valid_total"] == 2
+        assert m["snoopwatch_events_processed_total"] == 1
+        assert m["snoopwatch_events_duplicate_total"] == 1
+
+        # 10 MB: the producer refuses it (Kafka's 1 MB default); nothing reaches the worker.
+        with pytest.raises(MessageSizeTooLargeError):
+            asyncio.run(send(settings, [(b"big", b"{" + b" " * 10_000_000 + b"}")]))
+        # 900 kB fits Kafka but exceeds SNOOPWATCH_MAX_MESSAGE_BYTES: dead-lettered, truncated.
+        big = orjson.dumps({**EVENT, "event_id": "big-1", "attrs": {"x": "y" * 900_000}})
+        asyncio.run(send(settings, [(b"big", big), (b"z", orjson.dumps(
+            {**EVENT, "event_id": "after-big"}))]))
+        m = wait_until("the worker goes on", lambda: (s := scrape(url)).get(
+            "snoopwatch_events_processed_total", 0) >= 2 and s, 60)
+        assert m['snoopwatch_events_dead_lettered_total{reason="bad_value"}'] == 1
+        audit = wait_until("audit settles", lambda: settled(settings), 60, 1)
+    (rec,) = [orjson.loads(r.value) for r in asyncio.run(read_topic(settings,
+                                                                     settings.dlq_topic))]
+    assert rec["reason"] == "bad_value" and rec["truncated"] and rec["size"] == len(big)
+    assert sum(p.forwarded for p in audit.input) == 3
+    assert sum(p.dead_lettered for p in audit.input) == 1
+
+
+def test_sigkill_and_restart_resume_with_the_same_state(tmp_path: Path) -> None:
+    settings = fresh_settings(tmp_path, partitions=4)
+    asyncio.run(create_topics(settings, 4))
+    log = tmp_path / "worker.log"
+    events = list(generate(SIM))
+    total = len(events)
+    insiders = {ev["actor"] for ev, label in events if label}
+    msgs = [(ev["actor"].encode(), orjson.dumps(ev)) for ev, _ in events]
+    head = int(total * 0.6)
+    proc, url = start_worker(settings, log)
+    try:
+        # 60% of the stream, processed and checkpointed ...
+        asyncio.run(send(settings, msgs[:head], batch=True))
+        def caught_up() -> bool:  # (the simulator's few malformed events are dead-lettered)
+            m = scrape(url)
+            return (m.get("snoopwatch_events_consumed_total", 0) >= head
+                    and m.get("snoopwatch_events_processed_total", 0)
+                    + m.get("snoopwatch_events_duplicate_total", 0)
+                    >= m.get("snoopwatch_events_valid_total", 1))
+
+        wait_until("60% processed", caught_up, 120, 0.1)
+        time.sleep(2 * settings.checkpoint_interval_s + 1)  # checkpointed (acks + commit)
+        # ... then the rest, and SIGKILL while it is being processed.
+        asyncio.run(send(settings, msgs[head:], batch=True))
+        wait_until("mid-stream", lambda: scrape(url).get(
+            "snoopwatch_events_processed_total", 0) >= head + 200, 60, 0.02)
+        killed_at = scrape(url).get("snoopwatch_events_processed_total", 0)
+        assert killed_at < total, "the worker finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    restarted = settings.replace(web_port=free_port())
+    started = time.monotonic()
+    with running(restarted, log) as (_, url2):
+        audit = wait_until("every event processed or dead-lettered after the restart",
+                           lambda: settled(settings), 180, 1)
+        caught_up_s = time.monotonic() - started
+        m2 = scrape(url2)
+    print(f"\nrestart: killed at {killed_at:.0f}/{total} processed; caught up in "
+          f"{caught_up_s:.1f}s; after restart processed "
+          f"{m2['snoopwatch_events_processed_total']:.0f}, replayed-skipped "
+          f"{m2.get('snoopwatch_events_replayed_total', 0):.0f}, duplicates "
+          f"{m2.get('snoopwatch_events_duplicate_total', 0):.0f}\n{audit.table()}")
+
+    assert sum(p.forwarded + p.dead_lettered for p in audit.input) == total
+    # The restarted worker resumed from the checkpoint rather than from scratch.
+    assert m2["snoopwatch_state_restore_seconds_count"] >= 1
+    assert m2["snoopwatch_events_processed_total"] < total
+
+    alerts = [orjson.loads(m.value) for m in asyncio.run(read_topic(settings,
+                                                                     settings.alerts_topic))]
+    by_id: dict[str, set[bytes]] = {}
+    for a in alerts:
+        a.pop("emitted_at")
+        by_id.setdefault(a["alert_id"], set()).add(orjson.dumps(a, option=orjson.OPT_SORT_KEYS))
+    assert all(len(v) == 1 for v in by_id.values()), "an alert id with two contents"
+    assert {a["actor"] for a in alerts} & insiders, "the insider was not caught"
+    false_alarms = {a["actor"] for a in alerts} - insiders
+    assert len(false_alarms) <= 1, f"cold-start alert storm: {false_alarms}"
