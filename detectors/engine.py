@@ -371,16 +371,14 @@ class Engine:
         peer.first_seen.learn_one(traits)
 
         # --- time of week -----------------------------------------------------------
-        if customer is not None or ev.is_egress:
-            hours = st.hours if st.hours.n >= st.hours.min_events else peer.hours
-            off = 0.5 * hours.score_one(t)
+        # Hours are personal (shifts, time zones): judged only once the actor has its own.
+        if (customer is not None or ev.is_egress) and st.hours.n >= st.hours.min_events:
+            off = 0.5 * st.hours.score_one(t)
             if off > 0.01:
                 _bump(st.hour_counts, "offhours")
-                desc = (f"worked at {rfc3339(t)[11:16]} UTC; "
-                        + ("usually " if hours is st.hours else "peers usually ")
-                        + hours.usual_hours())
+                when, usual = rfc3339(t)[11:16], st.hours.usual_hours()
                 contributed |= self._raise(st, "off_hours", off, [Reason(
-                    "off_hours", off, desc, rfc3339(t)[11:16], hours.usual_hours())])
+                    "off_hours", off, f"worked at {when} UTC; usually {usual}", when, usual)])
                 if ev.is_egress:
                     st.long_term = min(st.long_term + off, LONG_TERM_CAP)
         # Learn working hours from every access, though only data access is judged.
