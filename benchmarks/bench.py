@@ -422,8 +422,12 @@ class Bench:
             if proc.stdout is not None:
                 proc.stdout.close()
             self.stop(proc)
-        if proc.returncode not in (0, None) and not out:
-            raise BenchError(f"probes.py {args[0]} exited with {proc.returncode}:\n{tail(log)}")
+        if proc.returncode not in (0, None):
+            if not out:
+                raise BenchError(f"probes.py {args[0]} exited with {proc.returncode}:\n"
+                                 f"{tail(log)}")
+            self.notes.append(f"probes.py {args[0]} exited with {proc.returncode} after "
+                              f"{len(out)} result(s); see {log}")
         return out
 
     def phase(self, name: str, fn: Callable[[], Any]) -> Any:
