@@ -53,10 +53,12 @@ if str(REPO) not in sys.path:
 
 import orjson  # noqa: E402
 
-from benchmarks.probes import DAY_MS, HOUR_MS, Synth, TimeFormatter  # noqa: E402
+from benchmarks.probes import DAY_MS, HOUR_MS, Synth  # noqa: E402
 from detectors.events import parse_time  # noqa: E402
 from detectors.settings import Settings, bootstrap_servers  # noqa: E402
 from stream.demo import free_port, scrape  # noqa: E402
+from stream.processes import stop_process  # noqa: E402
+from stream.simulate import TimeFormatter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WEEK_MS = 7 * DAY_MS
@@ -321,17 +323,6 @@ async def read_topic(servers: str, topic: str, partitions: int, idle_s: float = 
 
 
 # --- processes --------------------------------------------------------------------------------
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def tail(path: Path, chars: int = 3000) -> str:

@@ -25,10 +25,11 @@ import os
 import random
 import sys
 import time
-from datetime import date, timedelta
 from typing import Any
 
 import orjson
+
+from stream.simulate import TimeFormatter
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -43,23 +44,6 @@ CLIENTS = {"support_agent": "crm-console", "camera_tech": "crm-console",
            "fraud_investigator": "fraud-desk", "analyst": "bi-portal",
            "engineer": "admin-cli", "manager": "crm-console"}
 _PROFILE_FIELDS = (["email"], ["phone"], ["email", "phone"], ["address"])
-
-
-class TimeFormatter:
-    """Epoch ms -> RFC 3339 UTC with milliseconds (the date part cached)."""
-
-    def __init__(self) -> None:
-        self._prefix: dict[int, str] = {}
-
-    def __call__(self, ms: int) -> str:
-        day, rest = divmod(ms, DAY_MS)
-        prefix = self._prefix.get(day)
-        if prefix is None:
-            prefix = self._prefix[day] = (date(1970, 1, 1) + timedelta(days=day)).isoformat() + "T"
-        h, rest = divmod(rest, HOUR_MS)
-        m, rest = divmod(rest, MIN_MS)
-        s, milli = divmod(rest, 1000)
-        return f"{prefix}{h:02d}:{m:02d}:{s:02d}.{milli:03d}Z"
 
 
 class Synth:

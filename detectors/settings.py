@@ -112,6 +112,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``SNOOPWATCH_*`` variables, for a worker subprocess."""
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
 
 def describe() -> list[tuple[str, str, str]]:
     """(environment variable, default, docstring) for every field, in order."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 import orjson
 
 from detectors.settings import Settings, bootstrap_servers
+from stream.processes import stop_process
 from stream.simulate import SimConfig, produce
 
 # A few broken messages, so the demo shows the dead-letter path too.
@@ -91,7 +91,7 @@ async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: P
           f"{len(MALFORMED)} malformed, into topic {settings.input_topic} "
           f"in {time.monotonic() - t0:.1f}s")
 
-    env = {**os.environ, **_env_of(settings)}
+    env = {**os.environ, **settings.to_env()}
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -130,30 +130,12 @@ async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: P
             return 1
     finally:
         await consumer.stop()
-        _stop(worker)
+        stop_process(worker, group=True)
         log.close()
 
     _summary(metrics, alerts, set(insiders), metrics_url, time.monotonic() - t0)
     caught = {a["actor"] for a in alerts} & set(insiders)
     return 0 if caught == set(insiders) else 1
-
-
-def _env_of(settings: Settings) -> dict[str, str]:
-    from dataclasses import fields
-
-    return {f"SNOOPWATCH_{f.name.upper()}": str(getattr(settings, f.name))
-            for f in fields(settings)}
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _summary(metrics: dict[str, float], alerts: list[dict[str, Any]], insiders: set[str],

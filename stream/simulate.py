@@ -1371,7 +1371,7 @@ _GENERATORS: dict[str, Callable[[_Day, _Instance, random.Random], None]] = {
 }
 
 
-class _TimeFormatter:
+class TimeFormatter:
     """Epoch ms -> RFC 3339 UTC with milliseconds, caching the date part."""
 
     def __init__(self) -> None:
@@ -1420,7 +1420,7 @@ def _day_batches(cfg: SimConfig) -> Iterator[tuple[int, list[tuple[dict, str | N
     holds whatever falls after the final cut.
     """
     co = _Company(cfg)
-    fmt = _TimeFormatter()
+    fmt = TimeFormatter()
     counter = 0
     carry: list[_Item] = []
     for d in range(cfg.days + 1):

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import pytest
 
 from detectors.settings import Settings
 from stream.demo import free_port, scrape
+from stream.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,22 +37,6 @@ def need_binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: run 'make system-deps' (make test does it)")
     return path
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    return {f"SNOOPWATCH_{f.name.upper()}": str(getattr(settings, f.name))
-            for f in fields(settings)}
-
-
-def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _wait(what: str, ready: Any, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
@@ -82,7 +67,7 @@ def get_json(url: str) -> Any:
 @contextlib.contextmanager
 def worker(settings: Settings, log: Path) -> Iterator[str]:
     """``snoopwatch worker`` as a subprocess; yields its /metrics URL once it serves it."""
-    env = {**os.environ, **settings_env(settings)}
+    env = {**os.environ, **settings.to_env()}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -91,7 +76,7 @@ def worker(settings: Settings, log: Path) -> Iterator[str]:
         _wait("worker", lambda: bool(scrape(url)), proc, log, 60)
         yield url
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 @dataclass
@@ -135,7 +120,7 @@ def prometheus(config: dict[str, Any], workdir: Path) -> Iterator[Prometheus]:
         _wait("prometheus", lambda: http_ok(f"{url}/-/ready"), proc, log, 30)
         yield Prometheus(url, proc)
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -157,7 +142,7 @@ def alertmanager(config_yaml: str, workdir: Path) -> Iterator[str]:
         _wait("alertmanager", lambda: http_ok(f"{url}/-/ready"), proc, log, 30)
         yield url
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 BROKER = os.environ.get("SNOOPWATCH_TEST_BROKER", "kafka://127.0.0.1:9092")

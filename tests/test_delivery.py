@@ -38,7 +38,6 @@ from tests.procs import (
     fresh_settings,
     get_json,
     require_broker,
-    settings_env,
 )
 
 AM_CONFIG = """
@@ -88,7 +87,7 @@ def _send(settings: Settings, values: list[bytes]) -> None:
 def _cli(settings: Settings, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **settings_env(settings)})
+                          env={**os.environ, **settings.to_env()})
 
 
 @pytest.fixture
@@ -151,7 +150,7 @@ def test_alerts_follows_new_alerts_and_stops_cleanly_on_ctrl_c(settings: Setting
     old = make_alert("old", "agent-1", "high")
     _send(settings, [orjson.dumps(old)])
     proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "alerts"], cwd=REPO,
-                            env={**os.environ, **settings_env(settings)}, text=True,
+                            env={**os.environ, **settings.to_env()}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines: queue.Queue[tuple[str, str]] = queue.Queue()
     for name, stream in (("out", proc.stdout), ("err", proc.stderr)):

@@ -32,7 +32,7 @@ import yaml
 from detectors.settings import describe
 from stream.cli import build_parser
 from stream.demo import free_port
-from tests.procs import stop
+from stream.processes import stop_process as stop
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = REPO / "deploy" / "compose"

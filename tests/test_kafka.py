@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 
 from detectors.settings import Settings, bootstrap_servers
 from stream.demo import free_port, scrape
+from stream.processes import stop_process
 from stream.replay import replay
 from stream.simulate import SimConfig, generate, produce, write_jsonl
 
@@ -65,8 +65,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings) -> Iterator[str]:
-    env = {**os.environ, **{f"SNOOPWATCH_{f.name.upper()}": str(getattr(settings, f.name))
-                            for f in fields(settings)}}
+    env = {**os.environ, **settings.to_env()}
     log = Path(settings.data_dir) / "worker.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
@@ -80,12 +79,7 @@ def worker(settings: Settings) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
 
 
 async def _send(topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
