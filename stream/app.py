@@ -30,6 +30,15 @@ def source_header(msg: Any) -> bytes:
     """``topic:partition:offset`` of an input message (a by-actor message's origin)."""
     return f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
 
+def input_source(msg: Any, input_topic: str) -> tuple[int, int] | None:
+    """(input partition, input offset) from a by-actor message's source header."""
+    for name, value in msg.headers or ():
+        if name == SOURCE_HEADER:
+            topic, part, off = value.decode().rsplit(":", 2)
+            return (int(part), int(off)) if topic == input_topic else None
+    return None
+
+
 log = logging.getLogger("snoopwatch")
 
 
@@ -118,7 +127,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                     dead_letter(event.value, err, source, msg.key)))
                 yield None
                 continue
-            if store.admit(ev.actor, ev.event_id, msg.partition, msg.offset) != "process":
+            if store.admit(ev.actor, ev.event_id, msg.partition, msg.offset,
+                           input_source(msg, s.input_topic)) != "process":
                 yield None
                 continue
             _, alert = pipeline.detect(ev, started)

@@ -66,16 +66,21 @@ class ActorMeta:
     partition: int
     offset: int = -1
     ids: OrderedDict = field(default_factory=OrderedDict)
+    # input partition -> highest input offset applied: an event that ingest forwards again
+    # after a restart (its input offset not yet committed) is recognised, however old.
+    sources: dict[int, int] = field(default_factory=dict)
 
 
 def encode_record(meta: ActorMeta, state: Any) -> bytes:
     return pickle.dumps({"v": RECORD_VERSION, "offset": meta.offset, "ids": list(meta.ids),
-                         "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
+                         "sources": meta.sources, "state": state},
+                        protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def decode_record(blob: bytes, partition: int) -> tuple[ActorMeta, Any]:
     rec = pickle.loads(blob)
-    meta = ActorMeta(partition, rec["offset"], OrderedDict.fromkeys(rec["ids"]))
+    meta = ActorMeta(partition, rec["offset"], OrderedDict.fromkeys(rec["ids"]),
+                     dict(rec.get("sources", {})))
     return meta, rec["state"]
 
 
@@ -219,15 +224,26 @@ class ActorStore:
 
     # --- per event ---------------------------------------------------------------------
 
-    def admit(self, actor: str, event_id: str, partition: int, offset: int) -> str:
-        """``"process"``, ``"replayed"`` (already in the state) or ``"duplicate"``."""
+    def admit(self, actor: str, event_id: str, partition: int, offset: int,
+              source: tuple[int, int] | None = None) -> str:
+        """``"process"``, ``"replayed"`` (already in the state) or ``"duplicate"``.
+
+        ``source`` is the event's (input partition, input offset), from the by-actor
+        message's header: ingest keeps an actor's events in input order, so one at or
+        below the highest already applied was forwarded twice.
+        """
         meta = self.actor_meta(actor, partition)
         if offset <= meta.offset:
             self.metrics.replayed.inc()
             return "replayed"
         meta.offset = offset
         self.dirty.add(actor)
-        if event_id in meta.ids:
+        forwarded_again = False
+        if source is not None:
+            part, off = source
+            forwarded_again = off <= meta.sources.get(part, -1)
+            meta.sources[part] = max(off, meta.sources.get(part, -1))
+        if forwarded_again or event_id in meta.ids:
             self.metrics.duplicates.inc()
             return "duplicate"
         meta.ids[event_id] = None
