@@ -26,6 +26,7 @@ from stream.demo import free_port, scrape
 from stream.processes import stop_process
 from stream.replay import replay
 from stream.simulate import SimConfig, generate, produce, write_jsonl
+from tests.procs import require_broker
 
 pytestmark = pytest.mark.kafka
 
@@ -34,25 +35,9 @@ SERVERS = bootstrap_servers(BROKER)
 SIM = SimConfig(seed=101, agents=16, days=4, insiders=1)
 
 
-def broker_is_up() -> bool:
-    from aiokafka import AIOKafkaProducer
-
-    async def probe() -> bool:
-        producer = AIOKafkaProducer(bootstrap_servers=SERVERS, request_timeout_ms=5000)
-        try:
-            await asyncio.wait_for(producer.start(), 10)
-        except Exception:
-            return False
-        await producer.stop()
-        return True
-
-    return asyncio.run(probe())
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    if not broker_is_up():
-        pytest.fail(f"no Kafka broker at {SERVERS}: run 'make kafka-up' (make test does it)")
+    require_broker()
     run = uuid.uuid4().hex[:8]
     return Settings(broker=BROKER, input_topic=f"t-{run}-events", alerts_topic=f"t-{run}-alerts",
                     dlq_topic=f"t-{run}-dlq", context_topic=f"t-{run}-context",
