@@ -102,47 +102,47 @@ class Prometheus:
 
 
 @contextlib.contextmanager
-def prometheus(config: dict[str, Any], workdir: Path) -> Iterator[Prometheus]:
-    """Debian's ``prometheus`` with ``config`` (a dict, written as YAML-compatible JSON)."""
-    binary = need_binary("prometheus")
-    port = free_port()
-    cfg = workdir / "prometheus.yml"
-    cfg.write_text(json.dumps(config, indent=2))  # JSON is YAML
-    log = workdir / "prometheus.log"
+def _serve(name: str, args: list[str], workdir: Path, port: int
+           ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run a Debian-packaged server on ``port``; yield its base URL once ``/-/ready`` answers."""
+    log = workdir / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([
-            binary, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-            "--storage.tsdb.retention.time=1h",
-        ], stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+        proc = subprocess.Popen([need_binary(name), *args], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait("prometheus", lambda: http_ok(f"{url}/-/ready"), proc, log, 30)
-        yield Prometheus(url, proc)
+        _wait(name, lambda: http_ok(f"{url}/-/ready"), proc, log, 30)
+        yield url, proc
     finally:
         stop_process(proc)
 
 
 @contextlib.contextmanager
+def prometheus(config: dict[str, Any], workdir: Path) -> Iterator[Prometheus]:
+    """Debian's ``prometheus`` with ``config`` (a dict, written as YAML-compatible JSON)."""
+    port = free_port()
+    cfg = workdir / "prometheus.yml"
+    cfg.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    with _serve("prometheus", [
+        f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+        "--storage.tsdb.retention.time=1h",
+    ], workdir, port) as (url, proc):
+        yield Prometheus(url, proc)
+
+
+@contextlib.contextmanager
 def alertmanager(config_yaml: str, workdir: Path) -> Iterator[str]:
     """Debian's ``prometheus-alertmanager``, clustering off; yields its base URL."""
-    binary = need_binary("prometheus-alertmanager")
     port = free_port()
     cfg = workdir / "alertmanager.yml"
     cfg.write_text(config_yaml)
-    log = workdir / "alertmanager.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([
-            binary, f"--config.file={cfg}", f"--storage.path={workdir / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-            "--log.level=warn",
-        ], stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait("alertmanager", lambda: http_ok(f"{url}/-/ready"), proc, log, 30)
+    with _serve("prometheus-alertmanager", [
+        f"--config.file={cfg}", f"--storage.path={workdir / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+        "--log.level=warn",
+    ], workdir, port) as (url, _):
         yield url
-    finally:
-        stop_process(proc)
 
 
 BROKER = os.environ.get("SNOOPWATCH_TEST_BROKER", "kafka://127.0.0.1:9092")
