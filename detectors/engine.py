@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -247,6 +248,10 @@ class ActorState:
     hour_long_gain: float = 0.0  # long-term weight added in the running hour
     day: int = -1
     day_counts: dict[str, int] = field(default_factory=dict)
+    # downloads and exports per active day: what a departing actor's last days are judged by
+    downloads: RunningStats = field(default_factory=lambda: RunningStats(0.1))
+    day_downloads: int = 0
+    leaving_streak: int = 0  # busy download days in a row while leaving
     hour_customers: set[str] = field(default_factory=set)
     ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
     # unticketed customer -> (when, long-term weight added), until a late ticket may clear it
@@ -351,7 +356,11 @@ class Engine:
             hc["egress"] = hc.get("egress", 0) + ev.records
             hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
             # Departing staff: most leave quietly, so the list only lowers the tolerance.
-            slack = -1.0 if self._departing(ev.actor, t) else 0.0
+            leaving = self._departing(ev.actor, t)
+            slack = -1.0 if leaving else 0.0
+            st.day_downloads += 1
+            if leaving:
+                contributed |= self._leaving_downloads(st, leaving)
             contributed |= self._volume_signal(st, peer, st.egress, peer.egress, hc, slack, t)
             dc = st.day_counts
             dc["egress"] = dc.get("egress", 0) + ev.records
@@ -572,16 +581,47 @@ class Engine:
             keep *= 1.0 - r.score
         return self._raise(st, "first_seen", 1.0 - keep, reasons)
 
-    def _departing(self, actor: str, t: int) -> bool:
+    def _departing(self, actor: str, t: int) -> ContextEntry | None:
+        """The actor's watchlist entry while it is leaving (from two weeks before notice)."""
         entry = self.departing.get(actor)
         if entry is None:
-            return False
+            return None
         if entry.notice_ms is not None and t < entry.notice_ms - 14 * DAY_MS:
-            return False
+            return None
         if entry.last_day is not None:
             end = date.fromisoformat(entry.last_day)
-            return t < (end.toordinal() - 719162 + 1) * DAY_MS
-        return True
+            if t >= (end.toordinal() - 719162 + 1) * DAY_MS:
+                return None
+        return entry
+
+    def _leaving_downloads(self, st: ActorState, entry: ContextEntry) -> bool:
+        """A leaving actor downloading far more often than on its own ordinary days.
+
+        The count must be both a multiple of the actor's usual and well outside its own
+        day-to-day spread (or Poisson noise), so one extra download by someone who makes one
+        a day is not a signal, but a tripled habit is.
+        """
+        usual = st.downloads
+        if usual.n < 5:
+            return False  # no own history to compare with; volume tests still apply
+        lam = max(usual.mean, 0.5)
+        k = st.day_downloads
+        # Downloads come in bursts (scheduled reports): the actor's own spread counts too.
+        z = (k - lam) / max(usual.std, math.sqrt(lam), 1.0)
+        score = saturate(min(k / lam / 2.5, z / 3.0) - 1.0, 0.5)
+        # Honest leavers have busy days too; days in a row are what a last grab looks like.
+        streak = st.leaving_streak
+        if not streak:
+            score *= 0.6
+        if score <= 0.01:
+            return False
+        leaves = f" (last day {entry.last_day})" if entry.last_day else ""
+        again = f", after {streak} such day{'s' if streak > 1 else ''} in a row" if streak else ""
+        desc = (f"is leaving{leaves} and made {k} downloads or exports today{again}; usually "
+                f"{_fmt_count(lam)} a day")
+        return self._raise(st, "departing", score, [Reason(
+            "departing", score, desc, {"downloads_today": k},
+            {"downloads_per_day": round(lam, 1)})])
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -614,6 +654,14 @@ class Engine:
             peer.risk_hours += 1
         day = now_ms // DAY_MS
         if day > st.day:
+            if st.day >= 0:
+                # A leaving actor's busy days are the suspicion itself: barely learned.
+                usual = st.downloads
+                busy = usual.n >= 5 and st.day_downloads > 2 * max(usual.mean, 0.5)
+                doubtful = busy and self._departing(st.actor, now_ms) is not None
+                st.downloads.update(st.day_downloads, 0.1 if doubtful else 1.0)
+                st.leaving_streak = st.leaving_streak + 1 if doubtful else 0
+            st.day_downloads = 0
             if st.day_counts:  # days with egress: the normal size of a day's downloads
                 st.daily.learn_one(st.day_counts)
                 peer.daily.learn_one(st.day_counts)
@@ -727,4 +775,3 @@ class Engine:
                               f"{self.settings.long_half_life_s / 86400:g} days)",
                               round(st.long_term, 2), "under 1.0"))
         return sorted(out, key=lambda r: -r.score)
-

@@ -315,6 +315,40 @@ def test_departing_actor_is_not_alerted_for_being_on_the_list() -> None:
     ordinary_days(eng, days=8)  # ordinary work while on notice: no alert (asserted inside)
 
 
+def downloads_over_days(leaving: bool, busy_days: set[int], days: int = 14) -> list:
+    """Ticketed 9-to-5 work with 3 downloads a day (12 on ``busy_days``); the alerts."""
+    from detectors.events import ContextEntry
+
+    eng = Engine()
+    if leaving:
+        eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-11-20"))
+    alerts, i = [], 0
+    for day in range(days):
+        downloads = 12 if day in busy_days else 3
+        for hour in range(9, 17):
+            for k in range(4 + (downloads if hour == 15 else 0)):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 200_000
+                v = eng.process(ev(i, t, customer=f"c{day}{hour}{k}", ticket=f"T{i}",
+                                   action="download" if k >= 4 else "read"))
+                if v.alert:
+                    alerts.append(v.alert)
+    return alerts
+
+
+def test_leaving_actor_whose_downloads_multiply_day_after_day_is_alerted() -> None:
+    alerts = downloads_over_days(leaving=True, busy_days={10, 11, 12})
+    assert alerts, "a tripled download habit on the last days must alert"
+    reason = next(r for r in alerts[0].reasons if r.detector == "departing")
+    assert "is leaving (last day 2026-11-20)" in alerts[0].summary
+    assert reason.observed["downloads_today"] >= 6 and reason.expected["downloads_per_day"] < 4
+
+
+def test_downloads_habit_is_no_alert_for_one_busy_day_or_for_staff_who_stay() -> None:
+    assert downloads_over_days(leaving=True, busy_days={10}) == []  # honest leavers' busy day
+    assert downloads_over_days(leaving=False, busy_days={10, 11, 12}) == []
+
+
 def test_new_actor_is_judged_against_peers() -> None:
     eng = Engine()
     for name in ("p1", "p2", "p3", "p4"):
