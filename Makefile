@@ -45,9 +45,11 @@ test: install lint
 	@$(WITH_KAFKA) $(PY) -m pytest
 
 # Throughput, event-to-alert latency and memory per actor on the real broker (issue 6); about
-# 15 min at the defaults. Quick: make bench BENCH_ARGS="--events 100000 --quick"
+# 15 min at the defaults. Quick: make bench BENCH_ARGS="--events 100000 --quick". Then the
+# detection guard: fails if `snoopwatch evaluate` figures fell below benchmarks/detection_reference.json.
 bench: install
 	@$(WITH_KAFKA) $(PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/detection_guard.py
 
 lint: install
 	$(VENV)/bin/ruff check .
