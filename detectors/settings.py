@@ -90,6 +90,8 @@ class Settings:
     """Seconds between checkpoints of changed actors' state to the state topic."""
     session_timeout_s: float = 10.0
     """Kafka consumer session timeout: a killed worker's partitions move after this long."""
+    actor_ttl_s: float = 30 * 86400.0
+    """Seconds of event time after an actor's last event before its state is expired; 0: never."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
