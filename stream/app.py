@@ -115,8 +115,10 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         async for event in stream.noack().events():
             started = time.perf_counter()
             msg = event.message
-            if msg.partition not in store.loaded:
-                await store.load_partition(msg.partition)
+            if msg.partition not in store.loaded and not await store.ensure_loaded(
+                    msg.partition):
+                yield None  # revoked while its state was read: the new owner processes it
+                continue
             store.unacked.append(event)
             try:
                 ev = decode_event(event.value)

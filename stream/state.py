@@ -27,7 +27,17 @@ The guarantee is *at-least-once delivery, exactly-once effect on state*:
 
 State is restored lazily: the first time a worker sees an event of partition *p* (after start
 or a rebalance) it reads partition *p* of the state topic to its end, keeps the records as
-bytes and unpickles an actor's record when its first event arrives.
+bytes and unpickles an actor's record when its first event arrives. A rebalance revokes every
+partition of every worker (aiokafka's eager protocol): the revoke checkpoints and forgets them,
+and the worker reads back those it is given again.
+
+Actors idle for ``SNOOPWATCH_ACTOR_TTL_S`` of event time (the highest event time this worker
+has processed) are expired: forgotten in memory and deleted from the state topic (a
+tombstone), including restored records never touched since (their last event time rides in a
+header, so they are not unpickled for it).
+
+Each record carries headers naming its writer (``host:pid``: which worker held the actor) and
+the actor's last event time.
 """
 
 from __future__ import annotations
@@ -35,7 +45,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
+import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -53,6 +65,10 @@ RECORD_VERSION = 1
 # every checkpoint, so restored peers match the restored actors (costly with a huge customer map).
 ENGINE_CHECKPOINT_EVERY_S = 0.0
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+WRITER_HEADER = "snoopwatch-writer"
+LAST_MS_HEADER = "snoopwatch-last-ms"
+# Idle actors are looked for at most this often (a scan of every actor this worker holds).
+EXPIRE_EVERY_S = 10.0
 
 
 def state_topic_name(settings: Settings) -> str:
@@ -100,11 +116,17 @@ class ActorStore:
         self.topic = state_topic_name(settings)
         self.meta: dict[str, ActorMeta] = {}
         self.loaded: set[int] = set()
-        self.blobs: dict[str, tuple[int, bytes]] = {}  # restored, not yet unpickled
+        # restored, not yet unpickled: actor -> (partition, record, last event ms or -1)
+        self.blobs: dict[str, tuple[int, bytes, int]] = {}
         self.dirty: set[str] = set()
         self.unacked: list[Any] = []  # faust events whose effect is not checkpointed yet
         self.engine_written = 0.0
         self.engine_restored = False
+        # Bumped by every revoke: a restore that a rebalance overtook is discarded.
+        self.revision = 0
+        self.event_time_ms = 0  # highest event time among checkpointed actors
+        self.expired_at = (0.0, 0)  # (monotonic s, event_time_ms) of the last expiry scan
+        self.writer = f"{socket.gethostname()}:{os.getpid()}".encode()
         self.lock = asyncio.Lock()
         self._producer: Any = None
         self._topic_ready = False
@@ -152,13 +174,24 @@ class ActorStore:
 
     # --- restore -------------------------------------------------------------------------
 
+    async def ensure_loaded(self, partition: int) -> bool:
+        """Restore ``partition`` unless done; False if a rebalance revoked it meanwhile."""
+        if partition in self.loaded:
+            return True
+        return await self.load_partition(partition) >= 0
+
     async def load_partition(self, partition: int) -> int:
-        """Read partition ``partition`` of the state topic to its end; returns records read."""
+        """Read partition ``partition`` of the state topic to its end; returns records read.
+
+        -1 if the partition was revoked while it was being read: what was read is dropped, as
+        the partition's new owner may already be writing newer state.
+        """
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         if not self.durable:
             self.loaded.add(partition)
             return 0
+        revision = self.revision
         await self.ensure_topic()
         started = time.perf_counter()
         tp = TopicPartition(self.topic, partition)
@@ -170,6 +203,7 @@ class ActorStore:
         await consumer.start()
         n = 0
         engine_blob: bytes | None = None
+        blobs: dict[str, tuple[int, bytes, int] | None] = {}
         try:
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
@@ -183,11 +217,21 @@ class ActorStore:
                         continue
                     actor = msg.key.decode()
                     if msg.value is None:
-                        self.blobs.pop(actor, None)
-                    elif actor not in self.meta:  # never overwrite live state
-                        self.blobs[actor] = (partition, msg.value)
+                        blobs[actor] = None
+                    else:
+                        last_ms = dict(msg.headers or ()).get(LAST_MS_HEADER)
+                        blobs[actor] = (partition, msg.value,
+                                        int(last_ms) if last_ms is not None else -1)
         finally:
             await consumer.stop()
+        if revision != self.revision:
+            log.info("snoopwatch: partition %d was revoked while its state was read", partition)
+            return -1
+        for actor, blob in blobs.items():
+            if blob is None:
+                self.blobs.pop(actor, None)
+            elif actor not in self.meta:  # never overwrite live state
+                self.blobs[actor] = blob
         if engine_blob is not None:
             self._restore_engine(engine_blob)
         self.loaded.add(partition)
@@ -224,19 +268,21 @@ class ActorStore:
 
     # --- per event ---------------------------------------------------------------------
 
-    def admit(self, actor: str, event_id: str, partition: int, offset: int,
+    def admit(self, actor: str, event_id: str, partition: int, offset: int | None,
               source: tuple[int, int] | None = None) -> str:
         """``"process"``, ``"replayed"`` (already in the state) or ``"duplicate"``.
 
         ``source`` is the event's (input partition, input offset), from the by-actor
         message's header: ingest keeps an actor's events in input order, so one at or
-        below the highest already applied was forwarded twice.
+        below the highest already applied was forwarded twice. ``offset`` is None for an
+        event that did not come through the by-actor topic (``source`` alone decides).
         """
         meta = self.actor_meta(actor, partition)
-        if offset <= meta.offset:
-            self.metrics.replayed.inc()
-            return "replayed"
-        meta.offset = offset
+        if offset is not None:
+            if offset <= meta.offset:
+                self.metrics.replayed.inc()
+                return "replayed"
+            meta.offset = offset
         self.dirty.add(actor)
         forwarded_again = False
         if source is not None:
@@ -256,11 +302,12 @@ class ActorStore:
     async def checkpoint(self, partitions: set[int] | None = None) -> int:
         """Write every changed actor (of ``partitions``, default all), then ack their events."""
         async with self.lock:
-            if not self.dirty and not self.unacked:
+            if not self.dirty and not self.unacked and not self._expiry_due():
                 return 0
             # One synchronous block: the snapshot and the events it covers match exactly.
-            records: list[tuple[int, bytes, bytes]] = []
+            records: list[tuple[int, bytes, bytes | None, int]] = []
             keep: set[str] = set()
+            written: set[str] = set()
             for actor in self.dirty:
                 meta = self.meta.get(actor)
                 state = self.engine.actors.get(actor)
@@ -269,12 +316,18 @@ class ActorStore:
                 if partitions is not None and meta.partition not in partitions:
                     keep.add(actor)
                     continue
-                records.append((meta.partition, actor.encode(), encode_record(meta, state)))
+                last_ms = getattr(state, "last_ms", 0)
+                self.event_time_ms = max(self.event_time_ms, last_ms)
+                written.add(actor)
+                records.append((meta.partition, actor.encode(), encode_record(meta, state),
+                                last_ms))
+            if partitions is None:
+                records.extend(self._expire_idle(written))
             now = time.monotonic()
             if records and now - self.engine_written >= ENGINE_CHECKPOINT_EVERY_S:
                 snap = engine_snapshot(self.engine)
                 for p in {r[0] for r in records} | self.loaded:
-                    records.append((p, ENGINE_KEY, snap))
+                    records.append((p, ENGINE_KEY, snap, -1))
                 self.engine_written = now
             if partitions is None:
                 events, self.unacked = self.unacked, []
@@ -283,15 +336,62 @@ class ActorStore:
                 self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
             self.dirty = keep
             if records and self.durable:
-                producer = await self.producer()
-                futures = [await producer.send(self.topic, value=blob, key=key, partition=p)
-                           for p, key, blob in records]
-                await asyncio.gather(*futures)
+                try:
+                    await self._send(records)
+                except BaseException:
+                    # Broker away: keep the actors dirty and their events unacked, so that
+                    # the next checkpoint writes them (the committed offset must not move).
+                    self.dirty |= {a for a in written if a in self.meta}
+                    self.unacked[:0] = events
+                    raise
             for event in events:
                 event.ack()
             self.metrics.checkpoints.inc()
-            self.metrics.checkpointed_actors.inc(sum(1 for r in records if r[1] != ENGINE_KEY))
+            self.metrics.checkpointed_actors.inc(len(written))
             return len(records)
+
+    async def _send(self, records: list[tuple[int, bytes, bytes | None, int]]) -> None:
+        producer = await self.producer()
+        futures = []
+        for p, key, blob, last_ms in records:
+            headers = [(WRITER_HEADER, self.writer)]
+            if last_ms >= 0:
+                headers.append((LAST_MS_HEADER, str(last_ms).encode()))
+            futures.append(await producer.send(self.topic, value=blob, key=key, partition=p,
+                                               headers=headers))
+        await asyncio.gather(*futures)
+
+    def _expiry_due(self) -> bool:
+        last_scan, last_event_ms = self.expired_at
+        return (self.settings.actor_ttl_s > 0 and self.event_time_ms > last_event_ms
+                and time.monotonic() - last_scan >= EXPIRE_EVERY_S)
+
+    def _expire_idle(self, written: set[str]) -> list[tuple[int, bytes, bytes | None, int]]:
+        """Tombstones for actors idle past ``actor_ttl_s`` (event time); forgets them here.
+
+        Runs every ``EXPIRE_EVERY_S`` at most, and only once event time has moved on.
+        """
+        if not self._expiry_due():
+            return []
+        self.expired_at = (time.monotonic(), self.event_time_ms)
+        tombstones: list[tuple[int, bytes, bytes | None, int]] = []
+        for actor in self.engine.expire_idle(self.event_time_ms):
+            meta = self.meta.pop(actor, None)
+            written.discard(actor)
+            if meta is not None:
+                tombstones.append((meta.partition, actor.encode(), None, -1))
+        ttl_ms = self.settings.actor_ttl_s * 1000
+        for actor, (p, _, last_ms) in list(self.blobs.items()):
+            if 0 <= last_ms <= self.event_time_ms - ttl_ms:
+                del self.blobs[actor]
+                tombstones.append((p, actor.encode(), None, -1))
+        if tombstones:
+            # Records already built for these actors this round go too (tombstone wins:
+            # it is sent after them).
+            self.metrics.tracked_actors.set(self.engine.tracked_actors)
+            log.info("snoopwatch: expired %d actors idle for %gs of event time",
+                     len(tombstones), self.settings.actor_ttl_s)
+        return tombstones
 
     async def revoke(self, partitions: set[int]) -> None:
         """Checkpoint, then forget, the actors of partitions taken away in a rebalance."""
@@ -304,8 +404,9 @@ class ActorStore:
                 del self.meta[actor]
                 self.engine.actors.pop(actor, None)
                 self.dirty.discard(actor)
-        for actor, (p, _) in list(self.blobs.items()):
+        for actor, (p, _, _) in list(self.blobs.items()):
             if p in partitions:
                 del self.blobs[actor]
         self.loaded -= partitions
+        self.revision += 1
         self.metrics.tracked_actors.set(self.engine.tracked_actors)
