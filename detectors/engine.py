@@ -252,6 +252,7 @@ class ActorState:
     downloads: RunningStats = field(default_factory=lambda: RunningStats(0.1))
     day_downloads: int = 0
     leaving_streak: int = 0  # busy download days in a row while leaving
+    recent_downloads: tuple[int, ...] = ()  # the two previous active days' downloads
     hour_customers: set[str] = field(default_factory=set)
     ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
     # unticketed customer -> (when, long-term weight added), until a late ticket may clear it
@@ -613,6 +614,12 @@ class Engine:
         streak = st.leaving_streak
         if not streak:
             score *= 0.6
+        # The same test on the last three active days together: a sustained rise that no
+        # single day shows (a two-a-week downloader making three a day).
+        days = 1 + len(st.recent_downloads)
+        total, expected = k + sum(st.recent_downloads), days * lam
+        z3 = (total - expected) / math.sqrt(max(days * usual.var, expected))
+        score = max(score, saturate(min(total / expected / 2.5, z3 / 3.0) - 1.0, 0.5))
         if score <= 0.01:
             return False
         leaves = f" (last day {entry.last_day})" if entry.last_day else ""
@@ -661,6 +668,7 @@ class Engine:
                 doubtful = busy and self._departing(st.actor, now_ms) is not None
                 st.downloads.update(st.day_downloads, 0.1 if doubtful else 1.0)
                 st.leaving_streak = st.leaving_streak + 1 if doubtful else 0
+                st.recent_downloads = (*st.recent_downloads, st.day_downloads)[-2:]
             st.day_downloads = 0
             if st.day_counts:  # days with egress: the normal size of a day's downloads
                 st.daily.learn_one(st.day_counts)

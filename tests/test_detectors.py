@@ -315,8 +315,9 @@ def test_departing_actor_is_not_alerted_for_being_on_the_list() -> None:
     ordinary_days(eng, days=8)  # ordinary work while on notice: no alert (asserted inside)
 
 
-def downloads_over_days(leaving: bool, busy_days: set[int], days: int = 14) -> list:
-    """Ticketed 9-to-5 work with 3 downloads a day (12 on ``busy_days``); the alerts."""
+def downloads_over_days(leaving: bool, busy_days: set[int], days: int = 14, usual: int = 3,
+                        busy: int = 12) -> list:
+    """Ticketed 9-to-5 work with ``usual`` downloads a day (``busy`` on ``busy_days``)."""
     from detectors.events import ContextEntry
 
     eng = Engine()
@@ -324,7 +325,7 @@ def downloads_over_days(leaving: bool, busy_days: set[int], days: int = 14) -> l
         eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-11-20"))
     alerts, i = [], 0
     for day in range(days):
-        downloads = 12 if day in busy_days else 3
+        downloads = busy if day in busy_days else usual
         for hour in range(9, 17):
             for k in range(4 + (downloads if hour == 15 else 0)):
                 i += 1
@@ -342,6 +343,13 @@ def test_leaving_actor_whose_downloads_multiply_day_after_day_is_alerted() -> No
     reason = next(r for r in alerts[0].reasons if r.detector == "departing")
     assert "is leaving (last day 2026-11-20)" in alerts[0].summary
     assert reason.observed["downloads_today"] >= 6 and reason.expected["downloads_per_day"] < 4
+
+
+def test_a_sustained_rise_no_single_day_shows_is_alerted_over_three_days() -> None:
+    # 4 instead of 1 is within one day's noise; three such days in a row are not.
+    alerts = downloads_over_days(leaving=True, busy_days={10, 11, 12}, usual=1, busy=4)
+    assert [a.time_ms // (24 * HOUR_MS) - T0 // (24 * HOUR_MS) for a in alerts] == [12]
+    assert downloads_over_days(leaving=True, busy_days={10}, usual=1, busy=4) == []
 
 
 def test_downloads_habit_is_no_alert_for_one_busy_day_or_for_staff_who_stay() -> None:
