@@ -16,7 +16,7 @@ from typing import IO, Any
 from detectors.events import InvalidEvent, decode_json, parse_context
 from detectors.settings import Settings
 from stream.metrics import Metrics
-from stream.pipeline import Pipeline, Rejected, dead_letter, encode
+from stream.pipeline import Pipeline, Rejected, dead_letter, encode, fewer_gc_passes
 from stream.progress import Progress
 
 # How many rejected lines replay names on stderr before it only counts them.
@@ -92,6 +92,7 @@ def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None
     progress = progress or Progress("replay", enabled=False)
     shown = 0
     with contextlib.ExitStack() as stack:
+        stack.enter_context(fewer_gc_passes())
         alerts = stack.enter_context(open(alerts_path, "wb"))
         scores = stack.enter_context(open(scores_path, "wb")) if scores_path else None
         dlq = stack.enter_context(open(dlq_path, "wb")) if dlq_path else None
