@@ -2,9 +2,13 @@
 
 Kafka is the ledger. For each partition of the input topic it reports the first and end
 offsets, the consumer group's committed offset (``SNOOPWATCH_APP_ID``), how many of the
-messages below the committed offset were forwarded to the by-actor topic (each forwarded
-message carries its origin in the ``snoopwatch-source`` header) or dead-lettered (the
-dead-letter record's ``source``), and how many are *unaccounted* (neither: must be 0). For
+messages below the committed offset were forwarded to detection or dead-lettered (the
+dead-letter record's ``source``), and how many are *unaccounted* (neither: must be 0).
+Forwarded is either through the by-actor topic (each such message carries its origin in the
+``snoopwatch-source`` header) or *in place*: a valid event whose actor the by-actor topic
+would put on the partition it arrived on is detected by the ingest agent itself (same
+partition counts; see ``Router`` in stream/app.py), and its input offset is committed only
+once a state checkpoint holds it, so the committed offset is its ledger entry. For
 each partition of the internal by-actor topic it reports the committed offset: the detect
 agent acks a message only once a state checkpoint includes it (stream/state.py), so
 everything below it is in the durable state. Workers' counters (``--metrics URL``) are
@@ -22,7 +26,9 @@ from typing import IO, Any
 
 import orjson
 
+from detectors.events import InvalidEvent, decode_event
 from detectors.settings import Settings, bootstrap_servers
+from stream.pipeline import home_partition
 
 SOURCE_HEADER = "snoopwatch-source"
 
@@ -34,7 +40,8 @@ class PartitionAudit:
     first: int
     end: int
     committed: int | None
-    forwarded: int = 0
+    forwarded: int = 0  # to detection: through the by-actor topic or in place
+    in_place: int = 0   # ... of which detected in place (no by-actor hop)
     dead_lettered: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -53,7 +60,8 @@ class PartitionAudit:
     def to_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "first": self.first,
                 "end": self.end, "committed": self.committed, "lag": self.lag,
-                "forwarded": self.forwarded, "dead_lettered": self.dead_lettered,
+                "forwarded": self.forwarded, "in_place": self.in_place,
+                "dead_lettered": self.dead_lettered,
                 "reasons": self.reasons, "unaccounted": self.unaccounted}
 
 
@@ -80,10 +88,10 @@ class Audit:
     def table(self) -> str:
         lines = [f"input topic {self.input[0].topic if self.input else '?'}",
                  f"  {'partition':>9} {'first':>8} {'end':>8} {'committed':>9} {'lag':>6} "
-                 f"{'forwarded':>9} {'dead-let.':>9} {'unaccounted':>11}"]
+                 f"{'forwarded':>9} {'in place':>9} {'dead-let.':>9} {'unaccounted':>11}"]
         for p in self.input:
             lines.append(f"  {p.partition:>9} {p.first:>8} {p.end:>8} {p.committed!s:>9} "
-                         f"{p.lag:>6} {p.forwarded:>9} {p.dead_lettered:>9} "
+                         f"{p.lag:>6} {p.forwarded:>9} {p.in_place:>9} {p.dead_lettered:>9} "
                          f"{p.unaccounted:>11}")
         reasons: dict[str, int] = {}
         for p in self.input:
@@ -164,6 +172,21 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
         inputs = {p.partition: p for p in result[settings.input_topic]}
         forwarded: dict[int, set[int]] = {p: set() for p in inputs}
         dead: dict[int, dict[int, str]] = {p: {} for p in inputs}
+        # Input messages that the ingest agent detects in place: only with equal partition
+        # counts (stream/app.py's Router), valid, of an actor homed on their own partition.
+        n_parts = len(inputs) if len(inputs) == len(parts.get(by_actor_topic, [])) else 0
+        in_place: dict[int, set[int]] = {p: set() for p in inputs}
+
+        def on_input(msg: Any) -> None:
+            if not n_parts or (msg.value is not None
+                               and len(msg.value) > settings.max_message_bytes):
+                return
+            try:
+                actor = decode_event(msg.value).actor
+            except InvalidEvent:
+                return
+            if home_partition(actor, n_parts) == msg.partition:
+                in_place[msg.partition].add(msg.offset)
 
         def on_by_actor(msg: Any) -> None:
             for name, value in msg.headers or ():
@@ -181,7 +204,8 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
             if src.get("topic") == settings.input_topic and src.get("partition") in dead:
                 dead[src["partition"]][src["offset"]] = rec.get("reason", "?")
 
-        for topic, visit in ((by_actor_topic, on_by_actor), (settings.dlq_topic, on_dlq)):
+        for topic, visit in ((by_actor_topic, on_by_actor), (settings.dlq_topic, on_dlq),
+                             (settings.input_topic, on_input)):
             tps = [TopicPartition(topic, p) for p in parts.get(topic, [])]
             if tps:
                 await _read_all(consumer, tps, ends_all, visit)
@@ -192,7 +216,8 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
         upto = pa.committed if pa.committed is not None else pa.first
         fw = {o for o in forwarded[p] if pa.first <= o < upto}
         dl = {o: r for o, r in dead[p].items() if pa.first <= o < upto and o not in fw}
-        pa.forwarded, pa.dead_lettered = len(fw), len(dl)
+        here = {o for o in in_place[p] if pa.first <= o < upto and o not in fw and o not in dl}
+        pa.forwarded, pa.in_place, pa.dead_lettered = len(fw) + len(here), len(here), len(dl)
         for r in dl.values():
             pa.reasons[r] = pa.reasons.get(r, 0) + 1
     audit = Audit(result[settings.input_topic], result[by_actor_topic])
