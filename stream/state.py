@@ -163,7 +163,11 @@ class ActorStore:
                                  client_id=f"{self.settings.app_id}-state", acks="all",
                                  linger_ms=5, max_request_size=STATE_MAX_MESSAGE_BYTES,
                                  request_timeout_ms=30_000)
-            await p.start()
+            try:
+                await p.start()
+            except BaseException:  # broker away: close it, a new one is tried next time
+                await p.stop()
+                raise
             self._producer = p
         return self._producer
 
