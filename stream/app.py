@@ -4,6 +4,10 @@
 ones with their reason and origin) and re-keys valid events by actor onto an
 internal topic; ``detect`` reads that topic, so each actor's events reach the
 one worker that holds that actor's state, and calls the detection core.
+
+Events already where the re-key would put them (SPEC §1's key = actor, the default
+murmur2 partitioner, equal partition counts: see :class:`Router`) are detected by
+``ingest`` itself: no second produce, consume and parse for them.
 """
 
 from __future__ import annotations
