@@ -69,6 +69,9 @@ WRITER_HEADER = "snoopwatch-writer"
 LAST_MS_HEADER = "snoopwatch-last-ms"
 # Idle actors are looked for at most this often (a scan of every actor this worker holds).
 EXPIRE_EVERY_S = 10.0
+# Event times beyond the wall clock by more than this do not advance expiry's clock: one
+# event stamped in 2199 (valid input) must not expire every actor.
+FUTURE_SLACK_MS = 86_400_000
 
 
 def state_topic_name(settings: Settings) -> str:
@@ -312,6 +315,7 @@ class ActorStore:
             records: list[tuple[int, bytes, bytes | None, int]] = []
             keep: set[str] = set()
             written: set[str] = set()
+            horizon = int(time.time() * 1000) + FUTURE_SLACK_MS
             for actor in self.dirty:
                 meta = self.meta.get(actor)
                 state = self.engine.actors.get(actor)
@@ -321,7 +325,7 @@ class ActorStore:
                     keep.add(actor)
                     continue
                 last_ms = getattr(state, "last_ms", 0)
-                self.event_time_ms = max(self.event_time_ms, last_ms)
+                self.event_time_ms = max(self.event_time_ms, min(last_ms, horizon))
                 written.add(actor)
                 records.append((meta.partition, actor.encode(), encode_record(meta, state),
                                 last_ms))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,20 @@ def test_a_worker_deletes_the_checkpoint_of_an_idle_actor(tmp_path: Path) -> Non
     (bob,) = [r for r in records if r.key == b"bob"][-1:]
     assert int(dict(bob.headers)[LAST_MS_HEADER]) == later[-1]["time"]
     assert pickle.loads(bob.value)["state"].first_seen.n == 5
+
+
+def test_one_event_stamped_far_in_the_future_does_not_expire_everyone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import stream.state
+
+    monkeypatch.setattr(stream.state, "EXPIRE_EVERY_S", 0.0)
+    engine = Engine(Settings(actor_ttl_s=2 * 86400))
+    store = ActorStore(engine.settings, engine, Metrics())
+    store.durable = False
+    now_ms = int(time.time() * 1000)
+    for i, (actor, t) in enumerate([("ann", now_ms), ("bob", 7_258_118_399_000)]):  # 2199
+        ev = parse_event(event(actor, i, t))
+        store.admit(actor, ev.event_id, 0, i)
+        engine.process(ev)
+    asyncio.run(store.checkpoint())
+    assert set(engine.actors) == {"ann", "bob"}  # expiry's clock stopped at now + 1 day
