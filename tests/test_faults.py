@@ -105,8 +105,8 @@ def paced_send(settings: Settings, msgs: list[tuple[bytes, bytes]], per_s: float
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     broker = PrivateBroker(tmp_path / "kafka-state")
-    broker.start()
     try:
+        broker.start()  # inside: a broker that started but did not get ready is stopped too
         yield broker
     finally:
         broker.stop()
