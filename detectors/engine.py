@@ -368,9 +368,13 @@ class Engine:
             dc["egress_bytes"] = dc.get("egress_bytes", 0) + (ev.bytes or 0)
             contributed |= self._volume_signal(st, peer, st.daily, peer.daily, dc, slack, t)
 
+        # Hours are personal (shifts, time zones): judged only once the actor has its own.
+        judged = (customer is not None or ev.is_egress) and st.hours.n >= st.hours.min_events
+        off = 0.5 * st.hours.score_one(t) if judged else 0.0
+
         # --- unjustified customer access -------------------------------------------
         if customer is not None:
-            contributed |= self._justification(st, peer, ev, customer, decay, fresh)
+            contributed |= self._justification(st, peer, ev, customer, decay, fresh, off)
 
         # --- first-seen traits, against the actor and its peers ---------------------
         traits = {"access": f"{ev.action}:{ev.resource_type}", "client": ev.client,
@@ -381,16 +385,13 @@ class Engine:
         peer.first_seen.learn_one(traits)
 
         # --- time of week -----------------------------------------------------------
-        # Hours are personal (shifts, time zones): judged only once the actor has its own.
-        if (customer is not None or ev.is_egress) and st.hours.n >= st.hours.min_events:
-            off = 0.5 * st.hours.score_one(t)
-            if off > 0.01:
-                _bump(st.hour_counts, "offhours")
-                when, usual = rfc3339(t)[11:16], st.hours.usual_hours()
-                contributed |= self._raise(st, "off_hours", off, [Reason(
-                    "off_hours", off, f"worked at {when} UTC; usually {usual}", when, usual)])
-                if ev.is_egress:
-                    st.long_term = min(st.long_term + off, LONG_TERM_CAP)
+        if off > 0.01:
+            _bump(st.hour_counts, "offhours")
+            when, usual = rfc3339(t)[11:16], st.hours.usual_hours()
+            contributed |= self._raise(st, "off_hours", off, [Reason(
+                "off_hours", off, f"worked at {when} UTC; usually {usual}", when, usual)])
+            if ev.is_egress:
+                st.long_term = min(st.long_term + off, LONG_TERM_CAP)
         # Learn working hours from every access, though only data access is judged.
         st.hours.learn_one(t)
         peer.hours.learn_one(t)
@@ -448,7 +449,7 @@ class Engine:
         return len(hot) - 1
 
     def _justification(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, customer: str,
-                       decay: float, fresh: bool) -> bool:
+                       decay: float, fresh: bool, off: float) -> bool:
         """Unticketed reads, counted per customer: one forgotten ticket is one customer."""
         t = ev.time_ms
         habit = {"customer": True, "ticketed": bool(ev.ticket)}
@@ -483,7 +484,8 @@ class Engine:
             else:
                 share = tickets.score_one(habit)
                 if share > 0:
-                    contributed = self._unjustified(st, tickets, customer, ev.team, share, t)
+                    contributed = self._unjustified(st, tickets, customer, ev.team, share, t,
+                                                    off)
         if fresh:
             # Every customer pays back what the actor's own habit lets through
             # unticketed, so the long-term sum only grows on more than that.
@@ -500,7 +502,7 @@ class Engine:
         return contributed
 
     def _unjustified(self, st: ActorState, tickets: TicketHabit, customer: str,
-                     team: str | None, share: float, t: int) -> bool:
+                     team: str | None, share: float, t: int, off: float = 0.0) -> bool:
         st.unjustified += 1.0
         _bump(st.hour_counts, "unjustified")
         st.unjustified_customers.add(customer)
@@ -527,7 +529,8 @@ class Engine:
             del st.pending[next(iter(st.pending))]
         n = len(st.unjustified_customers)
         excess = st.unjustified - (1.0 - share) * st.customer_reads
-        score = specificity(share) * saturate(excess, 4.0)
+        # Unticketed and at an hour the actor never works: together worth more than apart.
+        score = min(1.0, specificity(share) * saturate(excess, 4.0) * (1.0 + off))
         whose = "their" if tickets is st.tickets else "their peers'"
         desc = (f"accessed {n} customers without a ticket or a ticketed contact (the last"
                 f"{where or ''} {customer}); {round(100 * share)}% of {whose} customer "
@@ -783,3 +786,23 @@ class Engine:
                               f"{self.settings.long_half_life_s / 86400:g} days)",
                               round(st.long_term, 2), "under 1.0"))
         return sorted(out, key=lambda r: -r.score)
+
+    def expire_idle(self, now_ms: int) -> list[str]:
+        """Forget actors with no event in the last ``actor_ttl_s`` of event time; their names.
+
+        Bounds memory to the actors active within the TTL. A returning actor starts afresh
+        and is judged against its peers until it has a history again (never for being new).
+
+        >>> eng = Engine(Settings(actor_ttl_s=3600))
+        >>> eng.actors["old"] = ActorState("old", "r", **eng._profile())
+        >>> eng.actors["old"].last_ms = 1_000
+        >>> eng.expire_idle(2_000), eng.expire_idle(3_601_001), eng.tracked_actors
+        ([], ['old'], 0)
+        """
+        ttl_ms = int(self.settings.actor_ttl_s * 1000)
+        if ttl_ms <= 0:
+            return []
+        idle = [a for a, st in self.actors.items() if now_ms - st.last_ms >= ttl_ms]
+        for actor in idle:
+            del self.actors[actor]
+        return idle

@@ -236,6 +236,21 @@ def test_time_of_week_flags_hours_the_actor_never_works() -> None:
     assert tw.usual_hours() == "09-17 UTC"
 
 
+def unticketed_reads_at(hour: int, n: int = 4) -> list[bool]:
+    """A day worker's ``n`` reads without a ticket at ``hour``: which of them alerted."""
+    eng = Engine()
+    i = ordinary_days(eng, days=8)
+    return [eng.process(ev(i + k + 1, T0 + 8 * 24 * HOUR_MS + hour * HOUR_MS + k * 300_000,
+                           customer=f"night{k}", ticket=None)).alert is not None
+            for k in range(n)]
+
+
+def test_unticketed_reads_at_an_hour_the_actor_never_works_alert_sooner() -> None:
+    # A camera technician's night views: each signal alone is moderate, together telling.
+    assert any(unticketed_reads_at(hour=2)[:2])
+    assert not any(unticketed_reads_at(hour=14))
+
+
 def test_forgotten_ticket_supplied_late_is_taken_back() -> None:
     eng = Engine()
     i = ordinary_days(eng, days=6)
