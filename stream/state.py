@@ -28,8 +28,11 @@ The guarantee is *at-least-once delivery, exactly-once effect on state*:
 State is restored lazily: the first time a worker sees an event of partition *p* (after start
 or a rebalance) it reads partition *p* of the state topic to its end, keeps the records as
 bytes and unpickles an actor's record when its first event arrives. A rebalance revokes every
-partition of every worker (aiokafka's eager protocol): the revoke checkpoints and forgets them,
-and the worker reads back those it is given again.
+partition of every worker (aiokafka's eager protocol): the revoke checkpoints them and sets
+their actors aside; a partition given back to the same worker is taken from there, without
+reading, if the state topic's partition ends where this worker's own last write left it
+(nobody else has written to it since), and read back otherwise. What is set aside and not
+given back within ``PARKED_S`` is dropped.
 
 Actors idle for ``SNOOPWATCH_ACTOR_TTL_S`` of event time (the highest event time this worker
 has processed) are expired: forgotten in memory and deleted from the state topic (a
@@ -72,6 +75,17 @@ EXPIRE_EVERY_S = 10.0
 # Event times beyond the wall clock by more than this do not advance expiry's clock: one
 # event stamped in 2199 (valid input) must not expire every actor.
 FUTURE_SLACK_MS = 86_400_000
+PARKED_S = 60.0  # how long revoked partitions' actors wait to be given back
+
+
+@dataclass(slots=True)
+class Parked:
+    """A revoked partition's actors, kept in case the same worker is given it back."""
+
+    end: int  # the state partition's end offset after this worker's last write to it
+    at: float  # monotonic time of the revoke
+    actors: dict[str, tuple[ActorMeta, Any]]
+    blobs: dict[str, tuple[int, bytes, int]]
 
 
 def state_topic_name(settings: Settings) -> str:
@@ -130,6 +144,8 @@ class ActorStore:
         self.event_time_ms = 0  # highest event time among checkpointed actors
         self.expired_at = (0.0, 0)  # (monotonic s, event_time_ms) of the last expiry scan
         self.writer = f"{socket.gethostname()}:{os.getpid()}".encode()
+        self.known_end: dict[int, int] = {}  # state partition -> end offset as this worker saw it
+        self.parked: dict[int, Parked] = {}
         self.lock = asyncio.Lock()
         self._producer: Any = None
         self._topic_ready = False
@@ -214,6 +230,9 @@ class ActorStore:
         try:
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
+            parked = self.parked.pop(partition, None)
+            if parked is not None and parked.end == end and revision == self.revision:
+                return self._unpark(partition, parked, started)
             await consumer.seek_to_beginning(tp)
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
@@ -242,11 +261,29 @@ class ActorStore:
         if engine_blob is not None:
             self._restore_engine(engine_blob)
         self.loaded.add(partition)
+        self.known_end[partition] = end
         elapsed = time.perf_counter() - started
         self.metrics.restore_seconds.observe(elapsed)
         log.info("snoopwatch: restored %d state records of partition %d in %.2fs", n,
                  partition, elapsed)
         return n
+
+    def _unpark(self, partition: int, parked: Parked, started: float) -> int:
+        for actor, (meta, state) in parked.actors.items():
+            if actor not in self.meta:
+                self.meta[actor] = meta
+                self.engine.actors[actor] = state
+        for actor, blob in parked.blobs.items():
+            if actor not in self.meta:
+                self.blobs[actor] = blob
+        self.loaded.add(partition)
+        elapsed = time.perf_counter() - started
+        self.metrics.restore_seconds.observe(elapsed)
+        self.metrics.tracked_actors.set(self.engine.tracked_actors)
+        log.info("snoopwatch: partition %d given back: kept its %d actors (no one else wrote "
+                 "to its state) in %.2fs", partition, len(parked.actors) + len(parked.blobs),
+                 elapsed)
+        return len(parked.actors) + len(parked.blobs)
 
     def _restore_engine(self, blob: bytes) -> None:
         snap = pickle.loads(blob)
@@ -309,6 +346,9 @@ class ActorStore:
     async def checkpoint(self, partitions: set[int] | None = None) -> int:
         """Write every changed actor (of ``partitions``, default all), then ack their events."""
         async with self.lock:
+            now = time.monotonic()
+            for p in [p for p, parked in self.parked.items() if now - parked.at > PARKED_S]:
+                del self.parked[p]
             if not self.dirty and not self.unacked and not self._expiry_due():
                 return 0
             # One synchronous block: the snapshot and the events it covers match exactly.
@@ -367,7 +407,8 @@ class ActorStore:
                 headers.append((LAST_MS_HEADER, str(last_ms).encode()))
             futures.append(await producer.send(self.topic, value=blob, key=key, partition=p,
                                                headers=headers))
-        await asyncio.gather(*futures)
+        for md in await asyncio.gather(*futures):
+            self.known_end[md.partition] = max(self.known_end.get(md.partition, 0), md.offset + 1)
 
     def _expiry_due(self) -> bool:
         last_scan, last_event_ms = self.expired_at
@@ -403,18 +444,29 @@ class ActorStore:
 
     async def revoke(self, partitions: set[int]) -> None:
         """Checkpoint, then forget, the actors of partitions taken away in a rebalance."""
+        durable = True
         try:
             await self.checkpoint(partitions)
         except Exception:  # the new owner replays from the last checkpoint
+            durable = False
             log.exception("snoopwatch: checkpoint on revoke failed")
+        # Set aside only what the state topic holds: memory ahead of it must be read back.
+        now = time.monotonic()
+        parked = {p: Parked(self.known_end[p], now, {}, {}) for p in partitions & self.loaded
+                  if durable and self.durable and p in self.known_end}
         for actor, meta in list(self.meta.items()):
             if meta.partition in partitions:
                 del self.meta[actor]
-                self.engine.actors.pop(actor, None)
+                state = self.engine.actors.pop(actor, None)
                 self.dirty.discard(actor)
-        for actor, (p, _, _) in list(self.blobs.items()):
-            if p in partitions:
+                if meta.partition in parked and state is not None:
+                    parked[meta.partition].actors[actor] = (meta, state)
+        for actor, blob in list(self.blobs.items()):
+            if blob[0] in partitions:
                 del self.blobs[actor]
+                if blob[0] in parked:
+                    parked[blob[0]].blobs[actor] = blob
+        self.parked.update(parked)
         self.loaded -= partitions
         self.revision += 1
         self.metrics.tracked_actors.set(self.engine.tracked_actors)
