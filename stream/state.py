@@ -146,6 +146,7 @@ class ActorStore:
         self.writer = f"{socket.gethostname()}:{os.getpid()}".encode()
         self.known_end: dict[int, int] = {}  # state partition -> end offset as this worker saw it
         self.parked: dict[int, Parked] = {}
+        self.loading: dict[int, asyncio.Future] = {}
         self.lock = asyncio.Lock()
         self._producer: Any = None
         self._topic_ready = False
@@ -198,10 +199,24 @@ class ActorStore:
     # --- restore -------------------------------------------------------------------------
 
     async def ensure_loaded(self, partition: int) -> bool:
-        """Restore ``partition`` unless done; False if a rebalance revoked it meanwhile."""
+        """Restore ``partition`` unless done; False if a rebalance revoked it meanwhile.
+
+        Concurrent callers (the ingest agent detecting in place, the detect agent) share one
+        restore of a partition.
+        """
         if partition in self.loaded:
             return True
-        return await self.load_partition(partition) >= 0
+        task = self.loading.get(partition)
+        if task is None:
+            task = asyncio.ensure_future(self.load_partition(partition))
+            self.loading[partition] = task
+
+            def done(t: asyncio.Future, p: int = partition) -> None:
+                if self.loading.get(p) is t:
+                    del self.loading[p]
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task) >= 0
 
     async def load_partition(self, partition: int) -> int:
         """Read partition ``partition`` of the state topic to its end; returns records read.
