@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import math
 import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
 from detectors.models import (
+    DailyCount,
     FirstSeen,
     Reason,
     RunningStats,
@@ -249,10 +249,11 @@ class ActorState:
     day: int = -1
     day_counts: dict[str, int] = field(default_factory=dict)
     # downloads and exports per active day: what a departing actor's last days are judged by
-    downloads: RunningStats = field(default_factory=lambda: RunningStats(0.1))
-    day_downloads: int = 0
+    downloads: DailyCount = field(default_factory=DailyCount)
     leaving_streak: int = 0  # busy download days in a row while leaving
-    recent_downloads: tuple[int, ...] = ()  # the two previous active days' downloads
+    # unjustified customers per active day: a sustained rise is low-and-slow scraping
+    unjustified_days: DailyCount = field(
+        default_factory=lambda: DailyCount(floor=0.4, min_days=3))
     hour_customers: set[str] = field(default_factory=set)
     ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
     # unticketed customer -> (when, long-term weight added), until a late ticket may clear it
@@ -359,7 +360,7 @@ class Engine:
             # Departing staff: most leave quietly, so the list only lowers the tolerance.
             leaving = self._departing(ev.actor, t)
             slack = -1.0 if leaving else 0.0
-            st.day_downloads += 1
+            st.downloads.add()
             if leaving:
                 contributed |= self._leaving_downloads(st, leaving)
             contributed |= self._volume_signal(st, peer, st.egress, peer.egress, hc, slack, t)
@@ -471,6 +472,7 @@ class Engine:
             if late is not None and t - late[0] <= LATE_TICKET_MS:
                 # A forgotten ticket, supplied after all: take the suspicion back.
                 st.unjustified = max(0.0, st.unjustified - 1.0)
+                st.unjustified_days.today = max(0, st.unjustified_days.today - 1)
                 st.long_term = max(0.0, st.long_term - late[1])
                 share = tickets.ticketed_share
                 st.levels["unjustified"] = min(
@@ -535,9 +537,21 @@ class Engine:
         desc = (f"accessed {n} customers without a ticket or a ticketed contact (the last"
                 f"{where or ''} {customer}); {round(100 * share)}% of {whose} customer "
                 "accesses carry one")
+        observed: dict[str, Any] = {"unticketed_customers": n, "last": customer}
+        expected: dict[str, Any] = {"ticketed_share": round(share, 3)}
+        # Day after day more of them than the actor's own rate: low-and-slow scraping.
+        days = st.unjustified_days
+        days.add()
+        trend = specificity(share) * days.score_one()
+        if trend > score:
+            score = trend
+            recent = days.today + sum(days.recent)
+            desc += (f"; {recent} such customers in the last {1 + len(days.recent)} active "
+                     f"days, usually {_fmt_count(days.rate)} a day")
+            observed["unticketed_last_days"] = recent
+            expected["unticketed_per_day"] = round(days.rate, 2)
         contributed = self._raise(st, "unjustified", score, [Reason(
-            "unjustified", score, desc, {"unticketed_customers": n, "last": customer},
-            {"ticketed_share": round(share, 3)})])
+            "unjustified", score, desc, observed, expected)])
         if vip:
             vip_score = 0.75 * share
             contributed |= self._raise(st, "vip", vip_score, [Reason(
@@ -605,33 +619,20 @@ class Engine:
         day-to-day spread (or Poisson noise), so one extra download by someone who makes one
         a day is not a signal, but a tripled habit is.
         """
-        usual = st.downloads
-        if usual.n < 5:
-            return False  # no own history to compare with; volume tests still apply
-        lam = max(usual.mean, 0.5)
-        k = st.day_downloads
-        # Downloads come in bursts (scheduled reports): the actor's own spread counts too.
-        z = (k - lam) / max(usual.std, math.sqrt(lam), 1.0)
-        score = saturate(min(k / lam / 2.5, z / 3.0) - 1.0, 0.5)
+        dl = st.downloads
         # Honest leavers have busy days too; days in a row are what a last grab looks like.
+        # The last three active days together catch a rise no single day shows.
         streak = st.leaving_streak
-        if not streak:
-            score *= 0.6
-        # The same test on the last three active days together: a sustained rise that no
-        # single day shows (a two-a-week downloader making three a day).
-        days = 1 + len(st.recent_downloads)
-        total, expected = k + sum(st.recent_downloads), days * lam
-        z3 = (total - expected) / math.sqrt(max(days * usual.var, expected))
-        score = max(score, saturate(min(total / expected / 2.5, z3 / 3.0) - 1.0, 0.5))
+        score = max(dl.day_score() * (1.0 if streak else 0.6), dl.score_one())
         if score <= 0.01:
             return False
         leaves = f" (last day {entry.last_day})" if entry.last_day else ""
         again = f", after {streak} such day{'s' if streak > 1 else ''} in a row" if streak else ""
-        desc = (f"is leaving{leaves} and made {k} downloads or exports today{again}; usually "
-                f"{_fmt_count(lam)} a day")
+        desc = (f"is leaving{leaves} and made {dl.today} downloads or exports today{again}; "
+                f"usually {_fmt_count(dl.rate)} a day")
         return self._raise(st, "departing", score, [Reason(
-            "departing", score, desc, {"downloads_today": k},
-            {"downloads_per_day": round(lam, 1)})])
+            "departing", score, desc, {"downloads_today": dl.today},
+            {"downloads_per_day": round(dl.rate, 1)})])
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -666,13 +667,15 @@ class Engine:
         if day > st.day:
             if st.day >= 0:
                 # A leaving actor's busy days are the suspicion itself: barely learned.
-                usual = st.downloads
-                busy = usual.n >= 5 and st.day_downloads > 2 * max(usual.mean, 0.5)
+                dl = st.downloads
+                busy = dl.usual.n >= dl.min_days and dl.today > 2 * dl.rate
                 doubtful = busy and self._departing(st.actor, now_ms) is not None
-                st.downloads.update(st.day_downloads, 0.1 if doubtful else 1.0)
+                dl.roll(0.1 if doubtful else 1.0)
                 st.leaving_streak = st.leaving_streak + 1 if doubtful else 0
-                st.recent_downloads = (*st.recent_downloads, st.day_downloads)[-2:]
-            st.day_downloads = 0
+                # Likewise days of unjustified reads well above the actor's rate: a slow
+                # scraper must not teach its baseline that this is normal.
+                uj = st.unjustified_days
+                uj.roll(0.1 if uj.usual.n >= uj.min_days and uj.today > 2 * uj.rate else 1.0)
             if st.day_counts:  # days with egress: the normal size of a day's downloads
                 st.daily.learn_one(st.day_counts)
                 peer.daily.learn_one(st.day_counts)

@@ -181,6 +181,71 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
+class DailyCount:
+    """How often something happens per active day, and whether the last days exceed it.
+
+    ``add()`` counts today's occurrences; ``roll()`` closes the day (learning it with a
+    ``weight``, < 1 for a day under suspicion). ``score_one()`` tests today together with
+    the two previous active days against the usual daily rate: the total must be a
+    multiple (2.5x) of what is usual *and* well outside the actor's own day-to-day spread
+    (at least Poisson noise, 3 sigma), so a sustained rise that no single day shows adds
+    up, while one odd day among ordinary ones does not. ``floor`` is the least rate assumed,
+    so a habit of "almost never" is not broken by a single occurrence.
+
+    >>> dc = DailyCount(floor=0.25)
+    >>> for n in (0, 1, 0, 0, 1, 0, 1):    # about one every three days
+    ...     dc.add(n)
+    ...     dc.roll()
+    >>> dc.add(2)
+    >>> dc.score_one()                      # two today: within the habit
+    0.0
+    >>> dc.roll(weight=0.1)                 # (a doubtful day is barely learned)
+    >>> dc.add(3)
+    >>> dc.roll(weight=0.1)
+    >>> dc.add(3)                           # then three a day, day after day
+    >>> round(dc.score_one(), 2)
+    0.81
+    """
+
+    __slots__ = ("floor", "min_days", "recent", "today", "usual")
+
+    def __init__(self, floor: float = 0.5, min_days: int = 5, alpha: float = 0.1) -> None:
+        self.floor = floor
+        self.min_days = min_days
+        self.usual = RunningStats(alpha)
+        self.today = 0
+        self.recent: tuple[int, ...] = ()  # the two previous active days' counts
+
+    @property
+    def rate(self) -> float:
+        return max(self.usual.mean, self.floor)
+
+    def add(self, n: int = 1) -> None:
+        self.today += n
+
+    def roll(self, weight: float = 1.0) -> None:
+        self.usual.update(self.today, weight)
+        self.recent = (*self.recent, self.today)[-2:]
+        self.today = 0
+
+    def _excess(self, total: float, days: int, min_sd: float = 0.0) -> float:
+        expected = days * self.rate
+        sd = max(math.sqrt(max(days * self.usual.var, expected)), min_sd)
+        return saturate(min(total / expected / 2.5, (total - expected) / sd / 3.0) - 1.0, 0.5)
+
+    def score_one(self) -> float:
+        """Today and the two previous active days against the usual rate (0 to 1)."""
+        if self.usual.n < self.min_days:
+            return 0.0
+        return self._excess(self.today + sum(self.recent), 1 + len(self.recent))
+
+    def day_score(self, min_sd: float = 1.0) -> float:
+        """Today alone, with at least ``min_sd`` of spread (one day is noisier than three)."""
+        if self.usual.n < self.min_days:
+            return 0.0
+        return self._excess(self.today, 1, min_sd)
+
+
 class TimeOfWeek:
     """When an actor (or a peer group) usually works: 24 hours x weekday/weekend.
 
