@@ -292,6 +292,30 @@ def test_slow_unjustified_reads_add_up_over_days() -> None:
     assert alert_day is not None and 2 <= alert_day - 8 <= 8
 
 
+def unticketed_per_day(counts: list[int]) -> list[tuple[int, str]]:
+    """A ticketed 9-to-5 agent with ``counts[d]`` unticketed customers on day d: alerts."""
+    eng = Engine()
+    out, i = [], 0
+    for day, n in enumerate(counts):
+        for hour in range(9, 17):
+            for k in range(5 + (1 if hour - 9 < n else 0)):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 500_000
+                unticketed = k == 5
+                v = eng.process(ev(i, t, customer=f"c{i}", ticket=None if unticketed else f"T{i}"))
+                if v.alert:
+                    out.append((day, v.alert.summary))
+    return out
+
+
+def test_unjustified_reads_rising_above_the_actors_own_daily_rate() -> None:
+    habit = [0, 1, 0, 0, 1, 0, 0, 1, 0, 0]  # a forgotten ticket every few days
+    assert unticketed_per_day([*habit, 1, 0, 0, 1, 0, 1]) == []
+    alerts = unticketed_per_day([*habit, 2, 3, 3, 4, 5])
+    assert alerts and alerts[0][0] <= 12  # by the third day of the rise
+    assert "in the last 3 active days, usually" in alerts[0][1]
+
+
 def test_the_same_slow_reads_from_an_actor_without_tickets_are_normal() -> None:
     """A fraud investigator reads customers without tickets every day: their own normal."""
     eng = Engine()
