@@ -507,7 +507,8 @@ class Engine:
                      team: str | None, share: float, t: int, off: float = 0.0) -> bool:
         st.unjustified += 1.0
         _bump(st.hour_counts, "unjustified")
-        st.unjustified_customers.add(customer)
+        if len(st.unjustified_customers) < self.settings.max_tracked_customers:
+            st.unjustified_customers.add(customer)  # bounded, like the hour's customers
         served_by = self.customer_teams.get(customer, 0)
         if not served_by:
             where, weight = "", 1.0
