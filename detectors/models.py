@@ -11,6 +11,7 @@ pickles.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,14 @@ def saturate(excess: float, scale: float) -> float:
 PEAK_FORGET = 0.005  # log units per learned hour: a peak halves in ~140 active hours
 
 
+_SHARED: dict[tuple, dict] = {}
+
+
+def _shared(d: dict[str, int]) -> dict[str, int]:
+    """One copy of a read-only settings dict for every instance that has it."""
+    return _SHARED.setdefault(tuple(sorted(d.items())), d)
+
+
 class VolumeBaseline:
     """Per-hour counts against a learned normal (the actor's own, or its peers').
 
@@ -95,12 +104,16 @@ class VolumeBaseline:
     {'records': 5, 'customers': 3, 'hours_learned': 6, 'largest': {'records': 7, 'customers': 4}}
     """
 
+    # Slots and shared settings: every actor holds three of these (memory per actor, #6).
+    __slots__ = ("alpha", "features", "floor", "min_counts", "min_hours", "name", "peak",
+                 "period", "scale", "stats", "z0")
+
     def __init__(self, features: tuple[str, ...] = ("records", "customers"),
                  min_counts: dict[str, int] | None = None, alpha: float = 0.05,
                  min_hours: int = 6, floor: float = 0.5, z0: float = 2.5, scale: float = 1.5,
                  name: str = "volume", period: str = "hour") -> None:
         self.features = features
-        self.min_counts = {f: 10 for f in features} | (min_counts or {})
+        self.min_counts = _shared({f: 10 for f in features} | (min_counts or {}))
         self.alpha = alpha
         self.min_hours = min_hours
         self.floor = floor
@@ -263,9 +276,11 @@ class TimeOfWeek:
     0.64
     """
 
+    __slots__ = ("counts", "min_events", "n", "scale", "tolerated")
+
     def __init__(self, min_events: int = 50, tolerated: float = 1.5, scale: float = 0.5
                  ) -> None:
-        self.counts = [0] * 48
+        self.counts = array("L", bytes(48 * array("L").itemsize))  # no int object per slot
         self.n = 0
         self.min_events = min_events
         self.tolerated = tolerated
@@ -330,6 +345,7 @@ class FirstSeen:
     """
 
     weights = {"access": 0.3, "client": 0.3, "network": 0.3}
+    __slots__ = ("counts", "max_values", "min_events", "n", "scale", "tolerated")
 
     def __init__(self, min_events: int = 30, max_values: int = 256,
                  tolerated: float = 1.3, scale: float = 0.5) -> None:
@@ -399,6 +415,8 @@ class TicketHabit:
     >>> th.score_one({"customer": True, "ticketed": True})
     0.0
     """
+
+    __slots__ = ("min_events", "rate")
 
     def __init__(self, alpha: float = 0.02, min_events: int = 30) -> None:
         self.rate = RunningStats(alpha)

@@ -92,6 +92,10 @@ class Settings:
     """Kafka consumer session timeout: a killed worker's partitions move after this long."""
     actor_ttl_s: float = 30 * 86400.0
     """Seconds of event time after an actor's last event before its state is expired; 0: never."""
+    hot_actors: int = 50_000
+    """Actors whose state is kept ready; the least recently active beyond this many are kept
+    compressed (~1.5-2 kB instead of ~8 kB) until their next event. Lossless: results do
+    not change, only ~0.2 ms per freeze and thaw is spent. 0: never compress."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

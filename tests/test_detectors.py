@@ -429,3 +429,28 @@ def test_adaptive_bar_rises_only_for_a_peer_group_that_runs_hot() -> None:
         hot.risk_hours += 1
     assert eng.threshold(calm) == 60.0  # the configured floor
     assert 75.0 < eng.threshold(hot) <= 95.0
+
+
+def test_actors_beyond_the_hot_set_are_frozen_losslessly() -> None:
+    """Compressing the least recently active actors (memory) never changes a verdict."""
+    from detectors.engine import ActorState, Frozen
+
+    runs = []
+    for hot_actors in (2, 0):
+        eng = Engine(Settings(hot_actors=hot_actors))
+        out = []
+        for day in range(10):
+            for hour in (3, 9, 10, 16):
+                for actor in ("ann", "bob", "cy"):
+                    t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + len(actor) * 60_000
+                    v = eng.process(ev(day * 100 + hour, t, actor=actor, customer=f"c{day}",
+                                       ticket=None if day == 9 else f"T{day}"))
+                    out.append((v.score, v.alert and v.alert.to_dict(),
+                                {type(s) for s in eng.actors.values()} - {ActorState}))
+        runs.append(out)
+    assert [o[:2] for o in runs[0]] == [o[:2] for o in runs[1]]
+    assert all(o[2] == {Frozen} for o in runs[0][3:]) and not any(o[2] for o in runs[1])
+    eng = Engine(Settings(hot_actors=1))
+    eng.process(ev(1, T0, actor="ann"))
+    eng.process(ev(2, T0 + 1000, actor="bob"))
+    assert isinstance(eng.actors["ann"], Frozen) and eng.state_of("ann").actor == "ann"
