@@ -525,7 +525,9 @@ class Engine:
                     st.levels.get("unjustified", 0.0),
                     specificity(share) * saturate(
                         st.unjustified - (1.0 - share) * st.customer_reads, 4.0))
-        elif t - st.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS:
+        elif off >= 0.3 or t - st.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS:
+            # (A day's ticketed contact justifies a later look, but not at an hour the actor
+            # never works: night views of customers it served are the camera-spying case.)
             recent = st.pending.get(customer)
             if recent is not None and t - recent[0] < LATE_TICKET_MS:
                 st.pending[customer] = (t, recent[1])  # the same look, still going on

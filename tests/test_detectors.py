@@ -251,6 +251,19 @@ def test_unticketed_reads_at_an_hour_the_actor_never_works_alert_sooner() -> Non
     assert not any(unticketed_reads_at(hour=14))
 
 
+def test_a_days_ticketed_contact_justifies_a_later_look_but_not_at_night() -> None:
+    def unjustified_after_second_look(hour: int) -> float:
+        eng = Engine()
+        i = ordinary_days(eng, days=8)
+        day8 = T0 + 8 * 24 * HOUR_MS
+        eng.process(ev(i + 1, day8 + 12 * HOUR_MS, customer="served", ticket="T-x"))
+        eng.process(ev(i + 2, day8 + hour * HOUR_MS, customer="served", ticket=None))
+        return eng.actors["ann"].unjustified
+
+    assert unjustified_after_second_look(16) == 0.0  # the same afternoon: justified
+    assert unjustified_after_second_look(26) > 0.0   # 02:00 the next night: not
+
+
 def test_forgotten_ticket_supplied_late_is_taken_back() -> None:
     eng = Engine()
     i = ordinary_days(eng, days=6)
