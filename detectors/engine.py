@@ -255,7 +255,7 @@ class ActorState:
     leaving_streak: int = 0  # busy download days in a row while leaving
     # unjustified customers per active day: a sustained rise is low-and-slow scraping
     unjustified_days: DailyCount = field(
-        default_factory=lambda: DailyCount(floor=0.4, min_days=3))
+        default_factory=lambda: DailyCount(floor=0.3, min_days=3))
     hour_customers: set[str] = field(default_factory=set)
     ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
     # unticketed customer -> (when, long-term weight added), until a late ticket may clear it
@@ -547,8 +547,9 @@ class Engine:
         suspicious = not ev.ticket and (st.levels.get("unjustified", 0.0) >= 0.3
                                         or st.long_term >= 1.0)
         weight = 0.25 if suspicious else 1.0
-        st.tickets.learn_one(habit, weight)
-        peer.tickets.learn_one(habit, weight)
+        if fresh:  # per customer (-hour), like the unjustified count and its payback
+            st.tickets.learn_one(habit, weight)
+            peer.tickets.learn_one(habit, weight)
         return contributed
 
     def _unjustified(self, st: ActorState, tickets: TicketHabit, customer: str,

@@ -72,7 +72,7 @@ class Settings:
     """Half-life, in seconds of event time, of each detector's contribution to risk."""
     long_half_life_s: float = 7 * 86400.0
     """Half-life, in seconds of event time, of the long-term risk that adds up weak signals."""
-    long_term_weight: float = 0.5
+    long_term_weight: float = 0.4
     """Long-term weight of one unjustified customer read (x4 for a VIP customer)."""
     max_tracked_customers: int = 5000
     """Cap on distinct customers remembered per actor per hour (bounds memory)."""
