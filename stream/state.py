@@ -68,6 +68,11 @@ RECORD_VERSION = 1
 # every checkpoint, so restored peers match the restored actors (costly with a huge customer map).
 ENGINE_CHECKPOINT_EVERY_S = 0.0
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A checkpoint pickles (and sends) this many actors at a time, then leaves the agents as long
+# again times CHECKPOINT_YIELD: a bare sleep(0) lets each agent take one event only, and a busy
+# worker's input would queue up behind the whole checkpoint (seconds with 10k actors).
+CHECKPOINT_SLICE = 100
+CHECKPOINT_YIELD = 2.0
 WRITER_HEADER = "snoopwatch-writer"
 LAST_MS_HEADER = "snoopwatch-last-ms"
 # Idle actors are looked for at most this often (a scan of every actor this worker holds).
@@ -121,6 +126,20 @@ def engine_snapshot(engine: Engine) -> bytes:
     return pickle.dumps({"v": RECORD_VERSION, "at": time.time(), "peers": engine.peers,
                          "customer_teams": engine.customer_teams, "teams": engine.teams},
                         protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Slicer:
+    """Every ``CHECKPOINT_SLICE`` ticks, sleep ``CHECKPOINT_YIELD`` times the slice's duration."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.started = time.perf_counter()
+
+    async def tick(self) -> None:
+        self.n += 1
+        if self.n % CHECKPOINT_SLICE == 0:
+            await asyncio.sleep(CHECKPOINT_YIELD * (time.perf_counter() - self.started))
+            self.started = time.perf_counter()
 
 
 class ActorStore:
@@ -366,12 +385,23 @@ class ActorStore:
                 del self.parked[p]
             if not self.dirty and not self.unacked and not self._expiry_due():
                 return 0
-            # One synchronous block: the snapshot and the events it covers match exactly.
             records: list[tuple[int, bytes, bytes | None, int]] = []
             keep: set[str] = set()
             written: set[str] = set()
             horizon = int(time.time() * 1000) + FUTURE_SLACK_MS
-            for actor in self.dirty:
+            dirty = self.dirty
+            if partitions is None:
+                # Take the work first, then pickle in slices with the agents running between
+                # them (10k actors are ~0.5 s of pickling: one block would hold alerts back that
+                # long). Each record pickles an actor's state with its watermarks, so an event
+                # applied meanwhile is either in the record (skipped if read again) or left
+                # for the next checkpoint; every event acked here was applied before.
+                events, self.unacked = self.unacked, []
+                self.dirty = set()
+            pace = _Slicer()
+            for actor in dirty:
+                if partitions is None:
+                    await pace.tick()
                 meta = self.meta.get(actor)
                 state = self.engine.actors.get(actor)
                 if meta is None or state is None:
@@ -392,12 +422,10 @@ class ActorStore:
                 for p in {r[0] for r in records} | self.loaded:
                     records.append((p, ENGINE_KEY, snap, -1))
                 self.engine_written = now
-            if partitions is None:
-                events, self.unacked = self.unacked, []
-            else:
+            if partitions is not None:  # (revoke: the agents are paused)
                 events = [e for e in self.unacked if e.message.partition in partitions]
                 self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
-            self.dirty = keep
+                self.dirty = keep
             if records and self.durable:
                 try:
                     await self._send(records)
@@ -416,7 +444,9 @@ class ActorStore:
     async def _send(self, records: list[tuple[int, bytes, bytes | None, int]]) -> None:
         producer = await self.producer()
         futures = []
+        pace = _Slicer()
         for p, key, blob, last_ms in records:
+            await pace.tick()
             headers = [(WRITER_HEADER, self.writer)]
             if last_ms >= 0:
                 headers.append((LAST_MS_HEADER, str(last_ms).encode()))
