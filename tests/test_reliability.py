@@ -104,6 +104,18 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
     return got
 
 
+def alerts_checked(settings: Settings) -> list[dict[str, Any]]:
+    """The alerts topic's alerts (without ``emitted_at``); fails if an id has two contents."""
+    alerts = [orjson.loads(m.value) for m in asyncio.run(read_topic(settings,
+                                                                     settings.alerts_topic))]
+    by_id: dict[str, set[bytes]] = {}
+    for a in alerts:
+        a.pop("emitted_at")
+        by_id.setdefault(a["alert_id"], set()).add(orjson.dumps(a, option=orjson.OPT_SORT_KEYS))
+    assert all(len(v) == 1 for v in by_id.values()), "an alert id with two contents"
+    return alerts
+
+
 def settled(settings: Settings) -> Audit | None:
     """The audit once every partition is caught up and accounted for."""
     audit = asyncio.run(run_audit(settings))
@@ -200,13 +212,7 @@ def test_sigkill_and_restart_resume_with_the_same_state(tmp_path: Path) -> None:
     assert m2["snoopwatch_state_restore_seconds_count"] >= 1
     assert m2["snoopwatch_events_processed_total"] < total
 
-    alerts = [orjson.loads(m.value) for m in asyncio.run(read_topic(settings,
-                                                                     settings.alerts_topic))]
-    by_id: dict[str, set[bytes]] = {}
-    for a in alerts:
-        a.pop("emitted_at")
-        by_id.setdefault(a["alert_id"], set()).add(orjson.dumps(a, option=orjson.OPT_SORT_KEYS))
-    assert all(len(v) == 1 for v in by_id.values()), "an alert id with two contents"
+    alerts = alerts_checked(settings)
     assert {a["actor"] for a in alerts} & insiders, "the insider was not caught"
     false_alarms = {a["actor"] for a in alerts} - insiders
     # Events that ingest forwards again after the restart must not count twice: they
