@@ -10,6 +10,7 @@ pickles.
 
 from __future__ import annotations
 
+import heapq
 import math
 from array import array
 from dataclasses import dataclass
@@ -345,7 +346,7 @@ class FirstSeen:
     """
 
     weights = {"access": 0.3, "client": 0.3, "network": 0.3}
-    __slots__ = ("counts", "max_values", "min_events", "n", "scale", "tolerated")
+    __slots__ = ("_top", "counts", "max_values", "min_events", "n", "scale", "tolerated")
 
     def __init__(self, min_events: int = 30, max_values: int = 256,
                  tolerated: float = 1.3, scale: float = 0.5) -> None:
@@ -355,6 +356,23 @@ class FirstSeen:
         self.scale = scale
         self.n = 0
         self.counts: dict[str, dict[str, int]] = {}
+        # trait -> (n when computed, its most used values): a peer group's profile holds
+        # thousands of values, and sorting them for every explanation dominated the worker.
+        self._top: dict[str, tuple[int, list[tuple[str, int]]]] | None = None
+
+    def usual(self, trait: str, but: str | None = None, k: int = 3) -> list[tuple[str, int]]:
+        """The ``k`` most used values of ``trait`` (other than ``but``), with their counts."""
+        seen = self.counts.get(trait, {})
+        if len(seen) <= 4 * k:
+            top = sorted(seen.items(), key=lambda vc: -vc[1])
+        else:  # large profiles: refreshed after 5% more events, slightly stale in between
+            cache = self._top if self._top is not None else {}
+            n, top = cache.get(trait, (-1, []))
+            if n < 0 or self.n > 1.05 * n + 20:
+                top = heapq.nlargest(k + 1, seen.items(), key=lambda vc: vc[1])
+                cache[trait] = (self.n, top)
+                self._top = cache
+        return [(v, c) for v, c in top if v != but][:k]
 
     def learn_one(self, x: dict[str, str | None]) -> None:
         self.n += 1
@@ -386,10 +404,8 @@ class FirstSeen:
             score = self._trait_score(trait, value)
             if score <= 0:
                 continue
-            seen = self.counts.get(trait, {})
-            count = seen.get(value, 0)  # type: ignore[arg-type]
-            usual = sorted(((v, c) for v, c in seen.items() if v != value),
-                           key=lambda vc: -vc[1])[:3]
+            count = self.counts.get(trait, {}).get(value, 0)  # type: ignore[arg-type]
+            usual = self.usual(trait, but=value)
             what = "for the first time" if count == 0 else f"({count} of {self.n} accesses)"
             desc = f"used {trait} {value} {what}"
             if usual:
