@@ -531,7 +531,7 @@ class Bench:
         return rate
 
     def worker_settings(self) -> Settings:
-        return Settings(broker=self.opts.broker, input_topic=self.topic,
+        return Settings.from_env(broker=self.opts.broker, input_topic=self.topic,
                         alerts_topic=f"{self.prefix}-alerts", dlq_topic=f"{self.prefix}-dlq",
                         context_topic=f"{self.prefix}-context",
                         app_id=f"{self.prefix}-worker", web_port=free_port(),

@@ -260,6 +260,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
         consumer = app.consumer
+        if not s.detect_in_place:
+            return
         router.update(consumer.assignment(), consumer.topic_partitions(input_name),
                       consumer.topic_partitions(by_actor_name), input_name, by_actor_name)
 
