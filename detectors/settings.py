@@ -7,6 +7,11 @@ name, and its docstring is the comment-string right under it (shown by
 >>> s = Settings.from_env({"SNOOPWATCH_ALERT_THRESHOLD": "70", "SNOOPWATCH_WEB_PORT": "7000"})
 >>> s.alert_threshold, s.web_port, s.input_topic
 (70.0, 7000, 'access-events')
+>>> [Settings.from_env({"SNOOPWATCH_DETECT_IN_PLACE": v}).detect_in_place for v in ("1", "off")]
+[True, False]
+>>> Settings.from_env({"SNOOPWATCH_DETECT_IN_PLACE": "maybe"})
+Traceback (most recent call last):
+ValueError: SNOOPWATCH_DETECT_IN_PLACE='maybe': expected bool
 """
 
 from __future__ import annotations
