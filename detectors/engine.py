@@ -15,11 +15,13 @@ Signals per event (each a river-style detector in :mod:`detectors.models`):
 - ``first_seen_*``: an action, client, network or set of sensitive fields the
   actor rarely or never used — discounted when its peers use it commonly;
 - ``unjustified``: customer reads without a ticket and with no ticketed
-  contact with that customer in the last day, beyond the actor's own habit;
+  contact with that customer in the last day (none at hours the actor never works),
+  beyond the actor's own habit, and their daily count rising above its own rate;
 - ``off_hours``: customer access at hours the actor (or its peers) never work;
 - ``vip``: unjustified reads of customers on the VIP watchlist;
-- departing staff (watchlist) get a lower tolerance for egress volume, not an
-  alert for being on the list.
+- ``departing``: staff on the watchlist downloading far more often than on
+  their own days (and a lower tolerance for egress volume), never an alert for
+  being on the list.
 
 Short-term levels decay with a half-life of an hour; specific weak signals
 (unjustified and VIP reads, off-hours egress) also feed a long-term
