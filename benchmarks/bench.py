@@ -57,7 +57,7 @@ from benchmarks.probes import DAY_MS, HOUR_MS, Synth  # noqa: E402
 from detectors.events import parse_time  # noqa: E402
 from detectors.settings import Settings, bootstrap_servers  # noqa: E402
 from stream.demo import free_port, scrape  # noqa: E402
-from stream.processes import stop_process  # noqa: E402
+from stream.processes import log_tail, stop_process, wait_ready  # noqa: E402
 from stream.simulate import TimeFormatter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -325,13 +325,6 @@ async def read_topic(servers: str, topic: str, partitions: int, idle_s: float = 
 # --- processes --------------------------------------------------------------------------------
 
 
-def tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list.
 
@@ -416,7 +409,7 @@ class Bench:
         if proc.returncode not in (0, None):
             if not out:
                 raise BenchError(f"probes.py {args[0]} exited with {proc.returncode}:\n"
-                                 f"{tail(log)}")
+                                 f"{log_tail(log)}")
             self.notes.append(f"probes.py {args[0]} exited with {proc.returncode} after "
                               f"{len(out)} result(s); see {log}")
         return out
@@ -513,15 +506,8 @@ class Bench:
         log = self.work / "noop.log"
         proc = self.start([sys.executable, str(HERE / "noop_app.py")], log, env)
         try:
-            deadline = time.monotonic() + self.opts.timeout
-            while not result.exists():
-                if proc.poll() is not None:
-                    raise BenchError(f"the faust no-op app exited with {proc.returncode}:\n"
-                                     f"{tail(log)}")
-                if time.monotonic() > deadline:
-                    raise BenchError(f"the faust no-op app did not get {n:,} messages in "
-                                     f"{self.opts.timeout:.0f} s:\n{tail(log)}")
-                time.sleep(0.2)
+            wait_ready("the faust no-op app", result.exists, proc, log, self.opts.timeout,
+                       goal=f"get {n:,} messages", error=BenchError)
         finally:
             self.stop(proc)
         rec = orjson.loads(result.read_bytes())
@@ -551,13 +537,8 @@ class Bench:
         log = self.work / "worker.log"
         proc = self.start([sys.executable, "-m", "stream.cli", "worker"], log, env)
         url = f"http://127.0.0.1:{s.web_port}/metrics"
-        deadline = time.monotonic() + 120
-        while not scrape(url):
-            if proc.poll() is not None:
-                raise BenchError(f"the worker exited with {proc.returncode}:\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"the worker did not serve /metrics in 120 s:\n{tail(log)}")
-            time.sleep(0.1)
+        wait_ready("the worker", lambda: scrape(url), proc, log, 120, goal="serve /metrics",
+                   error=BenchError, every_s=0.1)
         start, end, metrics = self.wait_processed(url, proc, log, n, self.opts.timeout,
                                                   "worker")
         rate = n / (end - start)
@@ -584,7 +565,7 @@ class Bench:
             m = scrape(url)
             if not m:
                 if proc.poll() is not None:
-                    raise BenchError(f"the worker exited with {proc.returncode}:\n{tail(log)}")
+                    raise BenchError(f"the worker exited with {proc.returncode}:\n{log_tail(log)}")
                 time.sleep(0.1)
                 continue
             consumed, processed = m.get(CONSUMED, 0.0), m.get(PROCESSED, 0.0)
@@ -605,7 +586,7 @@ class Bench:
                 last_change = now
             if now - last_change > 120:
                 raise BenchError(f"{label}: stuck at {processed:,.0f} of {n:,} events for "
-                                 f"120 s:\n{tail(log)}")
+                                 f"120 s:\n{log_tail(log)}")
             if now > deadline:
                 raise BenchError(f"{label}: {processed:,.0f} of {n:,} events after "
                                  f"{timeout_s:.0f} s")
@@ -614,7 +595,7 @@ class Bench:
                      end="\r")
             prev_t, prev_p = now, processed
             if proc.poll() is not None:
-                raise BenchError(f"the worker exited with {proc.returncode}:\n{tail(log)}")
+                raise BenchError(f"the worker exited with {proc.returncode}:\n{log_tail(log)}")
             time.sleep(0.05 if first_at is None else 0.25)
 
     def latency(self, corpus: Corpus, worker_rate: float, url: str,
@@ -751,7 +732,7 @@ class Bench:
             finally:
                 self.stop(proc)
             if rc != 0:
-                raise BenchError(f"snoopwatch replay exited with {rc}:\n{tail(log)}")
+                raise BenchError(f"snoopwatch replay exited with {rc}:\n{log_tail(log)}")
             return time.perf_counter() - started
 
         startup = min(timed(empty) for _ in range(3))
@@ -759,7 +740,7 @@ class Bench:
         seconds = max(total - startup, 1e-6)
         replay_rate, loop_rate = n / seconds, n / loop["seconds"]
         self.details["replay"] = {"seconds": seconds, "wall_seconds": total,
-                                  "startup_seconds": startup, "summary": tail(
+                                  "startup_seconds": startup, "summary": log_tail(
                                       self.work / "replay.log", 400).strip(),
                                   "read_loop_seconds": loop["seconds"]}
         self.add("snoopwatch replay", replay_rate, "events/s")

@@ -55,6 +55,13 @@ def _target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[s
             "range": True, **extra}
 
 
+def _p50_p99(histogram: str, rate: str) -> list[dict[str, Any]]:
+    """Median and 99th percentile of a histogram across the workers."""
+    return [_target(f"histogram_quantile({q}, sum by (le) (rate("
+                    f"{histogram}_bucket{{{SEL}}}[{rate}])))", legend, ref)
+            for q, legend, ref in ((0.5, "p50", "A"), (0.99, "p99", "B"))]
+
+
 class _Layout:
     """Hands out panel ids and grid positions, row by row (Grafana's grid is 24 wide)."""
 
@@ -204,23 +211,11 @@ def dashboard() -> dict[str, Any]:
 
     lay.row("Latency and lag")
     lay.add(_timeseries("Processing latency", "From reading an event to finishing its "
-                        "detection (alert SnoopwatchProcessingLatencyHigh: p99 > 250 ms).", [
-                            _target("histogram_quantile(0.5, sum by (le) (rate("
-                                    f"snoopwatch_processing_latency_seconds_bucket{{{SEL}}}"
-                                    f"[{rate}])))", "p50", "A"),
-                            _target("histogram_quantile(0.99, sum by (le) (rate("
-                                    f"snoopwatch_processing_latency_seconds_bucket{{{SEL}}}"
-                                    f"[{rate}])))", "p99", "B"),
-                        ], "s"), 8, 8)
+                        "detection (alert SnoopwatchProcessingLatencyHigh: p99 > 250 ms).",
+                        _p50_p99("snoopwatch_processing_latency_seconds", rate), "s"), 8, 8)
     lay.add(_timeseries("Event-time lag", "Wall clock minus the event's own time when it is "
-                        "processed: how stale the events are (includes upstream delays).", [
-                            _target("histogram_quantile(0.5, sum by (le) (rate("
-                                    f"snoopwatch_event_time_lag_seconds_bucket{{{SEL}}}"
-                                    f"[{rate}])))", "p50", "A"),
-                            _target("histogram_quantile(0.99, sum by (le) (rate("
-                                    f"snoopwatch_event_time_lag_seconds_bucket{{{SEL}}}"
-                                    f"[{rate}])))", "p99", "B"),
-                        ], "s"), 8, 8)
+                        "processed: how stale the events are (includes upstream delays).",
+                        _p50_p99("snoopwatch_event_time_lag_seconds", rate), "s"), 8, 8)
     lay.add(_timeseries("Consumer lag by topic", "Messages not yet processed (log-end offset "
                         "minus committed offset), per topic (alert SnoopwatchConsumerLagGrowing).",
                         [_target(f"sum by (topic) (snoopwatch_consumer_lag_messages{{{SEL}}})",

@@ -27,7 +27,7 @@ import pytest
 
 from detectors.settings import Settings
 from stream.demo import free_port, scrape
-from stream.processes import stop_process
+from stream.processes import stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,15 +40,7 @@ def need_binary(name: str) -> str:
 
 
 def _wait(what: str, ready: Any, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} exited with {proc.returncode}:\n"
-                                 f"{log.read_text(errors='replace')[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not ready after {timeout_s:.0f}s:\n"
-                                 f"{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
+    wait_ready(what, ready, proc, log, timeout_s, error=AssertionError)
 
 
 def http_ok(url: str) -> bool:
