@@ -344,11 +344,13 @@ class Engine:
 
     def _keep_warm(self, actor: str) -> None:
         """Mark ``actor`` as just used; freeze the least recently used beyond ``hot_actors``."""
+        cap = self.settings.hot_actors
+        if not cap:
+            return  # never frozen: no need to track recency
         hot = self._hot
         hot[actor] = None
         hot.move_to_end(actor)
-        cap = self.settings.hot_actors
-        while cap and len(hot) > cap:
+        while len(hot) > cap:
             oldest, _ = hot.popitem(last=False)
             st = self.actors.get(oldest)
             if isinstance(st, ActorState):
@@ -423,9 +425,10 @@ class Engine:
 
         # --- first-seen traits, against the actor and its peers ---------------------
         # Interned: the profiles of thousands of actors share one copy of each value.
+        network = network_of(ev.source_ip)
         traits = {"access": intern(f"{ev.action}:{ev.resource_type}"),
                   "client": intern(ev.client) if ev.client else None,
-                  "network": intern(network_of(ev.source_ip) or "") or None,
+                  "network": intern(network) if network else None,
                   "fields": intern(",".join(sorted(ev.fields))) if ev.fields else None}
         contributed |= self._first_seen(st, peer, traits)
         st.first_seen.learn_one(traits)
