@@ -85,6 +85,9 @@ TICKET_CONTEXT_MS = DAY_MS
 # An unticketed read followed this soon by a ticketed one was a forgotten ticket.
 LATE_TICKET_MS = HOUR_MS
 MAX_TICKETED = 64  # recent ticketed customers remembered per actor
+# a team shares a queue with the teams holding at least this share (and this many) of the
+# customers it shares at all: another region's team meets it only by chance
+QUEUE_LINK_SHARE, QUEUE_MIN_LINKS = 0.1, 5
 LONG_TERM_CAP = 6.0  # long-term risk is ~0.9 here, and forgets a burst within a week
 # Severity bands of the risk score (0-100); an alert opens at the configured threshold.
 SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low"))
@@ -261,7 +264,8 @@ class ActorState:
     hour_customers: set[str] = field(default_factory=set)
     ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
     # unticketed customer -> (when, long-term weight added), until a late ticket may clear it
-    pending: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # customer -> (last look, long-term weight, unjustified count) of an unticketed look
+    pending: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     unjustified: float = 0.0  # decaying count of unjustified customer reads
     customer_reads: float = 0.0  # decaying count of all customer reads
     unjustified_customers: set[str] | None = None  # created on the first one (memory)
@@ -307,6 +311,9 @@ class Engine:
         # customer -> bit set of the teams that served it under a ticket (the "queue" map)
         self.customer_teams: dict[str, int] = {}
         self.teams: dict[str, int] = {}
+        # team -> {other team: customers both served}: shifts of one region share a queue
+        self.team_links: dict[int, dict[int, int]] = {}
+        self._queues: dict[int, int] = {}  # team bit -> bits of the teams sharing its queue
 
     @property
     def tracked_actors(self) -> int:
@@ -513,7 +520,7 @@ class Engine:
         contributed = False
         served_by = self.customer_teams.get(customer, 0)
         if served_by:
-            st.foreign.update(0.0 if served_by & self._team_bit(ev.team) else 1.0)
+            st.foreign.update(0.0 if served_by & self._queue(ev.team) else 1.0)
         if ev.ticket:
             self._served(customer, ev.team)
             st.ticketed[customer] = t
@@ -522,7 +529,7 @@ class Engine:
             late = st.pending.pop(customer, None)
             if late is not None and t - late[0] <= LATE_TICKET_MS:
                 # A forgotten ticket, supplied after all: take the suspicion back.
-                st.unjustified = max(0.0, st.unjustified - 1.0)
+                st.unjustified = max(0.0, st.unjustified - late[2])
                 st.unjustified_days.today = max(0, st.unjustified_days.today - 1)
                 st.long_term = max(0.0, st.long_term - late[1])
                 share = tickets.ticketed_share
@@ -535,7 +542,7 @@ class Engine:
             # never works: night views of customers it served are the camera-spying case.)
             recent = st.pending.get(customer)
             if recent is not None and t - recent[0] < LATE_TICKET_MS:
-                st.pending[customer] = (t, recent[1])  # the same look, still going on
+                st.pending[customer] = (t, *recent[1:])  # the same look, still going on
             else:
                 share = tickets.score_one(habit)
                 if share > 0:
@@ -559,22 +566,25 @@ class Engine:
 
     def _unjustified(self, st: ActorState, tickets: TicketHabit, customer: str,
                      team: str | None, share: float, t: int, off: float = 0.0) -> bool:
-        st.unjustified += 1.0
         _bump(st.hour_counts, "unjustified")
         if st.unjustified_customers is None:
             st.unjustified_customers = set()
         if len(st.unjustified_customers) < self.settings.max_tracked_customers:
             st.unjustified_customers.add(customer)  # bounded, like the hour's customers
         served_by = self.customer_teams.get(customer, 0)
+        count = 1.0
         if not served_by:
             where, weight = "", 1.0
-        elif served_by & self._team_bit(team):
+        elif served_by & self._queue(team):
             where, weight = "", 0.5  # a customer of the actor's own team's queue
         else:
             # Outside the population it serves: telling only for an actor who normally
             # stays within its team's queue (not, say, a fraud investigator).
-            where = " served by other teams"
-            weight = 0.5 + 1.5 * (1.0 - st.foreign.mean) if st.foreign.n >= 20 else 1.0
+            where = " outside its team's queue"
+            inside = 1.0 - st.foreign.mean if st.foreign.n >= 20 else 1 / 6
+            weight = 0.5 + 3.0 * inside
+            count = 1.0 + 1.5 * inside
+        st.unjustified += count
         weight *= self.settings.long_term_weight * specificity(share)
         vip = customer in self.vip_customers
         if vip:
@@ -583,7 +593,7 @@ class Engine:
         weight = min(weight, max(0.0, LONG_TERM_GAIN_PER_HOUR - st.hour_long_gain))
         st.hour_long_gain += weight
         st.long_term = min(st.long_term + weight, LONG_TERM_CAP)
-        st.pending[customer] = (t, weight)
+        st.pending[customer] = (t, weight, count)
         if len(st.pending) > MAX_TICKETED:
             del st.pending[next(iter(st.pending))]
         n = len(st.unjustified_customers)
@@ -624,13 +634,38 @@ class Engine:
             index = self.teams[team] = len(self.teams)
         return 1 << index
 
+    def _queue(self, team: str | None) -> int:
+        """Bits of the teams whose customers ``team``'s are: itself and the teams it shares
+        customers with often (the other shifts of a region's queue), learned from tickets."""
+        bit = self._team_bit(team)
+        mask = self._queues.get(bit)
+        if mask is None and bit:
+            links = self.team_links.get(bit.bit_length() - 1, {})
+            floor = max(QUEUE_MIN_LINKS, QUEUE_LINK_SHARE * sum(links.values()))
+            mask = bit
+            for other, n in links.items():
+                if n >= floor:
+                    mask |= 1 << other
+            self._queues[bit] = mask
+        return mask or 0
+
     def _served(self, customer: str, team: str | None) -> None:
         """Remember which teams work this customer under tickets (a bounded LRU)."""
         book = self.customer_teams
-        bits = book.pop(customer, 0) | self._team_bit(team)
-        book[customer] = bits
+        before = book.pop(customer, 0)
+        bit = self._team_bit(team)
+        book[customer] = before | bit
         if len(book) > self.settings.max_customers:
             del book[next(iter(book))]
+        if before and not before & bit:  # a customer new to this team: the teams share it
+            me = bit.bit_length() - 1
+            links = self.team_links
+            for other in range(before.bit_length()):
+                if before >> other & 1:
+                    mine, theirs = links.setdefault(me, {}), links.setdefault(other, {})
+                    mine[other] = mine.get(other, 0) + 1
+                    theirs[me] = theirs.get(me, 0) + 1
+            self._queues.clear()
 
     def _first_seen(self, st: ActorState, peer: PeerGroup, traits: dict[str, str | None]
                     ) -> bool:

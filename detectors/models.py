@@ -73,6 +73,7 @@ def saturate(excess: float, scale: float) -> float:
     return 0.0 if excess <= 0 else 1.0 - math.exp(-excess / scale)
 
 
+REPEAT_MARGIN = math.log(1.25)  # log1p headroom over the peak still counted as a repeat
 PEAK_FORGET = 0.005  # log units per learned hour: a peak halves in ~140 active hours
 
 
@@ -150,6 +151,8 @@ class VolumeBaseline:
         if self.hours < self.min_hours or value < self.min_counts[f]:
             return 0.0
         by_spread = saturate(self.z(f, value, floor) - z0, self.scale)
+        if math.log1p(value) <= self.peak[f] + REPEAT_MARGIN:
+            by_spread *= 0.4  # no bigger than what it has done before (a weekly export)
         # Beyond 3x the largest hour on record (z0 shifts it like the spread test).
         by_peak = saturate(math.log1p(value) - self.peak[f] - math.log(3) - (z0 - self.z0) / 2,
                            1.0)

@@ -124,7 +124,8 @@ def decode_record(blob: bytes, partition: int) -> tuple[ActorMeta, Any]:
 
 def engine_snapshot(engine: Engine) -> bytes:
     return pickle.dumps({"v": RECORD_VERSION, "at": time.time(), "peers": engine.peers,
-                         "customer_teams": engine.customer_teams, "teams": engine.teams},
+                         "customer_teams": engine.customer_teams, "teams": engine.teams,
+                         "team_links": engine.team_links},
                         protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -326,6 +327,7 @@ class ActorStore:
             eng.peers.update(snap["peers"])
             eng.customer_teams.update(snap["customer_teams"])
             eng.teams.update(snap["teams"])
+            eng.team_links.update(snap.get("team_links", {}))
         else:  # a partition gained in a rebalance: adopt only peer groups we lack
             for role, group in snap["peers"].items():
                 eng.peers.setdefault(role, group)

@@ -279,16 +279,22 @@ def test_forgotten_ticket_supplied_late_is_taken_back() -> None:
     assert st.unjustified <= before
 
 
-def test_slow_unjustified_reads_add_up_over_days() -> None:
-    """Low-and-slow: a few unticketed lookups a day of another team's customers, growing."""
+def slow_lookups(other_team: str, sister_shift: bool) -> tuple[int | None, str]:
+    """Low-and-slow: a few unticketed lookups a day of customers ``other_team`` serves under
+    tickets, 2 a day growing 15 % a day; the day (after the start) and summary of the first
+    alert. With ``sister_shift`` that team also serves the actor's own customers."""
     eng = Engine()
-    for k in range(300):  # the other team works these customers under tickets
-        eng.process(ev(k, T0 + k * 60_000, actor="bob", customer=f"target{k}",
-                       ticket=f"B{k}", team="support-b"))
     i = ordinary_days(eng, days=8, per_hour=5)
-    alert_day, target = None, 0
+    for k in range(300):
+        # another team works these customers under tickets (and, as a sister shift of the
+        # actor's team, some of the actor's customers too)
+        customer = f"{k % 7}{9 + k % 8}{k % 5}" if sister_shift and k % 2 else f"target{k}"
+        eng.process(ev(k, T0 + 8 * 24 * HOUR_MS + k * 60_000, actor="bob",
+                       customer=f"c{customer}" if k % 2 and sister_shift else customer,
+                       ticket=f"B{k}", team=other_team))
+    target = 0
     for day in range(8, 22):
-        lookups = round(2 * 1.15 ** (day - 8))  # 2 a day, +15% a day
+        lookups = round(2 * 1.15 ** (day - 8))
         for hour in range(9, 17):
             for k in range(5):
                 i += 1
@@ -296,13 +302,40 @@ def test_slow_unjustified_reads_add_up_over_days() -> None:
                 eng.process(ev(i, t, customer=f"c{(hour * 5 + k) % 60}", ticket=f"T{i}"))
         for k in range(lookups):
             i += 1
-            target += 1
+            target += 2
             t = T0 + day * 24 * HOUR_MS + (10 + k % 6) * HOUR_MS + 30 * 60_000 + k
             v = eng.process(ev(i, t, customer=f"target{target}", ticket=None))
-            if v.alert and alert_day is None:
-                alert_day = day
-                assert "served by other teams" in v.alert.summary
-    assert alert_day is not None and 2 <= alert_day - 8 <= 8
+            if v.alert:
+                return day - 8, v.alert.summary
+    return None, ""
+
+
+def test_slow_unjustified_reads_add_up_over_days() -> None:
+    """Another region's customers: outside the actor's queue, caught within days."""
+    days, summary = slow_lookups("support-b", sister_shift=False)
+    assert days is not None and days <= 3
+    assert "outside its team's queue" in summary
+
+
+def test_customers_of_a_sister_shift_are_inside_the_queue() -> None:
+    """Teams sharing customers under tickets share a queue: the same lookups of customers
+    the actor's own evening shift serves weigh less than another region's, and are never
+    called outside the queue."""
+    eng = Engine()
+    for k in range(40):
+        eng.process(ev(k, T0 + k * 60_000, actor="ann", customer=f"n{k}", ticket=f"A{k}"))
+        eng.process(ev(k, T0 + k * 60_000 + 1, actor="eve", customer=f"n{k}", ticket=f"E{k}",
+                       team="support-a-evening"))
+        eng.process(ev(k, T0 + k * 60_000 + 2, actor="bob", customer=f"m{k}", ticket=f"B{k}",
+                       team="support-b"))
+    eng.process(ev(99, T0 + HOUR_MS, actor="bob", customer="n1", ticket="B99",
+                   team="support-b"))  # one customer two regions met by chance
+    assert eng._queue("support-a") == eng._queue("support-a-evening")
+    assert eng._queue("support-a") & eng._queue("support-b") == 0
+    outside, _ = slow_lookups("support-b", sister_shift=False)
+    sister, summary = slow_lookups("support-a-evening", sister_shift=True)
+    assert outside is not None and (sister is None or sister > outside)
+    assert "outside its team's queue" not in summary
 
 
 def unticketed_per_day(counts: list[int]) -> list[tuple[int, str]]:
