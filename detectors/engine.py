@@ -88,6 +88,7 @@ MAX_TICKETED = 64  # recent ticketed customers remembered per actor
 # a team shares a queue with the teams holding at least this share (and this many) of the
 # customers it shares at all: another region's team meets it only by chance
 QUEUE_LINK_SHARE, QUEUE_MIN_LINKS = 0.1, 5
+LONG_TERM_QUIET_MS = 6 * HOUR_MS  # its share of the risk halves per quiet 6 h
 LONG_TERM_CAP = 6.0  # long-term risk is ~0.9 here, and forgets a burst within a week
 # Severity bands of the risk score (0-100); an alert opens at the configured threshold.
 SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low"))
@@ -263,7 +264,6 @@ class ActorState:
         default_factory=lambda: DailyCount(floor=0.3, min_days=3))
     hour_customers: set[str] = field(default_factory=set)
     ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
-    # unticketed customer -> (when, long-term weight added), until a late ticket may clear it
     # customer -> (last look, long-term weight, unjustified count) of an unticketed look
     pending: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     unjustified: float = 0.0  # decaying count of unjustified customer reads
@@ -277,6 +277,7 @@ class ActorState:
     hour_peak: float = 0.0  # highest risk in the running hour
     evidence: deque | None = None  # (event_id, customer) behind the risk; made on first use
     open_severity: str | None = None  # severity of the open alert episode, if any
+    last_signal_ms: int = 0  # the actor's last event that raised a signal
 
 
 class Frozen:
@@ -454,6 +455,7 @@ class Engine:
         peer.hours.learn_one(t)
 
         if contributed:
+            st.last_signal_ms = t
             if st.evidence is None:
                 st.evidence = deque(maxlen=MAX_EVIDENCE)
             st.evidence.append((ev.event_id, customer))
@@ -814,14 +816,17 @@ class Engine:
         return True
 
     @staticmethod
-    def _risk(st: ActorState) -> float:
+    def _risk(st: ActorState, fade: bool = True) -> float:
         """Strongest signal first, each further one counting half as much as the last.
 
         One strong signal or two moderate ones make an alert; a pile of weak ones
         (a new hire's first days, a new tool) does not.
         """
-        levels = sorted((*st.levels.values(), saturate(st.long_term - 1.0, 2.0)),
-                        reverse=True)
+        # What accumulated over days sharpens the risk while the actor keeps raising
+        # signals; between them (the quiet days after an episode) it fades within hours.
+        quiet = max(0, st.last_ms - st.last_signal_ms) / LONG_TERM_QUIET_MS
+        long_score = saturate(st.long_term - 1.0, 2.0) * (0.5 ** quiet if fade else 1.0)
+        levels = sorted((*st.levels.values(), long_score), reverse=True)
         keep, weight = 1.0, 1.0
         for level in levels:
             if level <= 0.01:
@@ -842,7 +847,8 @@ class Engine:
                      ) -> Alert | None:
         s = self.settings
         bar = self.threshold(peer)
-        if st.open_severity is not None and risk < bar * s.close_ratio:
+        # A quiet spell fades the risk, but the episode lasts while what accumulated does.
+        if st.open_severity is not None and self._risk(st, fade=False) < bar * s.close_ratio:
             st.open_severity = None  # the episode is over
         if risk < bar:
             return None

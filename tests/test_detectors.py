@@ -500,3 +500,20 @@ def test_actors_beyond_the_hot_set_are_frozen_losslessly() -> None:
     eng.process(ev(1, T0, actor="ann"))
     eng.process(ev(2, T0 + 1000, actor="bob"))
     assert isinstance(eng.actors["ann"], Frozen) and eng.state_of("ann").actor == "ann"
+
+
+def test_accumulated_risk_fades_on_quiet_days_but_returns_with_the_next_signal() -> None:
+    """Days after an episode the actor's ordinary work ranks low again; its next unticketed
+    read brings back what accumulated, and the open episode is not alerted twice."""
+    eng = Engine()
+    i = ordinary_days(eng, days=6)
+    st = eng.actors["ann"]
+    t = T0 + 6 * 24 * HOUR_MS + 9 * HOUR_MS
+    top = severity_of(100.0)
+    st.long_term, st.last_signal_ms, st.open_severity = 5.0, t, top  # an episode's end
+    st.last_ms = t
+    quiet = eng.process(ev(i + 1, t + 24 * HOUR_MS, customer="c6100", ticket="T-q"))
+    assert quiet.score < 20 and quiet.alert is None
+    assert st.open_severity == top  # the episode lasts while what accumulated does
+    again = eng.process(ev(i + 2, t + 24 * HOUR_MS + 60_000, customer="stranger", ticket=None))
+    assert again.score > 60 and again.alert is None
