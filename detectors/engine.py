@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import pickle
 import zlib
 from collections import OrderedDict, deque
@@ -65,6 +66,7 @@ from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
 from detectors.models import (
+    UNITS,
     DailyCount,
     FirstSeen,
     Reason,
@@ -95,6 +97,8 @@ SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 VOLUME_FEATURES = ("records", "customers")
 EGRESS_FEATURES = ("egress", "egress_bytes")
+# egress by a group that has worked this many hours but (almost) never exported
+RARE_MIN_HOURS, RARE_FACTOR = 500, 2000  # from 100k records an hour
 EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
 DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}
 LONG_TERM_GAIN_PER_HOUR = 1.0  # bursts are the short-term levels' job
@@ -465,6 +469,23 @@ class Engine:
 
     # --- signals -------------------------------------------------------------------
 
+    def _rare_egress(self, st: ActorState, own: VolumeBaseline, counts: dict[str, int],
+                     seen: int, active: int) -> bool:
+        """Egress by an actor of a group that (almost) never has any: only its size counts,
+        from ``RARE_FACTOR`` times the smallest amount the baseline counts at all."""
+        score = max(saturate(math.log(max(counts.get(f, 0), 1)
+                                      / (RARE_FACTOR * own.min_counts[f])), 1.0)
+                    for f in own.features)
+        if score <= 0.01:
+            return False
+        shown = ", ".join(f"{_fmt_count(counts.get(f, 0))} {UNITS[f]}"
+                          for f in own.features)
+        desc = (f"{shown} in one {own.period}; their peers rarely do any "
+                f"({seen} of {active} active hours)")
+        return self._raise(st, own.name, score, [Reason(
+            own.name, score, desc, {f: counts.get(f, 0) for f in own.features},
+            {"peer_periods_with_egress": seen, "peer_active_hours": active})])
+
     def _volume_signal(self, st: ActorState, peer: PeerGroup, own: VolumeBaseline,
                        peers: VolumeBaseline, counts: dict[str, int], slack: float, t: int
                        ) -> bool:
@@ -479,6 +500,11 @@ class Engine:
                     # Unusual for the actor but ordinary for its peers (a first scheduled
                     # export, a big report) counts for less than unusual for both.
                     peer_factor = 0.3 + 0.7 * peers.score_one(counts)
+        elif (own.name == "egress" and peers.hours < peers.min_hours
+              and peer.volume.hours >= RARE_MIN_HOURS):
+            # Neither the actor nor its long-working peers do this (engineers exporting):
+            # there is no spread to judge by, only the size against the smallest that counts.
+            return self._rare_egress(st, own, counts, peers.hours, peer.volume.hours)
         else:  # cold start: judged against peers, with extra tolerance
             model, whose, z0 = peers, "peers usually", peers.z0 + 1.0 + slack
         score = model.score_one(counts, z0, floors) * peer_factor

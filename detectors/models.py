@@ -178,7 +178,7 @@ class VolumeBaseline:
         expected: dict[str, Any] = {f: self.usual(f) for f in self.features}
         expected["hours_learned"] = self.hours
         expected["largest"] = {f: round(math.expm1(self.peak[f])) for f in self.features}
-        shown = ", ".join(f"{_fmt(observed[f])} {_UNITS.get(f, f)}" for f in self.features)
+        shown = ", ".join(f"{_fmt(observed[f])} {UNITS.get(f, f)}" for f in self.features)
         usual = ", ".join(f"{_fmt(expected[f])}" for f in self.features)
         largest = ", ".join(_fmt(expected["largest"][f]) for f in self.features)
         desc = (f"{shown} in one {self.period}; {whose} {usual} an active {self.period} "
@@ -186,7 +186,7 @@ class VolumeBaseline:
         return [Reason(self.name, score, desc, observed, expected)]
 
 
-_UNITS = {"records": "records", "customers": "distinct customers",
+UNITS = {"records": "records", "customers": "distinct customers",
           "egress": "records exported, downloaded or streamed", "egress_bytes": "bytes out"}
 
 

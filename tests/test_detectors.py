@@ -517,3 +517,30 @@ def test_accumulated_risk_fades_on_quiet_days_but_returns_with_the_next_signal()
     assert st.open_severity == top  # the episode lasts while what accumulated does
     again = eng.process(ev(i + 2, t + 24 * HOUR_MS + 60_000, customer="stranger", ticket=None))
     assert again.score > 60 and again.alert is None
+
+
+def test_a_huge_export_by_a_group_that_never_exports_is_flagged_a_small_one_is_not() -> None:
+    """Engineers read logs for weeks and never export: no spread to judge by, but a million
+    records out is flagged by its size alone; a few hundred (a debugging dump) is not."""
+    def eng_event(i: int, t: int, actor: str, action: str = "read", records: int = 1
+                  ) -> AccessEvent:
+        return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
+                            "role": "engineer", "team": "platform", "action": action,
+                            "resource_type": "log" if action == "read" else "report",
+                            "records": records, "client": "cli", "source_ip": "10.9.0.1"})
+
+    eng = Engine()
+    i = 0
+    for day in range(13):
+        for hour in range(9, 17):
+            for who in range(10):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
+                assert eng.process(eng_event(i, t, f"eng-{who}")).alert is None
+    t = T0 + 13 * 24 * HOUR_MS + 10 * HOUR_MS
+    small = eng.process(eng_event(i + 1, t, "eng-1", "export", records=20_000))
+    assert small.alert is None and "egress" not in eng.actors["eng-1"].levels
+    big = eng.process(eng_event(i + 2, t + HOUR_MS, "eng-2", "export", records=1_500_000))
+    assert big.alert is not None
+    egress = next(r for r in big.alert.reasons if r.detector == "egress")
+    assert "their peers rarely do any (0 of" in egress.description
