@@ -744,6 +744,9 @@ class Engine:
         # The last three active days together catch a rise no single day shows.
         streak = st.leaving_streak
         score = max(dl.day_score() * (1.0 if streak else 0.6), dl.score_one())
+        if streak and dl.usual.n >= dl.min_days and dl.today > 2 * dl.rate:
+            # Another busy day right after busy ones: each in a row doubles what is left.
+            score = max(score, 1.0 - 0.5 ** streak)
         if score <= 0.01:
             return False
         leaves = f" (last day {entry.last_day})" if entry.last_day else ""

@@ -544,3 +544,15 @@ def test_a_huge_export_by_a_group_that_never_exports_is_flagged_a_small_one_is_n
     assert big.alert is not None
     egress = next(r for r in big.alert.reasons if r.detector == "egress")
     assert "their peers rarely do any (0 of" in egress.description
+
+
+def test_busy_leaving_days_in_a_row_add_up_though_none_is_extreme() -> None:
+    # 7 instead of 3 (2.3x) is no single day's signal, nor three days' sum (under 2.5x);
+    # a third such day in a row while leaving is.
+    def days_alerted(busy_days: set[int]) -> list[int]:
+        alerts = downloads_over_days(leaving=True, busy_days=busy_days, busy=7)
+        return sorted({a.time_ms // (24 * HOUR_MS) - T0 // (24 * HOUR_MS) for a in alerts})
+
+    assert days_alerted({10, 11, 12}) == [12]
+    assert days_alerted({10, 11}) == []
+    assert days_alerted({8, 10, 12}) == []  # not in a row
