@@ -121,3 +121,19 @@ async def test_ingest_detects_in_place_what_the_hop_would_bring_back(sw: Snoopwa
     m = sw.pipeline.metrics
     assert m.processed._value.get() == 2 and m.valid._value.get() == 3
     assert sw.store.meta["ann"].sources == {home: 1}
+
+
+async def test_the_worker_consumer_fetches_with_the_configured_wait() -> None:
+    """faust fixes the broker's fetch wait at 1.5 s; an idle partition's fetch then holds the
+    busy ones back that long (~1 s alerts with in-place detection). Ours comes from settings;
+    another faust app in the process keeps faust's."""
+    import faust
+
+    ours = create_app(Settings(fetch_max_wait_ms=40)).app
+    other = faust.App("not-snoopwatch", broker="kafka://127.0.0.1:1", autodiscover=False)
+    waits = []
+    for app in (ours, other):
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        waits.append(consumer._fetch_max_wait_ms)
+        await consumer.stop()
+    assert waits == [40, 1500]

@@ -63,7 +63,8 @@ def test_memory_probe_stops_before_the_limit() -> None:
     recs = probes.memory_probe([1000, 20_000], 1, limit_bytes=probes.rss_bytes() + (8 << 20),
                                emit=got.append)
     assert recs == got
-    assert recs[0]["actors"] == 1000 and recs[0]["bytes_per_actor"] > 0
+    # (RSS may not grow for the first 1000 actors: the test process reuses freed memory)
+    assert recs[0]["actors"] == 1000 and recs[0]["bytes_per_actor"] >= 0
     assert recs[-1].get("stopped") and recs[-1]["actors"] < 20_000
 
 
