@@ -59,7 +59,7 @@ import math
 import pickle
 import zlib
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, date, datetime
 from sys import intern
 from typing import Any
@@ -209,6 +209,22 @@ def _daily_egress(min_days: int) -> VolumeBaseline:
                           name="daily_egress", period="day")
 
 
+def _restore_slots(obj: Any, state: Any) -> None:
+    """Unpickle a slots dataclass; fields added since the record was written take their
+    defaults, so a worker can read the state topic an older version wrote."""
+    values = state[1] if isinstance(state, tuple) else state
+    for f in fields(obj):
+        if f.name in values:
+            value = values[f.name]
+        elif f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            raise pickle.UnpicklingError(f"{type(obj).__name__}: no {f.name} in the record")
+        object.__setattr__(obj, f.name, value)
+
+
 @dataclass(slots=True)
 class PeerGroup:
     """What is normal for a role, pooled over the actors of that role."""
@@ -225,6 +241,8 @@ class PeerGroup:
     risk_hours: int = 0
     # The multivariate model of the group's actor-hours (see _hour_model).
     model: StreamingOutlier | None = None
+
+    __setstate__ = _restore_slots
 
     @classmethod
     def new(cls, s: Settings, name: str = "") -> PeerGroup:
@@ -282,6 +300,8 @@ class ActorState:
     evidence: deque | None = None  # (event_id, customer) behind the risk; made on first use
     open_severity: str | None = None  # severity of the open alert episode, if any
     last_signal_ms: int = 0  # the actor's last event that raised a signal
+
+    __setstate__ = _restore_slots
 
 
 class Frozen:
@@ -557,7 +577,7 @@ class Engine:
             late = st.pending.pop(customer, None)
             if late is not None and t - late[0] <= LATE_TICKET_MS:
                 # A forgotten ticket, supplied after all: take the suspicion back.
-                st.unjustified = max(0.0, st.unjustified - late[2])
+                st.unjustified = max(0.0, st.unjustified - (late[2] if len(late) > 2 else 1.0))
                 st.unjustified_days.today = max(0, st.unjustified_days.today - 1)
                 st.long_term = max(0.0, st.long_term - late[1])
                 share = tickets.ticketed_share

@@ -556,3 +556,19 @@ def test_busy_leaving_days_in_a_row_add_up_though_none_is_extreme() -> None:
     assert days_alerted({10, 11, 12}) == [12]
     assert days_alerted({10, 11}) == []
     assert days_alerted({8, 10, 12}) == []  # not in a row
+
+
+def test_a_state_written_before_a_field_existed_restores_with_its_default() -> None:
+    """Checkpoints outlive upgrades: a record lacking a newer field (as an older version
+    wrote it) unpickles with the field's default, and the actor carries on."""
+    eng = Engine()
+    i = ordinary_days(eng, days=6)
+    st = eng.actors["ann"]
+    rebuild, args, (_, slots) = st.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[:3]
+    del slots["last_signal_ms"], slots["unjustified_days"]  # fields added later
+    old = rebuild(*args)
+    old.__setstate__((None, slots))
+    assert old.last_signal_ms == 0 and old.unjustified_days.usual.n == 0
+    eng.actors["ann"] = old
+    v = eng.process(ev(i + 1, T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS, customer="x", ticket=None))
+    assert v.score > 0 and old.last_signal_ms > 0
