@@ -24,6 +24,7 @@ import ipaddress
 import math
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -183,6 +184,17 @@ def _opt_count(obj: dict, name: str, default: int | None) -> int | None:
     return value
 
 
+@lru_cache(maxsize=65_536)
+def _is_ip(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (cached: staff use few addresses, and
+    parsing one costs ~5 % of the detection core's time)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_event(obj: Any) -> AccessEvent:
     """Validate a decoded JSON value against SPEC §1 and build an :class:`AccessEvent`."""
     if not isinstance(obj, dict):
@@ -210,12 +222,9 @@ def parse_event(obj: Any) -> AccessEvent:
         fields = tuple(fields_raw)
 
     source_ip = _opt_str(obj, "source_ip")
-    if source_ip is not None:
-        try:
-            ipaddress.ip_address(source_ip)
-        except ValueError:
-            raise InvalidEvent("bad_value", f"source_ip {source_ip[:60]!r} is not an IPv4 or "
-                               "IPv6 address", "source_ip") from None
+    if source_ip is not None and not _is_ip(source_ip):
+        raise InvalidEvent("bad_value", f"source_ip {source_ip[:60]!r} is not an IPv4 or "
+                           "IPv6 address", "source_ip")
 
     outcome = obj.get("outcome")
     if outcome is None:

@@ -305,9 +305,10 @@ class TimeOfWeek:
         s = self.slot(t_ms)
         base, hour = s - s % 24, s % 24
         c = self.counts
-        near = sum(c[base + (hour + d) % 24] for d in (-1, 0, 1))
+        h0, h2 = (hour - 1) % 24, (hour + 1) % 24  # (spelled out: this runs per event)
+        near = c[base + h0] + c[base + hour] + c[base + h2]
         # The same hours on any day: a weekend shift at one's usual hours is not odd.
-        any_day = sum(c[(hour + d) % 24] + c[24 + (hour + d) % 24] for d in (-1, 0, 1))
+        any_day = c[h0] + c[hour] + c[h2] + c[24 + h0] + c[24 + hour] + c[24 + h2]
         return (max(near, 0.3 * any_day) + 0.5) / (self.n + 1)
 
     def score_one(self, t_ms: int) -> float:
