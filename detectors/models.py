@@ -385,8 +385,10 @@ class FirstSeen:
                 continue
             seen = self.counts.setdefault(trait, {})
             if value not in seen and len(seen) >= self.max_values:
-                # Forget the rarest value, so the profile stays bounded.
-                del seen[min(seen, key=seen.__getitem__)]
+                # Forget the rarest quarter, so the profile stays bounded: at once, since a
+                # peer group's profile is full and meets new values (networks) all the time.
+                for rare in sorted(seen, key=seen.__getitem__)[: max(1, self.max_values // 4)]:
+                    del seen[rare]
             seen[value] = seen.get(value, 0) + 1
 
     def _trait_score(self, trait: str, value: str | None) -> float:
