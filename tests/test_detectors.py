@@ -57,6 +57,15 @@ def test_volume_does_not_flag_a_naturally_busy_actor() -> None:
     assert vb.score_one({"records": 330, "customers": 330}) == 0.0
 
 
+def test_volume_no_bigger_than_the_largest_on_record_counts_less() -> None:
+    """A weekly export repeated is not the spike it was the first time; a bigger one is."""
+    vb = VolumeBaseline(("records",), {"records": 10}, min_hours=6)
+    for k in range(150):
+        vb.learn_one({"records": 5000 if k == 100 else 20 + k % 7})  # one export last week
+    repeat, bigger = vb.score_one({"records": 4500}), vb.score_one({"records": 9000})
+    assert repeat < 0.45 < 0.95 < bigger
+
+
 def test_volume_needs_history_and_a_minimum_count() -> None:
     vb = VolumeBaseline(min_hours=5)
     for n in (1, 1, 1):
