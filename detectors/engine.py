@@ -567,8 +567,9 @@ class Engine:
         tickets = st.tickets if st.tickets.rate.n >= st.tickets.min_events else peer.tickets
         contributed = False
         served_by = self.customer_teams.get(customer, 0)
+        in_queue = bool(served_by and served_by & self._queue(ev.team))
         if served_by:
-            st.foreign.update(0.0 if served_by & self._queue(ev.team) else 1.0)
+            st.foreign.update(0.0 if in_queue else 1.0)
         if ev.ticket:
             self._served(customer, ev.team)
             st.ticketed[customer] = t
@@ -594,8 +595,8 @@ class Engine:
             else:
                 share = tickets.score_one(habit)
                 if share > 0:
-                    contributed = self._unjustified(st, tickets, customer, ev.team, share, t,
-                                                    off)
+                    contributed = self._unjustified(st, tickets, customer, served_by,
+                                                    in_queue, share, t, off)
         if fresh:
             # Every customer pays back what the actor's own habit lets through
             # unticketed, so the long-term sum only grows on more than that.
@@ -613,17 +614,19 @@ class Engine:
         return contributed
 
     def _unjustified(self, st: ActorState, tickets: TicketHabit, customer: str,
-                     team: str | None, share: float, t: int, off: float = 0.0) -> bool:
+                     served_by: int, in_queue: bool, share: float, t: int, off: float = 0.0
+                     ) -> bool:
+        """An unticketed read of ``customer`` (``served_by``: the teams that serve it under
+        tickets; ``in_queue``: one of them shares the actor's queue)."""
         _bump(st.hour_counts, "unjustified")
         if st.unjustified_customers is None:
             st.unjustified_customers = set()
         if len(st.unjustified_customers) < self.settings.max_tracked_customers:
             st.unjustified_customers.add(customer)  # bounded, like the hour's customers
-        served_by = self.customer_teams.get(customer, 0)
         count = 1.0
         if not served_by:
             where, weight = "", 1.0
-        elif served_by & self._queue(team):
+        elif in_queue:
             where, weight = "", 0.5  # a customer of the actor's own team's queue
         else:
             # Outside the population it serves: telling only for an actor who normally
@@ -686,8 +689,10 @@ class Engine:
         """Bits of the teams whose customers ``team``'s are: itself and the teams it shares
         customers with often (the other shifts of a region's queue), learned from tickets."""
         bit = self._team_bit(team)
+        if not bit:
+            return 0
         mask = self._queues.get(bit)
-        if mask is None and bit:
+        if mask is None:
             links = self.team_links.get(bit.bit_length() - 1, {})
             floor = max(QUEUE_MIN_LINKS, QUEUE_LINK_SHARE * sum(links.values()))
             mask = bit
@@ -695,7 +700,7 @@ class Engine:
                 if n >= floor:
                     mask |= 1 << other
             self._queues[bit] = mask
-        return mask or 0
+        return mask
 
     def _served(self, customer: str, team: str | None) -> None:
         """Remember which teams work this customer under tickets (a bounded LRU)."""
