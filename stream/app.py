@@ -332,6 +332,8 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
+    from stream.topics import topic_partitions
+
     servers = bootstrap_servers(s.broker)
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
@@ -339,8 +341,7 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics([NewTopic(s.context_topic, 1, 1,
                                                 topic_configs={"cleanup.policy": "compact"})])
-        (described,) = await admin.describe_topics([s.context_topic])
-        parts = sorted(p["partition"] for p in described["partitions"])
+        parts = (await topic_partitions(admin, [s.context_topic]))[s.context_topic]
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None,

@@ -10,10 +10,32 @@ and reported with their partition count.
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from typing import IO
+import time
+from typing import IO, Any
 
 from detectors.settings import Settings, bootstrap_servers
+
+
+async def topic_partitions(admin: Any, topics: list[str], timeout_s: float = 60.0
+                           ) -> dict[str, list[int]]:
+    """``{topic: [partition, ...]}``, waiting for topics just created to show theirs.
+
+    Right after ``create_topics`` the broker answers UNKNOWN_TOPIC_OR_PARTITION
+    with no partitions for a moment; a consumer assigned that empty list would
+    read nothing for good.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(topics)
+        parts = {d["topic"]: sorted(p["partition"] for p in d["partitions"]) for d in described}
+        missing = [t for t in topics if not parts.get(t)]
+        if not missing:
+            return parts
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {missing} show no partitions after {timeout_s:.0f} s")
+        await asyncio.sleep(0.2)
 
 
 async def create_topics(settings: Settings, partitions: int | None = None,
@@ -39,10 +61,9 @@ async def create_topics(settings: Settings, partitions: int | None = None,
         new = [t for name, t in wanted.items() if name not in existing]
         if new:
             await admin.create_topics(new)
-        described = await admin.describe_topics(list(wanted))
+        counts = {t: len(p) for t, p in (await topic_partitions(admin, list(wanted))).items()}
     finally:
         await admin.close()
-    counts = {d["topic"]: len(d["partitions"]) for d in described}
     for name in wanted:
         state = "created" if name not in existing else "exists"
         k = counts.get(name, 0)
