@@ -510,16 +510,13 @@ class Engine:
                        peers: VolumeBaseline, counts: dict[str, int], slack: float, t: int
                        ) -> bool:
         floors = None
-        peer_factor = 1.0
+        ask_peers = False
         if own.hours >= own.min_hours:
             model, whose, z0 = own, "usually", own.z0 + slack
             if peers.hours >= peers.min_hours:
                 # An actor can vary as much as its peers do, whatever its short past shows.
                 floors = {f: 0.75 * peers.stats[f].std for f in own.features}
-                if slack == 0.0:
-                    # Unusual for the actor but ordinary for its peers (a first scheduled
-                    # export, a big report) counts for less than unusual for both.
-                    peer_factor = 0.3 + 0.7 * peers.score_one(counts)
+                ask_peers = slack == 0.0
         elif (own.name == "egress" and peers.hours < peers.min_hours
               and peer.volume.hours >= RARE_MIN_HOURS):
             # Neither the actor nor its long-working peers do this (engineers exporting):
@@ -527,7 +524,13 @@ class Engine:
             return self._rare_egress(st, own, counts, peers.hours, peer.volume.hours)
         else:  # cold start: judged against peers, with extra tolerance
             model, whose, z0 = peers, "peers usually", peers.z0 + 1.0 + slack
-        score = model.score_one(counts, z0, floors) * peer_factor
+        score = model.score_one(counts, z0, floors)
+        peer_factor = 1.0
+        if ask_peers and score > 0.01:
+            # Unusual for the actor but ordinary for its peers (a first scheduled export, a
+            # big report) counts for less than unusual for both.
+            peer_factor = 0.3 + 0.7 * peers.score_one(counts)
+            score *= peer_factor
         if score <= 0.01:
             return False
         # When several of the group are unusual at once (quarter end, a new tool), it is

@@ -148,8 +148,7 @@ class VolumeBaseline:
         return (math.log1p(value) - st.mean) / max(st.std, self.floor, floor or 0.0)
 
     def _feature_score(self, f: str, value: int, z0: float, floor: float | None) -> float:
-        if self.hours < self.min_hours or value < self.min_counts[f]:
-            return 0.0
+        """One count's score, once enough hours are learned and it reaches ``min_counts``."""
         by_spread = saturate(self.z(f, value, floor) - z0, self.scale)
         if math.log1p(value) <= self.peak[f] + REPEAT_MARGIN:
             by_spread *= 0.4  # no bigger than what it has done before (a weekly export)
@@ -160,10 +159,16 @@ class VolumeBaseline:
 
     def score_one(self, x: dict[str, int], z0: float | None = None,
                   floors: dict[str, float] | None = None) -> float:
+        if self.stats[self.features[0]].n < self.min_hours:
+            return 0.0
         z0 = self.z0 if z0 is None else z0
-        floors = floors or {}
-        return max(self._feature_score(f, x.get(f, 0), z0, floors.get(f))
-                   for f in self.features)
+        best = 0.0
+        for f in self.features:  # a loop, not max(genexpr): it runs for nearly every event
+            value = x.get(f, 0)
+            if value >= self.min_counts[f]:
+                best = max(best, self._feature_score(f, value, z0,
+                                                     floors.get(f) if floors else None))
+        return best
 
     def usual(self, f: str) -> int:
         """The typical hourly count (geometric mean) for feature ``f``."""
