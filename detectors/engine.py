@@ -795,8 +795,14 @@ class Engine:
         factor = 0.5 ** (elapsed / s.decay_half_life_s)
         long_factor = 0.5 ** (elapsed / s.long_half_life_s)
         if factor < 1.0:
-            for name in st.levels:
-                st.levels[name] *= factor
+            levels = st.levels
+            for name in list(levels):
+                level = levels[name] * factor
+                if level > 0.01:
+                    levels[name] = level
+                else:  # faded below what counts anywhere: forget it (and its reasons)
+                    del levels[name]
+                    st.reasons.pop(name, None)
             st.long_term *= long_factor
         return factor
 
@@ -881,8 +887,11 @@ class Engine:
         """
         # What accumulated over days sharpens the risk while the actor keeps raising
         # signals; between them (the quiet days after an episode) it fades within hours.
-        quiet = max(0, st.last_ms - st.last_signal_ms) / LONG_TERM_QUIET_MS
-        long_score = saturate(st.long_term - 1.0, 2.0) * (0.5 ** quiet if fade else 1.0)
+        long_score = saturate(st.long_term - 1.0, 2.0)
+        if not st.levels and long_score <= 0.01:
+            return 0.0  # most actors, most of the time
+        if fade:
+            long_score *= 0.5 ** (max(0, st.last_ms - st.last_signal_ms) / LONG_TERM_QUIET_MS)
         levels = sorted((*st.levels.values(), long_score), reverse=True)
         keep, weight = 1.0, 1.0
         for level in levels:
