@@ -170,8 +170,13 @@ def test_risk_decays_and_a_new_episode_can_open() -> None:
         i += 1
         eng.process(ev(i, t + k * 10_000, customer=f"x{k}", ticket=None))
     i += 1
+    st = eng.actors["ann"]
+    assert st.levels.get("unjustified", 0) > 0.5 and "unjustified" in st.reasons
+    i += 1
     later = eng.process(ev(i, t + 7 * 24 * HOUR_MS, customer="c-back", ticket="T-ok"))
     assert later.score < 10 and later.alert is None
+    # Levels that faded to nothing are forgotten, reasons and all (state stays small).
+    assert "unjustified" not in st.levels and "unjustified" not in st.reasons
 
 
 def test_one_forgotten_ticket_is_not_an_alert() -> None:
