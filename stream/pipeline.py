@@ -86,6 +86,9 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.engine = Engine(self.settings)
         self.wall_clock = wall_clock
+        # Read when scraped, not set per event: actors come and go in state restores and
+        # expiry too.
+        self.metrics.tracked_actors.set_function(lambda: self.engine.tracked_actors)
 
     def ingest(self, raw: bytes | str, source: dict[str, Any],
                key: bytes | None = None) -> AccessEvent | Rejected:
@@ -122,7 +125,6 @@ class Pipeline:
             self.metrics.count_alert(a.severity, top)
         m = self.metrics
         m.processed.inc()
-        m.tracked_actors.set(self.engine.tracked_actors)
         if now_ms is not None:
             m.event_lag.observe(max(0.0, (now_ms - ev.time_ms) / 1000))
         m.latency.observe(time.perf_counter() - started)

@@ -314,7 +314,6 @@ class ActorStore:
         self.loaded.add(partition)
         elapsed = time.perf_counter() - started
         self.metrics.restore_seconds.observe(elapsed)
-        self.metrics.tracked_actors.set(self.engine.tracked_actors)
         log.info("snoopwatch: partition %d given back: kept its %d actors (no one else wrote "
                  "to its state) in %.2fs", partition, len(parked.actors) + len(parked.blobs),
                  elapsed)
@@ -484,8 +483,7 @@ class ActorStore:
         if tombstones:
             # Records already built for these actors this round go too (tombstone wins:
             # it is sent after them).
-            self.metrics.tracked_actors.set(self.engine.tracked_actors)
-            log.info("snoopwatch: expired %d actors idle for %gs of event time",
+                log.info("snoopwatch: expired %d actors idle for %gs of event time",
                      len(tombstones), self.settings.actor_ttl_s)
         return tombstones
 
@@ -516,4 +514,3 @@ class ActorStore:
         self.parked.update(parked)
         self.loaded -= partitions
         self.revision += 1
-        self.metrics.tracked_actors.set(self.engine.tracked_actors)

@@ -87,7 +87,7 @@ async def test_detect_emits_an_alert_for_an_insider(sw: Snoopwatch) -> None:
     assert "without a ticket" in first["summary"]
     m = sw.pipeline.metrics
     assert m.processed._value.get() == i
-    assert m.tracked_actors._value.get() == 1
+    assert m.registry.get_sample_value("snoopwatch_tracked_actors") == 1
     assert sum(s.value for s in m.alerts.collect()[0].samples
                if s.name.endswith("_total")) == len(alerts.call_args_list)
 
