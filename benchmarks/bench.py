@@ -9,7 +9,10 @@ In one run (issue 6):
    orjson-decodes (``probes.py bare``), (b) a faust agent that does nothing per event
    (``noop_app.py``) and (c) ``snoopwatch worker`` with every detector on, one after
    another, each in its own process and consumer group from the earliest offset, each
-   timed from its first message to its last (process start-up excluded);
+   timed from its first message to its last (process start-up excluded); and, before (c),
+   (c0): the same worker with its detection core replaced by a constant
+   (``hollow_worker.py``), what faust, decoding, validation, state and metrics cost without
+   any detection, i.e. the ceiling for (c)/(b);
 3. keeps (c) running and offers it half its drain rate: the rest of the simulated
    traffic, shifted a whole number of weeks on, with bursts that tip warmed-up actors into
    an alert (a stolen session: a never-seen client and network reading hundreds of
@@ -453,7 +456,7 @@ class Bench:
                                   "seconds": round(corpus.seconds, 1)}
         self.add("events", n, "events")
         self.add(f"actors ({gen} generator)", corpus.actors, "actors")
-        kafka = any(p not in o.skip for p in ("bare", "noop", "worker", "latency"))
+        kafka = any(p not in o.skip for p in ("bare", "noop", "worker", "latency", "hollow"))
         rates: dict[str, float] = {}
         if kafka:
             self.phase("produce", lambda: self.produce(corpus))
@@ -464,6 +467,11 @@ class Bench:
                 if rate:
                     rates[name] = rate
             try:
+                # Before the latency phase adds to the input topic: the same n events.
+                got = self.phase("hollow", lambda: self.worker(n, hollow=True))
+                if got:
+                    rates["hollow"], _, proc = got
+                    self.stop(proc)
                 got = self.phase("worker", lambda: self.worker(n))
                 if got:
                     rates["worker"], url, proc = got
@@ -516,16 +524,21 @@ class Bench:
         self.add("(b) faust agent doing nothing (raw values)", rate, "events/s")
         return rate
 
-    def worker_settings(self) -> Settings:
+    def worker_settings(self, name: str = "worker") -> Settings:
+        p = f"{self.prefix}-{name}" if name != "worker" else self.prefix
         return Settings.from_env(broker=self.opts.broker, input_topic=self.topic,
-                        alerts_topic=f"{self.prefix}-alerts", dlq_topic=f"{self.prefix}-dlq",
-                        context_topic=f"{self.prefix}-context",
-                        app_id=f"{self.prefix}-worker", web_port=free_port(),
-                        partitions=self.opts.partitions, data_dir=str(self.work / "worker"))
+                        alerts_topic=f"{p}-alerts", dlq_topic=f"{p}-dlq",
+                        context_topic=f"{p}-context",
+                        app_id=f"{self.prefix}-{name}", web_port=free_port(),
+                        partitions=self.opts.partitions, data_dir=str(self.work / name))
 
-    def worker(self, n: int) -> tuple[float, str, subprocess.Popen]:
-        s = self.worker_settings()
-        self.settings = s
+    def worker(self, n: int, hollow: bool = False) -> tuple[float, str, subprocess.Popen]:
+        """Drain the input with ``snoopwatch worker`` (or, ``hollow``, with the same worker
+        whose detection core returns a constant: ``hollow_worker.py``)."""
+        name = "hollow" if hollow else "worker"
+        s = self.worker_settings(name)
+        if not hollow:
+            self.settings = s
         # The alerts topic stamps broker append time: the latency phase's clock.
         asyncio.run(create_topics(self.servers, [
             (s.alerts_topic, s.partitions, {"message.timestamp.type": "LogAppendTime"}),
@@ -534,19 +547,20 @@ class Bench:
         ]))
         env = {**os.environ, **{f"SNOOPWATCH_{f.name.upper()}": str(getattr(s, f.name))
                                 for f in fields(s)}, "PYTHONUNBUFFERED": "1"}
-        log = self.work / "worker.log"
-        proc = self.start([sys.executable, "-m", "stream.cli", "worker"], log, env)
+        log = self.work / f"{name}.log"
+        cmd = [str(HERE / "hollow_worker.py")] if hollow else ["-m", "stream.cli", "worker"]
+        proc = self.start([sys.executable, *cmd], log, env)
         url = f"http://127.0.0.1:{s.web_port}/metrics"
-        wait_ready("the worker", lambda: scrape(url), proc, log, 120, goal="serve /metrics",
-                   error=BenchError, every_s=0.1)
-        start, end, metrics = self.wait_processed(url, proc, log, n, self.opts.timeout,
-                                                  "worker")
+        wait_ready(f"the {name} worker", lambda: scrape(url), proc, log, 120,
+                   goal="serve /metrics", error=BenchError, every_s=0.1)
+        start, end, metrics = self.wait_processed(url, proc, log, n, self.opts.timeout, name)
         rate = n / (end - start)
         alerts = sum(v for k, v in metrics.items() if k.startswith("snoopwatch_alerts_total{"))
-        self.details["worker"] = {"seconds": end - start, "alerts": alerts,
-                                  "tracked_actors": metrics.get("snoopwatch_tracked_actors"),
-                                  "valid": metrics.get("snoopwatch_events_valid_total")}
-        self.add("(c) snoopwatch worker, every detector on", rate, "events/s")
+        self.details[name] = {"seconds": end - start, "alerts": alerts,
+                              "tracked_actors": metrics.get("snoopwatch_tracked_actors"),
+                              "valid": metrics.get("snoopwatch_events_valid_total")}
+        self.add("(c0) the worker, detection core replaced by a constant" if hollow
+                 else "(c) snoopwatch worker, every detector on", rate, "events/s")
         return rate, url, proc
 
     def wait_processed(self, url: str, proc: subprocess.Popen, log: Path, n: int,
@@ -712,6 +726,10 @@ class Bench:
                      ">= 70 (if (c)/(a) < 50)", 100 * c / b >= 70)
         if a and b:
             self.add("(b)/(a) faust no-op vs bare consumer", 100 * b / a, "%")
+        if b and rates.get("hollow"):
+            # What the worker reaches with no detection at all: the ceiling for (c)/(b).
+            self.add("(c0)/(b) worker without detection vs no-op", 100 * rates["hollow"] / b,
+                     "%")
 
     def replay(self, corpus: Corpus) -> None:
         n = len(corpus.values)
@@ -886,7 +904,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--memory-limit-gb", type=float, default=16.0,
                    help="stop the memory probe before its RSS would pass this")
     p.add_argument("--skip", default="",
-                   help="comma-separated phases to skip: bare,noop,worker,latency,replay,memory")
+                   help="comma-separated phases to skip: bare,noop,worker,latency,hollow,replay,"
+                        "memory")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="give up on one drain after this many seconds")
     p.add_argument("--json", default=str(REPO / "state" / "bench" / "latest.json"),

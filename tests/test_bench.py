@@ -84,6 +84,7 @@ def test_quick_run_measures_every_phase_and_cleans_up(tmp_path: Path) -> None:
     for metric in ("(a) bare aiokafka consumer + orjson.loads",
                    "(b) faust agent doing nothing (raw values)",
                    "(c) snoopwatch worker, every detector on",
+                   "(c0) the worker, detection core replaced by a constant",
                    "snoopwatch replay", "read + orjson.loads loop, same file"):
         assert rows[metric]["value"] > 0, metric
     for metric in ("(c)/(a) worker vs bare consumer", "(c)/(b) worker vs faust no-op",
@@ -95,6 +96,10 @@ def test_quick_run_measures_every_phase_and_cleans_up(tmp_path: Path) -> None:
     assert rows["event-to-alert latency p99"]["value"] > 0
     assert rows["memory per tracked actor @ 1,000 actors"]["value"] > 0
     assert result["details"]["worker"]["valid"] == 2000
+    # The hollow worker drained everything too, without detecting (no actor state).
+    hollow = result["details"]["hollow"]
+    assert hollow["valid"] == 2000 and hollow["alerts"] == 0
+    assert hollow["tracked_actors"] == 0 < result["details"]["worker"]["tracked_actors"]
 
     # Nothing left behind: no run folder, no topic of the run.
     assert not list(tmp_path.glob("run-*"))
