@@ -72,6 +72,22 @@ def _sim_with_a_critical_insider() -> SimConfig:
     pytest.fail(f"no simulated insider (seeds {SEEDS}) reaches a critical alert any more")
 
 
+async def _committed(settings: Any) -> int:
+    """The worker group's committed offset on input partition 0 (0 before any commit)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from detectors.settings import bootstrap_servers
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    return max((meta.offset for tp, meta in offsets.items()
+                if tp.topic == settings.input_topic), default=0)
+
+
 def _send(settings: Any, raw: list[bytes]) -> None:
     from aiokafka import AIOKafkaProducer
 
@@ -97,7 +113,9 @@ def _rules() -> list[dict[str, Any]]:
 def test_dashboard_queries_and_rules_on_live_prometheus(tmp_path: Path) -> None:
     require_broker()
     sim_cfg = _sim_with_a_critical_insider()
-    settings = fresh_settings(tmp_path / "worker", partitions=1)
+    # Offsets are committed only by the checkpoints that hold their events: 5 s apart, the
+    # lag stays up for seconds after the (fast) drain, so the 1 s scrapes surely see it.
+    settings = fresh_settings(tmp_path / "worker", partitions=1, checkpoint_interval_s=5.0)
     Path(settings.data_dir).mkdir()
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
@@ -114,8 +132,12 @@ def test_dashboard_queries_and_rules_on_live_prometheus(tmp_path: Path) -> None:
         wait_until("the first scrape", lambda: prom.query(
             f'snoopwatch_events_consumed_total{{job="{JOB}"}}')["result"], 30)
 
-        sim = asyncio.run(produce(sim_cfg, settings.broker, settings.input_topic))
+        # The dead letters first, and wait for their commit: until a partition's first
+        # commit, lag counts from the consumer's read position, which runs ahead of the
+        # work (and the drain takes about a second: the scrapes could miss it).
         _send(settings, MALFORMED)
+        wait_until("the first commit", lambda: asyncio.run(_committed(settings)) > 0, 60)
+        sim = asyncio.run(produce(sim_cfg, settings.broker, settings.input_topic))
         total = sim["events"] + len(MALFORMED)
         wait_until("the worker to process every event", lambda: scrape(metrics_url).get(
             "snoopwatch_events_processed_total", 0) >= sim["events"], 120)
