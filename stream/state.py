@@ -483,7 +483,7 @@ class ActorStore:
         if tombstones:
             # Records already built for these actors this round go too (tombstone wins:
             # it is sent after them).
-                log.info("snoopwatch: expired %d actors idle for %gs of event time",
+            log.info("snoopwatch: expired %d actors idle for %gs of event time",
                      len(tombstones), self.settings.actor_ttl_s)
         return tombstones
 
