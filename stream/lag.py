@@ -4,8 +4,9 @@ The worker's timer (``stream/app.py``) calls :func:`partition_lags` every
 :data:`LAG_INTERVAL_S` seconds with faust's consumer. For each partition this
 worker holds of the given topics, lag is the partition's log-end offset (asked
 from the broker, ``highwaters``) minus the group's committed offset (the next
-offset to process, as Kafka's own tools count it). Before the first commit of a
-partition the consumer's read position stands in for the committed offset.
+offset to process, as Kafka's own tools count it). Where the group has never
+committed (a new group), nothing is committed yet: lag counts from the
+partition's first offset, where a restart would read again.
 
 >>> import asyncio
 >>> from faust.types import TP
@@ -15,10 +16,10 @@ partition the consumer's read position stands in for the committed offset.
 ...         return {TP("in", 0), TP("in", 1), TP("other", 0)}
 ...     async def highwaters(self, *tps):
 ...         return {tp: 100 for tp in tps}
-...     async def position(self, tp):
-...         return 97
+...     async def earliest_offsets(self, *tps):
+...         return {tp: 10 for tp in tps}
 >>> sorted(asyncio.run(partition_lags(FakeConsumer(), {"in"})).items())
-[(('in', 0), 60), (('in', 1), 3)]
+[(('in', 0), 60), (('in', 1), 90)]
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ async def partition_lags(consumer: Any, topics: Collection[str]) -> dict[tuple[s
     # faust keeps the offsets it committed (Kafka's "next offset to read"); it is not in
     # faust's public API, so read it defensively.
     committed = getattr(consumer, "_committed_offset", {})
+    never = [tp for tp in assigned if committed.get(tp) is None]
+    starts = await consumer.earliest_offsets(*never) if never else {}
     lags: dict[tuple[str, int], int] = {}
     for tp in assigned:
         end = ends.get(tp)
-        if end is None:
-            continue
         done = committed.get(tp)
         if done is None:
-            done = await consumer.position(tp)
-        if done is None:
+            done = starts.get(tp)
+        if end is None or done is None:
             continue
         lags[(tp.topic, tp.partition)] = max(0, int(end) - int(done))
     return lags

@@ -132,9 +132,8 @@ def test_dashboard_queries_and_rules_on_live_prometheus(tmp_path: Path) -> None:
         wait_until("the first scrape", lambda: prom.query(
             f'snoopwatch_events_consumed_total{{job="{JOB}"}}')["result"], 30)
 
-        # The dead letters first, and wait for their commit: until a partition's first
-        # commit, lag counts from the consumer's read position, which runs ahead of the
-        # work (and the drain takes about a second: the scrapes could miss it).
+        # The dead letters first, and wait for their commit, so that the lag below is the
+        # simulated events' (the drain takes about a second).
         _send(settings, MALFORMED)
         wait_until("the first commit", lambda: asyncio.run(_committed(settings)) > 0, 60)
         sim = asyncio.run(produce(sim_cfg, settings.broker, settings.input_topic))
