@@ -525,11 +525,10 @@ class Bench:
         return rate
 
     def worker_settings(self, name: str = "worker") -> Settings:
-        p = f"{self.prefix}-{name}" if name != "worker" else self.prefix
+        p = f"{self.prefix}-{name}"
         return Settings.from_env(broker=self.opts.broker, input_topic=self.topic,
                         alerts_topic=f"{p}-alerts", dlq_topic=f"{p}-dlq",
-                        context_topic=f"{p}-context",
-                        app_id=f"{self.prefix}-{name}", web_port=free_port(),
+                        context_topic=f"{p}-context", app_id=p, web_port=free_port(),
                         partitions=self.opts.partitions, data_dir=str(self.work / name))
 
     def worker(self, n: int, hollow: bool = False) -> tuple[float, str, subprocess.Popen]:
