@@ -17,7 +17,7 @@ features. Both are scored the same way:
   and false alerts per 1,000 negative actor-days;
 - per scenario (label): an instance is an (actor, label) pair; detected when a
   true alert for it is raised; median time from its first labelled event to that
-  alert.
+  alert (``--json`` also lists each instance's time, ``null`` when missed).
 
 The baseline raises an alert when its score passes the running 99.9th
 percentile of its scores, at most once per actor per hour.
@@ -264,7 +264,8 @@ class _Scores:
             found = [d for d in delays if d is not None]
             rep.scenarios[label] = {"instances": len(delays), "detected": len(found),
                                     "median_minutes_to_detect":
-                                        statistics.median(found) if found else None}
+                                        statistics.median(found) if found else None,
+                                    "minutes_to_detect": delays}
         return rep
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
@@ -92,12 +93,17 @@ def test_missing_input_file_is_a_clear_error(tmp_path: Path,
     assert "nope.jsonl" in capsys.readouterr().err
 
 
-def test_evaluate_reports_the_insider(sim_files: dict[str, Path],
+def test_evaluate_reports_the_insider(sim_files: dict[str, Path], tmp_path: Path,
                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "eval.json"
     assert main(["evaluate", str(sim_files["events"]), "--labels",
-                 str(sim_files["labels"])]) == 0
+                 str(sim_files["labels"]), "--json", str(out)]) == 0
     table = capsys.readouterr().out
     header, *rows = table.splitlines()
     assert header.split() == ["snoopwatch", "HalfSpaceTrees"]
     row = next(r for r in rows if r.startswith("bulk_no_ticket: detected"))
     assert row.split()[4].rstrip(",") == "1/1"  # snoopwatch column: the insider was found
+    # The JSON lists each instance's time to detect beside the median.
+    found = json.loads(out.read_text())["snoopwatch"]["scenarios"]["bulk_no_ticket"]
+    assert len(found["minutes_to_detect"]) == 1
+    assert found["minutes_to_detect"][0] == found["median_minutes_to_detect"] >= 0
