@@ -86,6 +86,7 @@ MAX_EVIDENCE = 50
 TICKET_CONTEXT_MS = DAY_MS
 # An unticketed read followed this soon by a ticketed one was a forgotten ticket.
 LATE_TICKET_MS = HOUR_MS
+_TAKEN_BACK = (0.0, 0.0)  # a pending look's (weight, count) once its suspicion is withdrawn
 MAX_TICKETED = 64  # recent ticketed customers remembered per actor
 # a team shares a queue with the teams holding at least this share (and this many) of the
 # customers it shares at all: another region's team meets it only by chance
@@ -581,19 +582,17 @@ class Engine:
             late = st.pending.pop(customer, None)
             if late is not None and t - late[0] <= LATE_TICKET_MS:
                 # A forgotten ticket, supplied after all: take the suspicion back.
-                st.unjustified = max(0.0, st.unjustified - (late[2] if len(late) > 2 else 1.0))
-                st.unjustified_days.today = max(0, st.unjustified_days.today - 1)
-                st.long_term = max(0.0, st.long_term - late[1])
-                share = tickets.ticketed_share
-                st.levels["unjustified"] = min(
-                    st.levels.get("unjustified", 0.0),
-                    specificity(share) * saturate(
-                        st.unjustified - (1.0 - share) * st.customer_reads, 4.0))
+                self._take_back(st, tickets, late)
         elif off >= 0.3 or t - st.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS:
             # (A day's ticketed contact justifies a later look, but not at an hour the actor
             # never works: night views of customers it served are the camera-spying case.)
             recent = st.pending.get(customer)
             if recent is not None and t - recent[0] < LATE_TICKET_MS:
+                if off < 0.3 and recent[1:] != _TAKEN_BACK:
+                    # Looked at again within the hour, at an hour the actor works: a case
+                    # worked without its ticket, not a lookup (one read per customer).
+                    self._take_back(st, tickets, recent)
+                    recent = (t, *_TAKEN_BACK)
                 st.pending[customer] = (t, *recent[1:])  # the same look, still going on
             else:
                 share = tickets.score_one(habit)
@@ -627,15 +626,17 @@ class Engine:
         if len(st.unjustified_customers) < self.settings.max_tracked_customers:
             st.unjustified_customers.add(customer)  # bounded, like the hour's customers
         count = 1.0
-        if not served_by:
-            where, weight = "", 1.0
-        elif in_queue:
+        if in_queue:
             where, weight = "", 0.5  # a customer of the actor's own team's queue
         else:
             # Outside the population it serves: telling only for an actor who normally
-            # stays within its team's queue (not, say, a fraud investigator).
-            where = " outside its team's queue"
+            # stays within its team's queue (not, say, a fraud investigator). A customer no
+            # team has served yet counts half as much: it may be the queue's next one.
             inside = 1.0 - st.foreign.mean if st.foreign.n >= 20 else 1 / 6
+            if not served_by:
+                inside /= 2
+            where = (", outside its team's queue" if served_by
+                     else ", one no team has served under a ticket")
             weight = 0.5 + 3.0 * inside
             count = 1.0 + 1.5 * inside
         st.unjustified += count
@@ -655,8 +656,8 @@ class Engine:
         # Unticketed and at an hour the actor never works: together worth more than apart.
         score = min(1.0, specificity(share) * saturate(excess, 4.0) * (1.0 + off))
         whose = "their" if tickets is st.tickets else "their peers'"
-        desc = (f"accessed {n} customers without a ticket or a ticketed contact (the last"
-                f"{where or ''} {customer}); {round(100 * share)}% of {whose} customer "
+        desc = (f"accessed {n} customers without a ticket or a ticketed contact (the last "
+                f"{customer}{where}); {round(100 * share)}% of {whose} customer "
                 "accesses carry one")
         observed: dict[str, Any] = {"unticketed_customers": n, "last": customer}
         expected: dict[str, Any] = {"ticketed_share": round(share, 3)}
@@ -679,6 +680,18 @@ class Engine:
                 "vip", vip_score, f"read VIP customer {customer} without a ticket",
                 customer, "no VIP reads without a ticket")])
         return contributed
+
+    @staticmethod
+    def _take_back(st: ActorState, tickets: TicketHabit, look: tuple) -> None:
+        """Withdraw the suspicion an unticketed look added (``look``: its pending record)."""
+        st.unjustified = max(0.0, st.unjustified - (look[2] if len(look) > 2 else 1.0))
+        if look[1:] != _TAKEN_BACK:
+            st.unjustified_days.today = max(0, st.unjustified_days.today - 1)
+        st.long_term = max(0.0, st.long_term - look[1])
+        share = tickets.ticketed_share
+        st.levels["unjustified"] = min(
+            st.levels.get("unjustified", 0.0),
+            specificity(share) * saturate(st.unjustified - (1.0 - share) * st.customer_reads, 4.0))
 
     def _team_bit(self, team: str | None) -> int:
         if team is None:

@@ -293,6 +293,49 @@ def test_forgotten_ticket_supplied_late_is_taken_back() -> None:
     assert st.unjustified <= before
 
 
+def test_a_customer_worked_over_several_looks_is_not_a_lookup() -> None:
+    """Unticketed looks at one customer within the hour, at an hour the actor works, are a
+    case worked without its ticket (a lookup is one read): the first look's suspicion is taken
+    back, once. At an hour the actor never works (a night view of a customer's camera) not."""
+    eng = Engine()
+    i = ordinary_days(eng, days=6)
+    st = eng.actors["ann"]
+    days = st.unjustified_days
+    t = T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS
+    eng.process(ev(i + 1, t, customer="c-case", ticket=None))
+    assert st.long_term > 0 and days.today == 1
+    eng.process(ev(i + 2, t + 300_000, customer="c-case", ticket=None))
+    assert st.long_term == 0.0 and days.today == 0
+    eng.process(ev(i + 3, t + 400_000, customer="c-lookup", ticket=None))
+    lookup = st.long_term
+    assert lookup > 0 and days.today == 1  # one look stays counted...
+    eng.process(ev(i + 4, t + 600_000, customer="c-case", ticket="T-late"))
+    assert st.long_term >= 0.99 * lookup and days.today == 1  # ...and is not taken back twice
+    night = T0 + 7 * 24 * HOUR_MS + 2 * HOUR_MS
+    eng.process(ev(i + 5, night, customer="c-night", ticket=None))
+    after_first = st.long_term
+    eng.process(ev(i + 6, night + 300_000, customer="c-night", ticket=None))
+    assert st.long_term >= 0.99 * after_first and days.today == 1
+
+
+def test_a_customer_no_team_has_served_weighs_between_the_queue_and_outside_it() -> None:
+    gains, reasons = {}, {}
+    for kind, customer in (("queue", "c0101"), ("never", "c-new"), ("outside", "c-other")):
+        eng = Engine()
+        i = ordinary_days(eng, days=6)
+        t = T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS
+        eng.process(ev(1, t, actor="bob", team="support-b", customer="c-other", ticket="B1"))
+        st = eng.actors["ann"]
+        before = st.long_term
+        eng.process(ev(i + 1, t + 60_000, customer=customer, ticket=None))
+        gains[kind] = st.long_term - before
+        reasons[kind] = st.reasons["unjustified"][1][0].description
+    assert 0 < gains["queue"] < gains["never"] < gains["outside"]
+    assert "(the last c-new, one no team has served under a ticket)" in reasons["never"]
+    assert "(the last c-other, outside its team's queue)" in reasons["outside"]
+    assert "(the last c0101)" in reasons["queue"]
+
+
 def slow_lookups(other_team: str, sister_shift: bool) -> tuple[int | None, str]:
     """Low-and-slow: a few unticketed lookups a day of customers ``other_team`` serves under
     tickets, 2 a day growing 15 % a day; the day (after the start) and summary of the first
