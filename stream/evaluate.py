@@ -146,7 +146,7 @@ class Report:
             ttd = sc["median_minutes_to_detect"]
             rows.append((f"{name}: detected, median time",
                          f"{sc['detected']}/{sc['instances']}, "
-                         + ("-" if ttd is None else _duration(ttd))))
+                         + format_minutes(ttd)))
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,12 +158,15 @@ class Report:
         return d
 
 
-def _duration(minutes: float) -> str:
+def format_minutes(minutes: float | None, day_digits: int = 1) -> str:
+    """A time to detect as minutes, hours or days (``-`` for none)."""
+    if minutes is None:
+        return "-"
     if minutes < 120:
         return f"{minutes:.0f} min"
     if minutes < 2880:
         return f"{minutes / 60:.1f} h"
-    return f"{minutes / 1440:.1f} days"
+    return f"{minutes / 1440:.{day_digits}f} days"
 
 
 @dataclass
