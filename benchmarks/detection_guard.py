@@ -19,9 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stream.evaluate import evaluate
-from stream.progress import Progress
-from stream.simulate import SimConfig, write_jsonl
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.heldout import run_seed  # noqa: E402
 
 REFERENCE = Path(__file__).with_name("detection_reference.json")
 # figure -> (direction, tolerance): +1 higher is better, -1 lower is better.
@@ -38,11 +40,7 @@ CHECKS: dict[str, tuple[int, float]] = {
 def figures(employees: int, days: int, seed: int, progress: bool) -> dict[str, Any]:
     """The guarded figures of snoopwatch on the simulated company."""
     with tempfile.TemporaryDirectory(prefix="snoopwatch-guard-") as tmp:
-        ev, lab, ctx = (str(Path(tmp) / n) for n in ("events.jsonl", "labels.jsonl", "ctx.jsonl"))
-        write_jsonl(SimConfig(seed=seed, employees=employees, days=days), ev, lab, ctx,
-                    progress=progress)
-        rep = evaluate(ev, lab, context_path=ctx, baseline=False,
-                       progress=Progress("evaluate", enabled=progress)).reports["snoopwatch"]
+        rep = run_seed(seed, employees, days, Path(tmp), progress)
     out: dict[str, Any] = {"company": {"employees": employees, "days": days, "seed": seed},
                            "event_auc": rep.event_auc, "actor_day_auc": rep.actor_day_auc,
                            "actor_day_ap": rep.actor_day_ap,

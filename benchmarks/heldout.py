@@ -2,7 +2,7 @@
 
 Simulates one company per seed (500 employees x 28 days by default), runs ``snoopwatch
 evaluate`` on it and prints every target of issue 3 for each seed and pooled over them,
-marked ``ok`` or ``MISS``. Pooled: false alerts per 1,000 actor-days over all actor-days,
+each miss marked ``MISS``. Pooled: false alerts per 1,000 actor-days over all actor-days,
 detection rate and median time to detect over all instances, the worst seed for the AUC and
 the budgeted recall. The figures mean something only on seeds never used for tuning: pick new
 seeds, run once, report what it prints (``--json`` keeps it, with each instance's time).
