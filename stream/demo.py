@@ -23,6 +23,7 @@ import orjson
 from detectors.settings import Settings, bootstrap_servers
 from stream.processes import stop_process
 from stream.simulate import SimConfig, produce
+from stream.topics import topic_partitions
 
 # A few broken messages, so the demo shows the dead-letter path too.
 MALFORMED = [
@@ -71,8 +72,10 @@ async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: P
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, settings.partitions, 1) for t in (
-            settings.input_topic, settings.alerts_topic, settings.dlq_topic)])
+        topics = [settings.input_topic, settings.alerts_topic, settings.dlq_topic]
+        await admin.create_topics([NewTopic(t, settings.partitions, 1) for t in topics])
+        # (else the producer's first sends find no metadata and log a warning each)
+        await topic_partitions(admin, topics)
     finally:
         await admin.close()
     sim = await produce(cfg, settings.broker, settings.input_topic,
