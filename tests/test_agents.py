@@ -6,7 +6,9 @@ recommends; the real-broker path is in ``test_kafka.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Callable, Iterator
 from unittest.mock import AsyncMock, patch
 
 import orjson
@@ -23,6 +25,15 @@ def sw() -> Iterator[Snoopwatch]:
     app.app.conf.store = "memory://"
     app.store.durable = False  # no broker here: state stays in memory
     yield app
+
+
+async def settle(done: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait until ``done()``: the agents take events in batches, which wait for more for a
+    few milliseconds before they are worked through."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "the agent did not work through its batch"
+        await asyncio.sleep(0.001)
 
 
 def event(i: int, t_ms: int, customer: str, ticket: str | None, actor: str = "ann") -> bytes:
@@ -75,6 +86,8 @@ async def test_detect_emits_an_alert_for_an_insider(sw: Snoopwatch) -> None:
                         i += 1
                         t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 600_000
                         await agent.put(event(i, t, f"c{i}", f"T{i}"), key=b"ann")
+            processed = sw.pipeline.metrics.processed._value
+            await settle(lambda: processed.get() == i)
             alerts.assert_not_called()
             t = T0 + 6 * 24 * HOUR_MS + 20 * HOUR_MS
             for k in range(100):
@@ -109,9 +122,11 @@ async def test_ingest_detects_in_place_what_the_hop_would_bring_back(sw: Snoopwa
         async with sw.ingest.test_context() as agent:
             await agent.put(event(1, T0, "c1", "T1"), key=b"ann", partition=home)
             await agent.put(event(2, T0 + 1000, "c2", "T2"), key=b"x", partition=home)
+            await settle(lambda: len(sw.store.unacked) == 2)
             assert [e.message.offset for e in sw.store.unacked] == [0, 1]
             assert not any(e.message.acked for e in sw.store.unacked)
             await agent.put(event(3, T0 + 2000, "c3", "T3"), key=b"y", partition=other)
+            await settle(lambda: rekey.call_count > 0)
             rekey.assert_called_once()  # only the event of another partition took the hop
             # Re-read after a restart: at or below the actor's watermark of that partition.
             assert sw.store.admit("ann", "ann-1", home, None, (home, 1)) != "process"
