@@ -47,6 +47,7 @@ from stream.state import ActorStore
 TAKE_MAX = 256  # events per batch an agent takes
 TAKE_WITHIN_S = 0.005  # the longest a batch waits to fill: added latency when traffic is low
 
+
 def source_header(msg: Any) -> bytes:
     """``topic:partition:offset`` of an input message (a by-actor message's origin)."""
     return f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
