@@ -159,7 +159,7 @@ class VolumeBaseline:
 
     def score_one(self, x: dict[str, int], z0: float | None = None,
                   floors: dict[str, float] | None = None) -> float:
-        if self.stats[self.features[0]].n < self.min_hours:
+        if self.hours < self.min_hours:
             return 0.0
         z0 = self.z0 if z0 is None else z0
         best = 0.0
