@@ -57,6 +57,7 @@ if str(REPO) not in sys.path:
 import orjson  # noqa: E402
 
 from benchmarks.probes import DAY_MS, HOUR_MS, Synth  # noqa: E402
+from detectors import core_build  # noqa: E402
 from detectors.events import parse_time  # noqa: E402
 from detectors.settings import Settings, bootstrap_servers  # noqa: E402
 from stream.demo import free_port, scrape  # noqa: E402
@@ -827,7 +828,8 @@ class Bench:
 
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"cores": os.cpu_count(), "python": platform.python_version(),
-                            "kernel": platform.release(), "load_average": loadavg()}
+                            "kernel": platform.release(), "load_average": loadavg(),
+                            "core": core_build()}  # the worker and replay load the same
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -869,7 +871,7 @@ def table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{result['command']}  ({result['started']}; {m.get('cpu', '?')}, "
                  f"{m['cores']} cores, {m.get('memory_gb', '?')} GB, Python {m['python']}, "
-                 f"load average {load} at the start)")
+                 f"{m.get('core', '?')} core, load average {load} at the start)")
     lines.extend(f"note: {n}" for n in result["notes"])
     return "\n".join(lines)
 
