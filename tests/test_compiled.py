@@ -68,3 +68,17 @@ def test_compiled_and_source_give_identical_results(tmp_path: Path) -> None:
         outputs[build] = [(out / f).read_bytes() for f in ("alerts.jsonl", "scores.jsonl")]
     assert outputs["compiled"][0].count(b"\n") >= 3, "too few alerts to compare"
     assert outputs["compiled"] == outputs["pure Python"]
+
+
+@needs_build
+def test_an_installed_package_runs_the_compiled_core(tmp_path: Path) -> None:
+    # What the image does (deploy/compose/snoopwatch.Dockerfile): the build is package data,
+    # installed beside the source, and current there.
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--disable-pip-version-check", "--target",
+                           str(site), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name.split(".")[0] for p in (site / "detectors").glob("*.so")) == sorted(
+        detectors.COMPILED)
+    assert python("import detectors; print(detectors.core_build())", site) == "compiled\n"
