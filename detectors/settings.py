@@ -91,8 +91,10 @@ class Settings:
     """Input messages larger than this are dead-lettered (bad_value) unparsed; events are < 4 KB."""
     dedup_window: int = 256
     """Recent event_ids remembered per actor; a re-delivered one is counted once (duplicate)."""
-    checkpoint_interval_s: float = 1.0
-    """Seconds between checkpoints of changed actors' state to the state topic."""
+    checkpoint_interval_s: float = 5.0
+    """Seconds between checkpoints of changed actors' state to the state topic: what a crash
+    re-reads at most (longer when checkpoints are expensive); shorter costs throughput (with
+    10k busy actors, 1 s drained 13 % fewer events than 5 s: each checkpoint rewrites them)."""
     detect_in_place: bool = True
     """Detect events keyed by actor in the ingest agent, skipping the re-key hop (~2x the
     throughput); events keyed otherwise still take the hop. 0: every event takes the hop."""

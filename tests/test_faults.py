@@ -114,7 +114,9 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
 
 def test_the_worker_rides_out_a_30s_broker_outage_without_losing_events(
         tmp_path: Path, private_broker: PrivateBroker) -> None:
-    settings = fresh_settings(tmp_path, broker=private_broker.url, partitions=2)
+    # Checkpoints every second, so that the outage comes after one and mid-stream.
+    settings = fresh_settings(tmp_path, broker=private_broker.url, partitions=2,
+                              checkpoint_interval_s=1.0)
     asyncio.run(create_topics(settings, 2))
     events = [ev for ev, _ in generate(SIM)]
     # Keyed by team: some events are detected where they are read, some take the by-actor hop.
