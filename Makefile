@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 # The detection core compiled with Cython (detectors/build.py), rebuilt when a source changes;
 # without a C compiler it says so and the core runs as pure Python.
-$(CORE_BUILD): $(STAMP) detectors/build.py $(addprefix detectors/,$(addsuffix .py,events models multivariate engine))
+$(CORE_BUILD): $(STAMP) $(wildcard detectors/*.py)
 	@$(PY) -m detectors.build
 
 # Debian's Prometheus (with promtool) and Alertmanager, for deploy/ checks and the end-to-end
