@@ -24,6 +24,7 @@ import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TopicT
 
+from detectors import core_build
 from detectors.events import (
     AccessEvent,
     InvalidEvent,
@@ -329,6 +330,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
 
     @app.task
     async def follow_context() -> None:
+        # Once per start: whether this worker runs the compiled core (detectors/build.py).
+        log.info("snoopwatch: detection core %s", core_build())
         await _follow_context(s, pipeline, dlq_topic)
 
     # --- Consumer lag per partition (issue 5): snoopwatch_consumer_lag_messages ---------------

@@ -21,12 +21,13 @@ from typing import Any
 import orjson
 import pytest
 
+from detectors import core_build
 from detectors.settings import Settings, bootstrap_servers
 from stream.demo import free_port, scrape
 from stream.processes import stop_process
 from stream.replay import replay
 from stream.simulate import SimConfig, generate, produce, write_jsonl
-from tests.procs import require_broker
+from tests.procs import require_broker, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -219,6 +220,13 @@ def test_metrics_serves_the_named_series(settings: Settings, worker: str) -> Non
     labelled = [line for line in text.splitlines() if "{" in line and not line.startswith("#")]
     assert not [line for line in labelled if any(f'"{a}"' in line for a in actors)]
 
+
+
+def test_the_worker_logs_which_core_it_runs(settings: Settings, worker: str) -> None:
+    # This process loads the same build as the worker (tests/test_compiled.py: compiled).
+    line = f"snoopwatch: detection core {core_build()}"
+    wait_until("the core build in the worker's log",
+               lambda: line in (Path(settings.data_dir) / "worker.log").read_text(), 30)
 
 
 def test_topics_just_created_show_their_partitions() -> None:
