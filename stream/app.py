@@ -63,6 +63,7 @@ def input_source(msg: Any, input_topic: str) -> tuple[int, int] | None:
 
 
 log = logging.getLogger("snoopwatch")
+METADATA_MAX_AGE_MS = 30_000
 
 
 class CheckpointPacing:
@@ -207,6 +208,10 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         # wait for them at shutdown (the closing checkpoint writes the state and acks).
         stream_wait_empty=False,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
+        # A worker that joins its group before the broker's metadata shows its new topics
+        # is assigned nothing until the next metadata refresh: faust's 5 min, seen on a
+        # freshly started broker. A refresh every 30 s costs the broker nothing.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         web_bind=s.web_host,
         web_host=s.web_host,
         web_port=s.web_port,

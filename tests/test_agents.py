@@ -138,7 +138,7 @@ async def test_ingest_detects_in_place_what_the_hop_would_bring_back(sw: Snoopwa
     assert sw.store.meta["ann"].sources == {home: 1}
 
 
-async def test_the_worker_consumer_fetches_with_the_configured_wait() -> None:
+async def test_the_worker_consumer_fetch_wait_and_metadata_refresh() -> None:
     """faust fixes the broker's fetch wait at 1.5 s; an idle partition's fetch then holds the
     busy ones back that long (~1 s alerts with in-place detection). Ours comes from settings;
     another faust app in the process keeps faust's."""
@@ -146,9 +146,13 @@ async def test_the_worker_consumer_fetches_with_the_configured_wait() -> None:
 
     ours = create_app(Settings(fetch_max_wait_ms=40)).app
     other = faust.App("not-snoopwatch", broker="kafka://127.0.0.1:1", autodiscover=False)
-    waits = []
+    waits, ages = [], []
     for app in (ours, other):
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
         waits.append(consumer._fetch_max_wait_ms)
+        ages.append(consumer._client._metadata_max_age_ms)
         await consumer.stop()
     assert waits == [40, 1500]
+    # New topics are noticed within 30 s, not faust's 5 min (a worker that joined before the
+    # broker's metadata showed them sat idle that long on a freshly started broker).
+    assert ages == [30_000, 300_000]
