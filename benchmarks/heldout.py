@@ -34,12 +34,16 @@ TTD_MAX = {"bulk_leak": 30.0, "compromised_account": 30.0, "camera_spying": 30.0
 Cell = tuple[str, bool | None]  # shown value, and whether it meets its target (None: no target)
 
 
-def _ttd_cell(label: str, delays: list[float | None]) -> Cell:
+def _scenario_cells(label: str, delays: list[float | None]) -> dict[str, Cell]:
+    """A scenario's rows from its instances' times to detect (``None``: missed)."""
     found = [d for d in delays if d is not None]
     median = statistics.median(found) if found else None
     limit = TTD_MAX.get(label)
     ok = None if limit is None else median is not None and median <= limit
-    return format_minutes(median, day_digits=2), ok  # 3.04 days misses 3
+    return {f"{label}: detected": (f"{len(found)}/{len(delays)}",
+                                   len(found) >= DETECTED_MIN * len(delays)),
+            # two decimals: 3.04 days misses 3
+            f"{label}: median time": (format_minutes(median, day_digits=2), ok)}
 
 
 def seed_cells(rep: Report) -> dict[str, Cell]:
@@ -54,9 +58,7 @@ def seed_cells(rep: Report) -> dict[str, Cell]:
                                               rep.false_per_1000_actor_days <= FALSE_PER_1000_MAX),
     }
     for label, sc in sorted(rep.scenarios.items()):
-        n, found = sc["instances"], sc["detected"]
-        cells[f"{label}: detected"] = (f"{found}/{n}", found >= DETECTED_MIN * n)
-        cells[f"{label}: median time"] = _ttd_cell(label, sc["minutes_to_detect"])
+        cells.update(_scenario_cells(label, sc["minutes_to_detect"]))
     return cells
 
 
@@ -72,12 +74,8 @@ def pooled_cells(reports: list[Report]) -> dict[str, Cell]:
     rate = 1000 * false / negatives
     cells["false alerts per 1,000 actor-days"] = (f"{rate:.2f}", rate <= FALSE_PER_1000_MAX)
     for label in sorted({label for r in reports for label in r.scenarios}):
-        delays = [d for r in reports for d in r.scenarios.get(label, {}).get(
-            "minutes_to_detect", [])]
-        found = sum(d is not None for d in delays)
-        cells[f"{label}: detected"] = (f"{found}/{len(delays)}",
-                                       found >= DETECTED_MIN * len(delays))
-        cells[f"{label}: median time"] = _ttd_cell(label, delays)
+        cells.update(_scenario_cells(label, [
+            d for r in reports for d in r.scenarios.get(label, {}).get("minutes_to_detect", [])]))
     return cells
 
 
