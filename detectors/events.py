@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
@@ -47,6 +48,10 @@ MAX_EVENT_ID = 128
 # mistake (seconds or microseconds) rather than a real access time.
 _MIN_MS = 0
 _MAX_MS = 7_258_118_400_000
+_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+# RFC 3339 date-time (section 5.6; a space may stand for the T): groups are the
+# seconds and the offset.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:(\d\d)(?:\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 
 
 class InvalidEvent(ValueError):
@@ -127,21 +132,23 @@ def parse_time(value: Any, field: str = "time") -> int:
                                "1970-2199 as epoch milliseconds", field)
         return value
     if isinstance(value, str):
-        text = value.strip()
-        # RFC 3339 requires a 'T' (or space) between date and time and an offset.
-        if len(text) < 20 or text[10] not in "Tt ":
+        m = _RFC3339.fullmatch(value)
+        if m is None:
             raise InvalidEvent("bad_time", f"{field} {value[:40]!r} is not an RFC 3339 "
-                               "date-time", field)
-        if text[-1] in "Zz":
+                               "date-time with an offset (2026-11-28T14:03:22.123Z)", field)
+        # fromisoformat alone would take ISO 8601 forms RFC 3339 has not (week dates,
+        # no seconds, +0100); the pattern admits only RFC 3339, and a leap second
+        # (:60) is read as the next second's start, as POSIX time does.
+        leap = m.group(1) == "60"
+        text = value[:17] + "59" + value[19:] if leap else value
+        if m.group(2) in "Zz":
             text = text[:-1] + "+00:00"
         try:
             dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidEvent("bad_time", f"{field} {value[:40]!r} is not an RFC 3339 "
+        except ValueError:  # the pattern's digits name no real date or time (month 13)
+            raise InvalidEvent("bad_time", f"{field} {value[:40]!r} is not a valid "
                                "date-time", field) from None
-        if dt.tzinfo is None:
-            raise InvalidEvent("bad_time", f"{field} {value[:40]!r} has no UTC offset", field)
-        ms = math.floor(dt.timestamp() * 1000 + 0.5)
+        ms = math.floor(dt.timestamp() * 1000 + 0.5) + (1000 if leap else 0)
         if not _MIN_MS <= ms < _MAX_MS:
             raise InvalidEvent("bad_time", f"{field} {value[:40]!r} is outside the years "
                                "1970-2199", field)
@@ -313,9 +320,9 @@ def parse_context(obj: Any, key: str | None = None) -> ContextEntry | None:
         raise InvalidEvent("not_an_object", "a context entry must be a JSON object, got "
                            f"{_json_kind(obj)}")
     kind = _req_str(obj, "kind")
-    ident = _req_str(obj, "id")
     if kind not in CONTEXT_KINDS:
-        return None
+        return None  # whatever else it holds: a kind this version does not know
+    ident = _req_str(obj, "id")
     notice_ms = None
     last_day = None
     if kind == "departing_actor":
@@ -323,7 +330,9 @@ def parse_context(obj: Any, key: str | None = None) -> ContextEntry | None:
             notice_ms = parse_time(obj["notice"], "notice")
         last_day = _opt_str(obj, "last_day")
         if last_day is not None:
-            try:
+            try:  # fromisoformat alone also takes 20261201 and 2026-W48-6
+                if not _DATE.fullmatch(last_day):
+                    raise ValueError(last_day)
                 date.fromisoformat(last_day)
             except ValueError:
                 raise InvalidEvent("bad_value", f"last_day {last_day[:40]!r} is not a "

@@ -55,6 +55,14 @@ BAD = [
     (with_(time="2026-11-28"), "bad_time", "time"),
     (with_(time="2026-11-28T14:03:22"), "bad_time", "time"),  # no offset
     (with_(time="2026-13-28T14:03:22Z"), "bad_time", "time"),
+    # ISO 8601 forms that are not RFC 3339 (Python's fromisoformat takes them all)
+    (with_(time="2026-W48-6T14:03:22Z"), "bad_time", "time"),
+    (with_(time="2026-11-28T14:03+00:00"), "bad_time", "time"),  # no seconds
+    (with_(time="2026-11-28T14:03:22+0100"), "bad_time", "time"),
+    (with_(time="2026-11-28T14:03:22.5+01"), "bad_time", "time"),
+    (with_(time="2026-11-28T14:03:22,5Z"), "bad_time", "time"),
+    (with_(time="2026-11-28T14:03.5+00:00"), "bad_time", "time"),  # would read as :00.5
+    (with_(time=" 2026-11-28T14:03:22Z"), "bad_time", "time"),
     (with_(time=1.5e12), "wrong_type", "time"),
     (with_(time=True), "wrong_type", "time"),
     (with_(time=-5), "bad_time", "time"),
@@ -116,6 +124,17 @@ def test_offsets_are_honoured() -> None:
     assert utc == cet
 
 
+@pytest.mark.parametrize(("text", "same_as"), [
+    ("2026-11-28t14:03:22z", "2026-11-28T14:03:22Z"),  # RFC 3339 allows either case
+    ("2026-11-28 14:03:22Z", "2026-11-28T14:03:22Z"),  # and a space for the T
+    ("2026-11-28T14:03:22.123456789Z", "2026-11-28T14:03:22.123Z"),
+    ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00Z"),  # a leap second, as POSIX time
+])
+def test_rfc3339_forms(text: str, same_as: str) -> None:
+    assert (parse_event({**GOOD, "time": text}).time_ms
+            == parse_event({**GOOD, "time": same_as}).time_ms)
+
+
 def test_round_trip_through_to_dict() -> None:
     ev = parse_event({**GOOD, "customer_id": "c1", "fields": ["email"], "ticket": "T1"})
     assert parse_event(ev.to_dict()) == ev
@@ -133,14 +152,23 @@ def test_context_entries(obj: object, key: str | None, expected: tuple) -> None:
     assert (entry.kind, entry.id, entry.removed) == expected
 
 
-def test_context_unknown_kind_is_ignored() -> None:
-    assert parse_context({"kind": "weather", "id": "sunny"}) is None
+@pytest.mark.parametrize("obj", [
+    {"kind": "weather", "id": "sunny"},
+    {"kind": "weather"},  # its fields are its own business
+    {"kind": "weather", "id": 5},
+])
+def test_context_unknown_kind_is_ignored(obj: dict) -> None:
+    assert parse_context(obj) is None
 
 
 @pytest.mark.parametrize(("obj", "reason", "field"), [
     ([1], "not_an_object", None),
     ({"id": "c1"}, "missing_field", "kind"),
     ({"kind": "departing_actor", "id": "bob", "last_day": "soon"}, "bad_value", "last_day"),
+    ({"kind": "departing_actor", "id": "bob", "last_day": "20261201"}, "bad_value", "last_day"),
+    ({"kind": "departing_actor", "id": "bob", "last_day": "2026-W48-6"}, "bad_value",
+     "last_day"),
+    ({"kind": "vip_customer"}, "missing_field", "id"),
     ({"kind": "departing_actor", "id": "bob", "notice": "soon"}, "bad_time", "notice"),
 ])
 def test_context_malformed(obj: object, reason: str, field: str | None) -> None:
