@@ -32,7 +32,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from stream.simulate import SimConfig, produce, write_jsonl
+    from stream.simulate import SimConfig, produce, write_context, write_jsonl
 
     scenarios = None
     if args.scenarios:
@@ -40,21 +40,35 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         for part in args.scenarios.split(","):
             label, _, count = part.partition("=")
             scenarios[label.strip()] = int(count or 1)
-    days = args.days or (5 if args.agents and not args.employees else 28)
+    if args.days is None:
+        args.days = 5 if args.agents and not args.employees else 28
+    days = args.days
     cfg = SimConfig(seed=args.seed, employees=args.employees, agents=args.agents, days=days,
                     start=args.start, insiders=args.insiders, scenarios=scenarios)
     tty = sys.stderr.isatty()
     if args.kafka:
+        from aiokafka.errors import KafkaError
+
         s = Settings.from_env()
         topic = args.topic or s.input_topic
-        counts = asyncio.run(produce(cfg, s.broker, topic, progress=tty))
+        if args.context:
+            write_context(cfg, args.context)
+        try:
+            # The company's watchlists go to the context topic first, as a company's
+            # systems would publish them, so a worker knows them from the first event.
+            counts = asyncio.run(produce(cfg, s.broker, topic, context_topic=s.context_topic,
+                                         progress=tty))
+        except KafkaError as err:
+            print(f"snoopwatch simulate: Kafka at {s.broker}: {err!r}", file=sys.stderr)
+            return 1
         if args.labels:
             from stream.pipeline import encode
 
             with open(args.labels, "wb") as fh:
                 for event_id, label in counts["labels"].items():
                     fh.write(encode({"event_id": event_id, "label": label}) + b"\n")
-        where = f"topic {topic}"
+        where = f"topic {topic}" + (f" ({counts['context']} context entries to "
+                                     f"{s.context_topic})" if counts["context"] else "")
     else:
         if not args.out:
             print("snoopwatch simulate: give --out EVENTS.jsonl or --kafka", file=sys.stderr)
@@ -115,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="events JSONL to write")
     s.add_argument("--labels", help="labels JSONL to write (malicious events only)")
     s.add_argument("--context", help="context JSONL to write (VIPs, departing staff)")
-    s.add_argument("--kafka", action="store_true", help="send events to the input topic")
+    s.add_argument("--kafka", action="store_true",
+                   help="send events to the input topic, and the context to the context topic")
     s.add_argument("--topic", help="topic for --kafka (default: SNOOPWATCH_INPUT_TOPIC)")
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--employees", type=int,
@@ -123,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--agents", type=int,
                    help="support agents; alone, the small demo company instead")
     s.add_argument("--days", type=int, help="days to simulate (default 28; 5 for --agents)")
-    s.add_argument("--start", default="2026-11-02", help="first day (a Monday, UTC date)")
+    s.add_argument("--start", default="2026-11-02",
+                   help="first day, YYYY-MM-DD (default 2026-11-02, a Monday)")
     s.add_argument("--scenarios",
                    help="insider scenarios as label=N,... (default: a mix of all of them)")
     s.add_argument("--insiders", type=int, help="shorthand for --scenarios bulk_no_ticket=N")

@@ -1531,16 +1531,22 @@ def _scenario_actors(seen: dict[str, set[str]]) -> dict[str, list[str]]:
     return {label: sorted(actors) for label, actors in sorted(seen.items())}
 
 
+def write_context(cfg: SimConfig, path: str) -> None:
+    """Write the company's context (watchlist) entries as JSONL."""
+    with open(path, "wb") as f:
+        f.writelines(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE)
+                     for e in context_entries(cfg))
+
+
 def write_jsonl(cfg: SimConfig, events_path: str, labels_path: str | None,
                 context_path: str | None = None, *, progress: bool = False) -> dict[str, Any]:
     """Write events JSONL (one orjson-dumped object per line; ``-`` is stdout), labels
     JSONL (``{"event_id", "label"}`` per malicious event only) and, optionally, the
     context JSONL; return ``{"events": n, "malicious": m, "actors": k, "insiders":
     [sorted actors with labelled events], "scenarios": {label: [sorted actors]}}``."""
+    _check(cfg)  # before any file is opened: a bad option leaves nothing behind
     if context_path is not None:
-        with open(context_path, "wb") as f:
-            f.writelines(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE)
-                         for e in context_entries(cfg))
+        write_context(cfg, context_path)
     nl = orjson.OPT_APPEND_NEWLINE
     n = m = 0
     actors: set[str] = set()
@@ -1580,11 +1586,12 @@ FLUSH_EVERY = 5_000  # bound in-flight futures; linger_ms does the real batching
 
 
 async def produce(cfg: SimConfig, broker: str, topic: str, *,
-                  progress: bool = False) -> dict[str, Any]:
+                  context_topic: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Send every event to Kafka (key = actor, value = orjson bytes); labels stay local.
 
-    Returns ``{"events", "malicious", "actors", "insiders", "scenarios",
-    "labels": {event_id: label}}``.
+    With ``context_topic``, the company's context entries go there first (key
+    ``kind:id``, SPEC §1). Returns ``{"events", "malicious", "actors", "insiders",
+    "scenarios", "context", "labels": {event_id: label}}``.
     """
     from aiokafka import AIOKafkaProducer  # lazy: file-only use needs no Kafka client
 
@@ -1599,6 +1606,12 @@ async def produce(cfg: SimConfig, broker: str, topic: str, *,
     pending: list[Any] = []
     try:
         await producer.start()  # inside try: a failed bootstrap must still close it
+        context = context_entries(cfg) if context_topic else []
+        for entry in context:
+            pending.append(await producer.send(
+                context_topic, value=orjson.dumps(entry),
+                key=f"{entry['kind']}:{entry['id']}".encode()))
+        await _drain(producer, pending)  # on its topic before the first event is sent
         for _day, batch in _day_batches(cfg):
             for ev, label in batch:
                 actor = ev["actor"]
@@ -1621,7 +1634,7 @@ async def produce(cfg: SimConfig, broker: str, topic: str, *,
         bar.close()
     return {"events": n, "malicious": len(labels), "actors": len(actors),
             "insiders": sorted(set().union(*seen.values())),
-            "scenarios": _scenario_actors(seen), "labels": labels}
+            "scenarios": _scenario_actors(seen), "context": len(context), "labels": labels}
 
 
 async def _drain(producer: Any, pending: list[Any]) -> None:

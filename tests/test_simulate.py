@@ -615,6 +615,51 @@ def test_produce_sends_every_event_keyed_by_actor(monkeypatch) -> None:
     assert result["scenarios"] == {LABEL_BULK_NO_TICKET: result["insiders"]}
 
 
+def test_produce_sends_the_context_first_keyed_by_kind_and_id(monkeypatch) -> None:
+    fake = types.ModuleType("aiokafka")
+    fake.AIOKafkaProducer = _FakeProducer  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "aiokafka", fake)
+    _FakeProducer.instances.clear()
+    cfg = SimConfig(employees=40, days=3)
+
+    result = asyncio.run(produce(cfg, "kafka://127.0.0.1:9092", "events",
+                                 context_topic="context"))
+
+    (producer,) = _FakeProducer.instances
+    context = context_entries(cfg)
+    assert context and result["context"] == len(context)
+    head = producer.sent[:len(context)]
+    assert [(t, k, orjson.loads(v)) for t, k, v in head] == [
+        ("context", f"{e['kind']}:{e['id']}".encode(), e) for e in context]
+    assert {t for t, _, _ in producer.sent[len(context):]} == {"events"}
+    assert result["events"] == len(producer.sent) - len(context)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def test_cli_rejects_zero_days(tmp_path) -> None:
+    out = _cli("simulate", "--days", "0", "--out", str(tmp_path / "ev.jsonl"))
+    assert out.returncode == 1 and "days" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "ev.jsonl").exists()
+
+
+def test_cli_kafka_unreachable_is_one_line_and_still_writes_the_context(tmp_path) -> None:
+    import os
+
+    env = {**os.environ, "SNOOPWATCH_BROKER": "kafka://127.0.0.1:9"}  # nothing listens there
+    ctx = tmp_path / "ctx.jsonl"
+    out = _cli("simulate", "--kafka", "--employees", "40", "--days", "3", "--context", str(ctx),
+               env=env)
+    assert out.returncode == 1
+    assert "snoopwatch simulate: Kafka at kafka://127.0.0.1:9" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert [orjson.loads(line) for line in ctx.read_bytes().splitlines()] == context_entries(
+        SimConfig(employees=40, days=3))
+
+
 def test_no_faust_or_kafka_import_at_module_level() -> None:
     code = ("import sys, stream.simulate; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('faust', 'aiokafka')))")
