@@ -25,7 +25,7 @@ from stream.metrics import Metrics
 
 
 def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
-                key: bytes | None = None) -> dict[str, Any]:
+                key: bytes | None = None, *, wall_clock: bool = True) -> dict[str, Any]:
     """The dead-letter record for a rejected message: reason, where it came from, the bytes.
 
     ``value`` holds the original text when it is UTF-8 (easy to read), and
@@ -47,7 +47,7 @@ def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
     except UnicodeDecodeError:
         text = None
     extra = {"truncated": True, "size": size} if truncated else {}
-    return {
+    record = {
         **extra,
         "reason": err.reason,
         "field": err.field,
@@ -56,8 +56,10 @@ def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
         "key": None if key is None else key.decode("utf-8", "replace"),
         "value": text,
         "value_b64": base64.b64encode(data).decode("ascii"),
-        "dead_lettered_at": rfc3339(int(time.time() * 1000)),
     }
+    if wall_clock:  # replay leaves it out, so that its output depends on the file only
+        record["dead_lettered_at"] = rfc3339(int(time.time() * 1000))
+    return record
 
 
 # Dead-letter records of larger messages keep only this prefix of the bytes (base64 grows it by
@@ -103,7 +105,8 @@ class Pipeline:
             ev = decode_event(raw)
         except InvalidEvent as err:
             m.dead_lettered.labels(reason=err.reason).inc()
-            return Rejected(err.reason, dead_letter(raw, err, source, key))
+            return Rejected(err.reason, dead_letter(raw, err, source, key,
+                                                    wall_clock=self.wall_clock))
         m.valid.inc()
         return ev
 

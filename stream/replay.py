@@ -1,12 +1,15 @@
 """``snoopwatch replay``: the worker's pipeline over a JSONL file, in file order, no Kafka.
 
 Output depends on the input files only (``emitted_at`` is the triggering
-event's time, not the wall clock), so two runs give byte-identical files.
+event's time, not the wall clock; dead-letter records carry no wall-clock time),
+so two runs give byte-identical files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +33,7 @@ class ReplaySummary:
     dead_lettered: Counter = field(default_factory=Counter)
     alerts: Counter = field(default_factory=Counter)
     context_entries: int = 0
+    context_dead_lettered: int = 0
 
     def describe(self) -> str:
         dlq = sum(self.dead_lettered.values())
@@ -42,30 +46,53 @@ class ReplaySummary:
         if total:
             parts.append("(" + ", ".join(f"{s} {n}" for s, n in
                                          sorted(self.alerts.items())) + ")")
+        if self.context_entries or self.context_dead_lettered:
+            parts.append(f"; context: {self.context_entries} entries applied, "
+                         f"{self.context_dead_lettered} dead-lettered")
         return " ".join(parts)
 
 
-def read_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line bytes without the newline) of a JSONL file."""
-    with open(path, "rb") as fh:
+def read_lines(path: str | IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line bytes without the newline) of a JSONL file (or one open)."""
+    with open(path, "rb") if isinstance(path, str) else path as fh:
         for n, line in enumerate(fh, 1):
             yield n, line.rstrip(b"\r\n")
 
 
-def load_context(path: str, pipeline: Pipeline, dlq: IO[bytes] | None) -> int:
-    """Apply a context JSONL file; malformed entries are dead-lettered like events."""
-    applied = 0
-    for n, line in read_lines(path):
+def load_context(fh: IO[bytes], pipeline: Pipeline, dlq: IO[bytes] | None) -> tuple[int, int]:
+    """Apply a context JSONL file; malformed entries are dead-lettered like events.
+
+    Returns how many entries were applied and how many dead-lettered."""
+    applied = rejected = 0
+    for n, line in read_lines(fh):
         try:
             entry = parse_context(decode_json(line))
         except InvalidEvent as err:
             pipeline.metrics.dead_lettered.labels(reason=err.reason).inc()
-            _reject(dead_letter(line, err, {"file": path, "line": n}), dlq, show=True)
+            _reject(dead_letter(line, err, {"file": fh.name, "line": n}, wall_clock=False),
+                    dlq, show=True)
+            rejected += 1
             continue
         if entry is not None:
             pipeline.engine.apply_context(entry)
             applied += 1
-    return applied
+    return applied, rejected
+
+
+def _check_outputs(inputs: list[str], outputs: list[str]) -> None:
+    """Refuse an output that is an input or another output: opening it would empty that."""
+    seen: dict[Any, str] = {}
+    for path in [*inputs, *outputs]:
+        try:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue  # /dev/null and the like may be named twice
+            key: Any = (st.st_dev, st.st_ino)  # catches links and other spellings too
+        except FileNotFoundError:
+            key = os.path.realpath(path)
+        if key in seen and path in outputs:
+            raise ValueError(f"{path} is the same file as {seen[key]}: it would be overwritten")
+        seen.setdefault(key, path)
 
 
 def _reject(record: dict[str, Any], dlq: IO[bytes] | None, show: bool) -> None:
@@ -91,14 +118,20 @@ def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None
     summary = ReplaySummary()
     progress = progress or Progress("replay", enabled=False)
     shown = 0
+    inputs = [events_path, *([context_path] if context_path else [])]
+    _check_outputs(inputs, [p for p in (alerts_path, scores_path, dlq_path) if p])
     with contextlib.ExitStack() as stack:
+        # Inputs first: a missing one must fail before any output is emptied.
+        events = stack.enter_context(open(events_path, "rb"))
+        context = stack.enter_context(open(context_path, "rb")) if context_path else None
         stack.enter_context(fewer_gc_passes())
         alerts = stack.enter_context(open(alerts_path, "wb"))
         scores = stack.enter_context(open(scores_path, "wb")) if scores_path else None
         dlq = stack.enter_context(open(dlq_path, "wb")) if dlq_path else None
-        if context_path:
-            summary.context_entries = load_context(context_path, pipeline, dlq)
-        for n, line in read_lines(events_path):
+        if context is not None:
+            summary.context_entries, summary.context_dead_lettered = load_context(
+                context, pipeline, dlq)
+        for n, line in read_lines(events):
             summary.lines += 1
             out = pipeline.ingest(line, {"file": events_path, "line": n})
             if isinstance(out, Rejected):

@@ -71,6 +71,7 @@ async def test_ingest_dead_letters_with_reason_and_origin(sw: Snoopwatch) -> Non
     assert [r["value"].encode() for r in records] == bad  # the original bytes, kept
     assert records[0]["source"]["partition"] == 3
     assert [r["source"]["offset"] for r in records] == [0, 1, 2]
+    assert all(r["dead_lettered_at"].endswith("Z") for r in records)  # the worker's clock
     dl = sw.pipeline.metrics.dead_lettered
     assert dl.labels(reason="bad_time")._value.get() == 1
     assert dl.labels(reason="invalid_json")._value.get() == 1

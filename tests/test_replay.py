@@ -86,11 +86,56 @@ def test_bad_lines_are_dead_lettered_with_file_and_line(tmp_path: Path,
     assert "4 dead-lettered" in err
 
 
-def test_missing_input_file_is_a_clear_error(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture) -> None:
-    rc = main(["replay", str(tmp_path / "nope.jsonl"), "--alerts", str(tmp_path / "a.jsonl")])
+def test_dead_letters_and_context_rejects_are_the_same_every_run(
+        sim_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    events, context = tmp_path / "events.jsonl", tmp_path / "context.jsonl"
+    events.write_bytes(sim_files["events"].read_bytes() + b"{nope\n\xff\n")
+    context.write_bytes(sim_files["context"].read_bytes()
+                        + b'{"kind": "vip_customer"}\n{"kind": "weather"}\n')
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        runs.append(run_replay(events, tmp_path / name, context))
+    assert runs[0] == runs[1]  # byte for byte, dead letters included
+    records = [orjson.loads(line) for line in runs[0]["dlq"].splitlines()]
+    assert [r["reason"] for r in records] == ["missing_field", "invalid_json", "invalid_utf8"]
+    applied = len(sim_files["context"].read_bytes().splitlines())
+    assert f"context: {applied} entries applied, 1 dead-lettered" in capsys.readouterr().err
+
+
+def test_missing_input_file_is_a_clear_error_and_empties_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    alerts = tmp_path / "a.jsonl"
+    alerts.write_bytes(b"earlier alerts\n")
+    rc = main(["replay", str(tmp_path / "nope.jsonl"), "--alerts", str(alerts)])
     assert rc == 1
     assert "nope.jsonl" in capsys.readouterr().err
+    assert alerts.read_bytes() == b"earlier alerts\n"
+
+
+@pytest.mark.parametrize("clash", [
+    ["--alerts", "{events}"],
+    ["--alerts", "{out}", "--scores", "{out}"],
+    ["--alerts", "{out}", "--dlq", "{context}"],
+    ["--alerts", "{link}"],  # another name for the input
+])
+def test_an_output_that_is_an_input_or_another_output_is_refused(
+        sim_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture,
+        clash: list[str]) -> None:
+    events, context = tmp_path / "events.jsonl", tmp_path / "context.jsonl"
+    events.write_bytes(sim_files["events"].read_bytes())
+    context.write_bytes(sim_files["context"].read_bytes())
+    (tmp_path / "link.jsonl").symlink_to(events)
+    names = {"events": events, "context": context, "out": tmp_path / "out.jsonl",
+             "link": tmp_path / "link.jsonl"}
+    args = [a.format(**names) for a in clash]
+    if "--alerts" not in args:
+        args += ["--alerts", str(tmp_path / "alerts.jsonl")]
+    rc = main(["replay", str(events), "--context", str(context), *args])
+    assert rc == 1
+    assert "same file" in capsys.readouterr().err
+    assert events.read_bytes() == sim_files["events"].read_bytes()
+    assert context.read_bytes() == sim_files["context"].read_bytes()
 
 
 def test_evaluate_reports_the_insider(sim_files: dict[str, Path], tmp_path: Path,
