@@ -920,7 +920,9 @@ class Engine:
         if peer.risk_hours < self.settings.adaptive_min_hours:
             return floor
         adaptive = peer.risk.get() + self.settings.adaptive_margin
-        return min(max(floor, adaptive), 95.0)
+        # The raise stops at 95 (critical risk always alerts); a bar configured above that
+        # is kept as configured.
+        return max(floor, min(adaptive, 95.0))
 
     def _maybe_alert(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, risk: float
                      ) -> Alert | None:

@@ -12,6 +12,9 @@ name, and its docstring is the comment-string right under it (shown by
 >>> Settings.from_env({"SNOOPWATCH_DETECT_IN_PLACE": "maybe"})
 Traceback (most recent call last):
 ValueError: SNOOPWATCH_DETECT_IN_PLACE='maybe': expected bool
+>>> Settings.from_env({"SNOOPWATCH_ALERT_THRESHOLD": "0"})
+Traceback (most recent call last):
+ValueError: SNOOPWATCH_ALERT_THRESHOLD=0.0: must be in (0, 100]: risk is 0-100
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import ast
 import inspect
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -111,6 +114,22 @@ class Settings:
     compressed (~1.5-2 kB instead of ~8 kB) until their next event. Lossless: results do
     not change, only ~0.2 ms per freeze and thaw is spent. 0: never compress."""
 
+    alertmanager_url: str = ""
+    """Alertmanager base URL for ``snoopwatch forward-alertmanager`` (e.g.
+    ``http://127.0.0.1:9093``); empty: the command needs ``--url``."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            check = _RULES.get(f.name)
+            if check is None:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    continue
+                check = _NOT_NEGATIVE
+            ok, rule = check
+            if not ok(value):
+                raise ValueError(f"{PREFIX}{f.name.upper()}={value!r}: must be {rule}")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``SNOOPWATCH_*`` variables (``os.environ`` by default)."""
@@ -135,6 +154,27 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """These settings as ``SNOOPWATCH_*`` variables, for a worker subprocess."""
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+# Values that would silently misbehave (a bar no risk reaches, an episode that never
+# closes, a half-life that divides by zero) are refused when the settings are built.
+# Every other number is a count, a size or a duration: never negative.
+_NOT_NEGATIVE: tuple[Callable[[Any], bool], str] = (lambda v: v >= 0, ">= 0")
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: True, "any integer"),
+    "alert_threshold": (lambda v: 0 < v <= 100, "in (0, 100]: risk is 0-100"),
+    "adaptive_quantile": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "close_ratio": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "decay_half_life_s": (lambda v: v > 0, "> 0"),
+    "long_half_life_s": (lambda v: v > 0, "> 0"),
+    "partitions": (lambda v: v >= 1, ">= 1"),
+    "web_port": (lambda v: 0 <= v <= 65535, "a port, 0-65535"),
+    "log_level": (lambda v: v.lower() in ("debug", "info", "warning", "error"),
+                  "debug, info, warning or error"),
+    "checkpoint_interval_s": (lambda v: v > 0, "> 0"),
+    "session_timeout_s": (lambda v: v > 0, "> 0"),
+    "max_message_bytes": (lambda v: v >= 1, ">= 1"),
+}
 
 
 def _flag(raw: str) -> bool:

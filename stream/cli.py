@@ -182,12 +182,14 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
 def _cmd_forward_alertmanager(args: argparse.Namespace) -> int:
     from stream.delivery import forward_to_alertmanager, run
 
-    if not args.url:
+    settings = Settings.from_env()
+    url = args.url or settings.alertmanager_url
+    if not url:
         print("snoopwatch forward-alertmanager: give --url or set SNOOPWATCH_ALERTMANAGER_URL",
               file=sys.stderr)
         return 2
     return run(lambda: forward_to_alertmanager(
-        Settings.from_env(), args.url, sys.stdout, group_id=args.group,
+        settings, url, sys.stdout, group_id=args.group,
         from_beginning=args.from_beginning, resolve_after_s=args.resolve_after,
         generator_url=args.generator_url, max_alerts=args.max, timeout_s=args.timeout))
 
@@ -218,7 +220,7 @@ def _add_delivery_commands(sub: argparse._SubParsersAction) -> None:
 
     f = sub.add_parser("forward-alertmanager",
                        help="post alerts to Prometheus Alertmanager (API v2), once per alert_id")
-    f.add_argument("--url", default=os.environ.get("SNOOPWATCH_ALERTMANAGER_URL"),
+    f.add_argument("--url",
                    help="Alertmanager base URL, e.g. http://127.0.0.1:9093 "
                         "(default: SNOOPWATCH_ALERTMANAGER_URL)")
     f.add_argument("--group", help="consumer group (default: <SNOOPWATCH_APP_ID>-alertmanager-"

@@ -239,8 +239,8 @@ def test_forwarder_waits_for_alertmanager_and_then_delivers(settings: Settings,
                "--timeout", "6")
     assert run.returncode == 0
     assert run.stdout == "" and "unavailable" in run.stderr
-    with alertmanager(AM_CONFIG, tmp_path) as am:
-        run = _cli(settings, "forward-alertmanager", "--url", am, "--from-beginning",
-                   "--max", "1", "--timeout", "60")
+    with alertmanager(AM_CONFIG, tmp_path) as am:  # its URL from the settings this time
+        run = _cli(settings.replace(alertmanager_url=am), "forward-alertmanager",
+                   "--from-beginning", "--max", "1", "--timeout", "60")
         assert run.stdout.splitlines() == ["forwarded dddd [high] agent-0031"], run.stderr
         assert [x["labels"]["alert_id"] for x in _held(am)] == ["dddd"]

@@ -39,7 +39,7 @@ COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"
 K8S = REPO / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"
-SETTINGS_VARS = {env for env, _, _ in describe()} | {"SNOOPWATCH_ALERTMANAGER_URL"}
+SETTINGS_VARS = {env for env, _, _ in describe()}
 SNOOPWATCH_IMAGE = "snoopwatch:0.1.0"
 
 

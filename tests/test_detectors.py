@@ -532,6 +532,9 @@ def test_adaptive_bar_rises_only_for_a_peer_group_that_runs_hot() -> None:
         hot.risk_hours += 1
     assert eng.threshold(calm) == 60.0  # the configured floor
     assert 75.0 < eng.threshold(hot) <= 95.0
+    strict = Engine(Settings(adaptive_min_hours=20, alert_threshold=99.0))
+    strict.peers = eng.peers
+    assert strict.threshold(hot) == 99.0  # the raise stops at 95, never below the bar set
 
 
 def test_actors_beyond_the_hot_set_are_frozen_losslessly() -> None:
