@@ -417,6 +417,9 @@ class FirstSeen:
                 continue
             count = self.counts.get(trait, {}).get(value, 0)  # type: ignore[arg-type]
             usual = self.usual(trait, but=value)
+            if not usual:  # its normal is to have none (most accesses return no fields)
+                without = self.n - sum(self.counts.get(trait, {}).values())
+                usual = [(f"no {trait}", without)] if without > 0 else []
             what = "for the first time" if count == 0 else f"({count} of {self.n} accesses)"
             desc = f"used {trait} {value} {what}"
             if usual:

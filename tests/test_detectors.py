@@ -92,6 +92,21 @@ def test_first_seen_scores_new_values_and_stays_bounded() -> None:
     assert "crm" in fs.counts["client"]  # the habitual value survives eviction
 
 
+def test_first_seen_explains_against_the_usual_value_or_its_absence() -> None:
+    fs = FirstSeen(min_events=10)
+    for i in range(60):
+        fs.learn_one({"client": "crm", "fields": "email" if i % 6 == 0 else None})
+    (client,) = fs.explain({"client": "curl", "fields": None})
+    assert client.expected == {"crm": 60} and "usually crm" in client.description
+    # Most accesses return no sensitive fields: that absence is the normal it is set against.
+    fs = FirstSeen(min_events=10)
+    for _ in range(60):
+        fs.learn_one({"client": "crm", "fields": None})
+    (fields,) = fs.explain({"client": "crm", "fields": "dob,payment"})
+    assert fields.observed == "dob,payment"
+    assert fields.expected == {"no fields": 60} and "usually no fields" in fields.description
+
+
 def test_first_seen_silent_for_new_actor() -> None:
     fs = FirstSeen(min_events=30)
     for _ in range(5):
