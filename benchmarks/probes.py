@@ -8,8 +8,9 @@ on stdout:
   (the ceiling for a Python consumer on this broker);
 - ``readloop``: reads a JSONL file line by line and orjson-decodes each line (the ceiling
   for ``snoopwatch replay``);
-- ``memory``: feeds a :class:`detectors.engine.Engine` a few events for each of K distinct
-  actors and reports resident memory growth per actor at each K.
+- ``memory``: feeds a :class:`detectors.engine.Engine`, and the worker's per-actor bookkeeping
+  beside it (:class:`stream.state.ActorStore`: offsets, the event-id window), a few events
+  for each of K distinct actors and reports resident memory growth per actor at each K.
 
 :class:`Synth` is a fast generator of valid SPEC §1 events with a realistic mix (support
 agents working tickets, fraud investigators, analysts' reports and exports, engineers'
@@ -222,7 +223,8 @@ def mem_available() -> int | None:
 
 def memory_probe(checkpoints: list[int], per_actor: int, limit_bytes: int,
                  min_free_bytes: int = 1 << 30, emit: Any = None) -> list[dict[str, Any]]:
-    """RSS growth per tracked actor after feeding an Engine ``per_actor`` events of each actor.
+    """RSS growth per tracked actor after feeding an Engine (and the worker's ActorStore)
+    ``per_actor`` events of each actor.
 
     The events go through the same decoding as the worker's (``decode_event`` of orjson
     bytes), so the engine keeps the strings a worker would. Stops early, with a
@@ -232,6 +234,8 @@ def memory_probe(checkpoints: list[int], per_actor: int, limit_bytes: int,
     from detectors.engine import Engine
     from detectors.events import decode_event
     from detectors.settings import Settings
+    from stream.metrics import Metrics
+    from stream.state import ActorStore
 
     emit = emit or (lambda _rec: None)
     targets = sorted(set(checkpoints))
@@ -247,6 +251,8 @@ def memory_probe(checkpoints: list[int], per_actor: int, limit_bytes: int,
     del warm, synth
     synth = Synth(total, seed=11)
     engine = Engine(Settings())
+    # What the worker keeps per actor beside the engine's state: offsets and the id window.
+    store = ActorStore(Settings(), engine, Metrics())
     step = max(1, DAY_MS // 4 // max(total, 1))  # all actors start within ~6 h of event time
     gap = 40 * MIN_MS                            # an actor's events 40 min apart: 2+ hours
     gc.collect()
@@ -257,7 +263,11 @@ def memory_probe(checkpoints: list[int], per_actor: int, limit_bytes: int,
     for j in range(total):
         t0 = base_ms + j * step
         for k in range(per_actor):
-            engine.process(decode_event(dumps(synth.event(j, t0 + k * gap, f"m{j}-{k}"))))
+            ev = decode_event(dumps(synth.event(j, t0 + k * gap, f"m{j}-{k}")))
+            offset = j * per_actor + k
+            store.admit(ev.actor, ev.event_id, j % 4, offset, (j % 4, offset))
+            engine.process(ev)
+        store.dirty.clear()  # as a checkpoint would
         synth.forget(j)
         done = j + 1
         if done == pending[0]:

@@ -5,7 +5,8 @@ of the actors hashed to *p*. Their state is checkpointed to the compacted topic
 ``<app_id>-actor-state`` (same partition count, same partition *p*, key = actor), one record
 per actor::
 
-    pickle({"v": 1, "offset": <last by-actor offset applied>, "ids": [recent event_ids],
+    pickle({"v": 1, "offset": <last by-actor offset applied>, "ids": <recent event_ids'
+            8-byte digests>, "ring_at": <where the next one goes>, "sources": {...},
             "state": ActorState})
 
 plus, per partition, an ``ENGINE_KEY`` record with the worker's engine-wide state (peer
@@ -47,12 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import pickle
 import socket
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,7 @@ log = logging.getLogger("snoopwatch")
 
 ENGINE_KEY = b"\x00engine"
 RECORD_VERSION = 1
+ID_BYTES = 8  # per remembered event_id (see id_digest)
 # Engine-wide state (peer groups, the customer map) is re-written at most this often; 0: with
 # every checkpoint, so restored peers match the restored actors (costly with a huge customer map).
 ENGINE_CHECKPOINT_EVERY_S = 0.0
@@ -97,27 +99,57 @@ def state_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-actor-state"
 
 
+def id_digest(event_id: str) -> bytes:
+    """The 8 bytes an event_id is remembered by (a collision among an actor's last few hundred
+    ids has odds of ~1e-17; the strings themselves cost ~35 kB per busy actor)."""
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
 @dataclass(slots=True)
 class ActorMeta:
     """What the worker keeps next to an actor's :class:`ActorState`."""
 
     partition: int
     offset: int = -1
-    ids: OrderedDict = field(default_factory=OrderedDict)
+    # The actor's last SNOOPWATCH_DEDUP_WINDOW event ids, as 8-byte digests in a ring: once
+    # full, the oldest (at ``ring_at``) is overwritten.
+    ids: bytearray = field(default_factory=bytearray)
+    ring_at: int = 0
     # input partition -> highest input offset applied: an event that ingest forwards again
     # after a restart (its input offset not yet committed) is recognised, however old.
     sources: dict[int, int] = field(default_factory=dict)
 
+    def seen(self, digest: bytes, window: int) -> bool:
+        """Whether ``digest`` is among the remembered ids; if not, remember it."""
+        ids = self.ids
+        at = ids.find(digest)
+        while at >= 0:
+            if at % ID_BYTES == 0:
+                return True
+            at = ids.find(digest, at + 1)  # matched across two digests: look on
+        if window <= 0:
+            return False
+        if len(ids) < window * ID_BYTES:
+            ids += digest
+        else:
+            at = self.ring_at % len(ids)
+            ids[at:at + ID_BYTES] = digest
+            self.ring_at = at + ID_BYTES
+        return False
+
 
 def encode_record(meta: ActorMeta, state: Any) -> bytes:
-    return pickle.dumps({"v": RECORD_VERSION, "offset": meta.offset, "ids": list(meta.ids),
-                         "sources": meta.sources, "state": state},
+    return pickle.dumps({"v": RECORD_VERSION, "offset": meta.offset, "ids": bytes(meta.ids),
+                         "ring_at": meta.ring_at, "sources": meta.sources, "state": state},
                         protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def decode_record(blob: bytes, partition: int) -> tuple[ActorMeta, Any]:
     rec = pickle.loads(blob)
-    meta = ActorMeta(partition, rec["offset"], OrderedDict.fromkeys(rec["ids"]),
+    ids = rec["ids"]
+    if isinstance(ids, list):  # written before ids were kept as digests: oldest first
+        ids = b"".join(id_digest(i) for i in ids)
+    meta = ActorMeta(partition, rec["offset"], bytearray(ids), rec.get("ring_at", 0),
                      dict(rec.get("sources", {})))
     return meta, rec["state"]
 
@@ -368,12 +400,9 @@ class ActorStore:
             part, off = source
             forwarded_again = off <= meta.sources.get(part, -1)
             meta.sources[part] = max(off, meta.sources.get(part, -1))
-        if forwarded_again or event_id in meta.ids:
+        if forwarded_again or meta.seen(id_digest(event_id), self.settings.dedup_window):
             self.metrics.duplicates.inc()
             return "duplicate"
-        meta.ids[event_id] = None
-        if len(meta.ids) > self.settings.dedup_window:
-            meta.ids.popitem(last=False)
         return "process"
 
     # --- checkpoint ----------------------------------------------------------------------
