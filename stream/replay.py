@@ -21,6 +21,7 @@ from detectors.settings import Settings
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Rejected, dead_letter, encode, fewer_gc_passes
 from stream.progress import Progress
+from stream.state import ActorMeta, id_digest
 
 # How many rejected lines replay names on stderr before it only counts them.
 SHOWN_ERRORS = 10
@@ -32,12 +33,15 @@ class ReplaySummary:
     valid: int = 0
     dead_lettered: Counter = field(default_factory=Counter)
     alerts: Counter = field(default_factory=Counter)
+    duplicates: int = 0
     context_entries: int = 0
     context_dead_lettered: int = 0
 
     def describe(self) -> str:
         dlq = sum(self.dead_lettered.values())
         parts = [f"replayed {self.lines} lines: {self.valid} valid, {dlq} dead-lettered"]
+        if self.duplicates:
+            parts.append(f"({self.duplicates} valid ones repeated an event_id: skipped)")
         if dlq:
             parts.append("(" + ", ".join(f"{r} {n}" for r, n in
                                          sorted(self.dead_lettered.items())) + ")")
@@ -118,6 +122,9 @@ def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None
     summary = ReplaySummary()
     progress = progress or Progress("replay", enabled=False)
     shown = 0
+    recent: dict[str, ActorMeta] = {}  # actor -> its last event ids
+    last_score: dict[str, float] = {}
+    dedup = pipeline.settings.dedup_window
     inputs = [events_path, *([context_path] if context_path else [])]
     _check_outputs(inputs, [p for p in (alerts_path, scores_path, dlq_path) if p])
     with contextlib.ExitStack() as stack:
@@ -140,7 +147,19 @@ def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None
                 shown += 1
                 continue
             summary.valid += 1
+            # An event_id among the actor's recent ones is skipped, as the worker does.
+            window = recent.get(out.actor)
+            if window is None:
+                window = recent[out.actor] = ActorMeta(0)
+            if window.seen(id_digest(out.event_id), dedup):
+                summary.duplicates += 1
+                pipeline.metrics.duplicates.inc()
+                if scores is not None:  # still one line per valid event: risk unchanged
+                    scores.write(encode({"event_id": out.event_id,
+                                         "score": last_score.get(out.actor, 0.0)}) + b"\n")
+                continue
             score, alert = pipeline.detect(out)
+            last_score[out.actor] = score
             if scores is not None:
                 scores.write(encode({"event_id": out.event_id, "score": score}) + b"\n")
             if alert is not None:

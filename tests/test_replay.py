@@ -103,6 +103,26 @@ def test_dead_letters_and_context_rejects_are_the_same_every_run(
     assert f"context: {applied} entries applied, 1 dead-lettered" in capsys.readouterr().err
 
 
+def test_a_repeated_event_id_is_skipped_as_the_worker_does(
+        sim_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    def every_tenth_twice(lines: list[bytes]) -> list[bytes]:
+        return [x for i, line in enumerate(lines) for x in [line] * (2 if i % 10 == 0 else 1)]
+
+    lines = sim_files["events"].read_bytes().splitlines()
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_bytes(b"\n".join(every_tenth_twice(lines)) + b"\n")
+    (tmp_path / "once").mkdir()
+    (tmp_path / "twice").mkdir()
+    once = run_replay(sim_files["events"], tmp_path / "once")
+    capsys.readouterr()
+    twice = run_replay(doubled, tmp_path / "twice")
+    assert twice["alerts"] == once["alerts"]
+    # One score line per valid line still; a repeat's is the risk its first copy left.
+    assert twice["scores"].splitlines() == every_tenth_twice(once["scores"].splitlines())
+    repeats = (len(lines) + 9) // 10
+    assert f"({repeats} valid ones repeated an event_id: skipped)" in capsys.readouterr().err
+
+
 def test_missing_input_file_is_a_clear_error_and_empties_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     alerts = tmp_path / "a.jsonl"
