@@ -40,9 +40,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         for part in args.scenarios.split(","):
             label, _, count = part.partition("=")
             scenarios[label.strip()] = int(count or 1)
-    if args.days is None:
-        args.days = 5 if args.agents and not args.employees else 28
     days = args.days
+    if days is None:  # not `or`: --days 0 is an error, not the default
+        days = 5 if args.agents and not args.employees else 28
     cfg = SimConfig(seed=args.seed, employees=args.employees, agents=args.agents, days=days,
                     start=args.start, insiders=args.insiders, scenarios=scenarios)
     tty = sys.stderr.isatty()
