@@ -102,6 +102,7 @@ EGRESS_FEATURES = ("egress", "egress_bytes")
 RARE_MIN_HOURS, RARE_FACTOR = 500, 2000  # from 100k records an hour
 EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
 DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}
+EPISODE_QUIET_MS = DAY_MS  # an alert episode ends after this long below half the bar
 LONG_TERM_GAIN_PER_HOUR = 1.0  # bursts are the short-term levels' job
 # What the multivariate model sees of each finished actor-hour.
 HOUR_FEATURES = ("records", "customers", "egress", "egress_bytes", "unjustified", "novel",
@@ -301,6 +302,7 @@ class ActorState:
     evidence: deque | None = None  # (event_id, customer) behind the risk; made on first use
     open_severity: str | None = None  # severity of the open alert episode, if any
     last_signal_ms: int = 0  # the actor's last event that raised a signal
+    episode_high_ms: int = 0  # the open episode's last event with risk >= half the bar
 
     __setstate__ = _restore_slots
 
@@ -419,6 +421,8 @@ class Engine:
         peer = self._peer(st.peer)
         t = ev.time_ms
         decay = self._decay(st, t)
+        if st.open_severity is not None:
+            self._age_episode(st, peer, t)
         self._roll_hour(st, peer, t)
 
         # --- hourly volume, own normal (peers' while the actor is new) -------------
@@ -924,13 +928,24 @@ class Engine:
         # is kept as configured.
         return max(floor, min(adaptive, 95.0))
 
+    def _age_episode(self, st: ActorState, peer: PeerGroup, now_ms: int) -> None:
+        """End the open alert episode once a whole day has passed without its risk at half
+        the bar, judged as the risk stands before this event adds to it.
+
+        A quiet spell fades the risk within hours, but the same behaviour picked up again
+        hours later (the evening's reads, the next export) is the same episode; and the
+        episode lasts while what accumulated over days does."""
+        if self._risk(st, fade=False) >= self.threshold(peer) * self.settings.close_ratio:
+            st.episode_high_ms = now_ms
+        elif now_ms - st.episode_high_ms >= EPISODE_QUIET_MS:
+            st.open_severity = None
+
     def _maybe_alert(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, risk: float
                      ) -> Alert | None:
         s = self.settings
         bar = self.threshold(peer)
-        # A quiet spell fades the risk, but the episode lasts while what accumulated does.
-        if st.open_severity is not None and self._risk(st, fade=False) < bar * s.close_ratio:
-            st.open_severity = None  # the episode is over
+        if st.open_severity is not None and risk >= bar * s.close_ratio:
+            st.episode_high_ms = ev.time_ms  # (see _age_episode)
         if risk < bar:
             return None
         severity = severity_of(risk)
@@ -938,6 +953,7 @@ class Engine:
         if opened is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[opened]:
             return None  # one alert per episode, raised again only when it escalates
         st.open_severity = severity
+        st.episode_high_ms = ev.time_ms
         return self._alert(st, ev, risk, severity)
 
     def _alert(self, st: ActorState, ev: AccessEvent, risk: float, severity: str) -> Alert:

@@ -69,7 +69,8 @@ class Settings:
     adaptive_min_hours: int = 500
     """Actor-hours a peer group needs before its adaptive alert bar applies."""
     close_ratio: float = 0.5
-    """An open alert episode closes once risk falls below threshold x this ratio."""
+    """An open alert episode closes once a day (event time) passes without the actor's risk
+    at threshold x this ratio."""
     min_history_hours: int = 6
     """Active hours an actor needs before its own volume baseline is trusted."""
     min_history_events: int = 30

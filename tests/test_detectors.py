@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from detectors.engine import HOUR_MS, Engine, severity_of
+from detectors.engine import HOUR_MS, SEVERITY_RANK, Engine, severity_of
 from detectors.events import AccessEvent, parse_event
 from detectors.models import FirstSeen, TicketHabit, VolumeBaseline
 from detectors.settings import Settings
@@ -175,6 +175,36 @@ def test_one_alert_per_episode_raised_again_only_on_escalation() -> None:
     ranks = ["low", "medium", "high", "critical"]
     assert [ranks.index(s) for s in severities] == sorted(ranks.index(s) for s in severities)
     assert len({a.alert_id for a in alerts}) == len(alerts)
+
+
+def test_the_same_behaviour_hours_later_is_the_same_episode_a_day_later_a_new_one() -> None:
+    """A spree of unticketed reads at 10:00 and another at 15:00 are one alert (raised again
+    only if it escalates); three days later the episode is over: it ends after a day below
+    half the bar, not after the hour or two the risk takes to fall there."""
+    eng = Engine()
+    i = ordinary_days(eng, days=6)
+
+    def spree(t: int, n: int = 12) -> list:
+        nonlocal i
+        out = []
+        for k in range(n):
+            i += 1
+            v = eng.process(ev(i, t + k * 60_000, customer=f"z{i}", ticket=None))
+            out += [v.alert] if v.alert else []
+        return out
+
+    day7 = T0 + 6 * 24 * HOUR_MS
+    first = spree(day7 + 10 * HOUR_MS)
+    assert first
+    st = eng.actors["ann"]
+    i += 1  # an ordinary read at 14:00: the risk has fallen below half the bar
+    assert eng.process(ev(i, day7 + 14 * HOUR_MS, customer="c-q", ticket="T-q")).score < 30
+    assert st.open_severity == first[-1].severity
+    top = SEVERITY_RANK[first[-1].severity]
+    again = spree(day7 + 15 * HOUR_MS)
+    assert all(SEVERITY_RANK[a.severity] > top for a in again)  # only if it escalates
+    spree(day7 + 3 * 24 * HOUR_MS + 10 * HOUR_MS, 1)
+    assert st.open_severity is None  # over: its next alert opens a new episode
 
 
 def test_risk_decays_and_a_new_episode_can_open() -> None:
