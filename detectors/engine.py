@@ -424,20 +424,26 @@ class Engine:
         if st.open_severity is not None:
             self._age_episode(st, peer, t)
         self._roll_hour(st, peer, t)
+        # An event of an hour already rolled (out of order: input not keyed by actor, or a
+        # backlog drained unevenly) is judged on its own, but not counted into the running
+        # hour or day: a pile of late events is not a burst.
+        late = t // HOUR_MS < st.hour
 
         # --- hourly volume, own normal (peers' while the actor is new) -------------
-        hc = st.hour_counts
+        hc = {} if late else st.hour_counts
         if ev.outcome != "success":
             _bump(hc, "denied")
         if not ev.is_egress:  # egress volume has a detector of its own
             hc["records"] = hc.get("records", 0) + ev.records
         customer = ev.customer_id
         fresh = customer is not None and customer not in st.hour_customers
-        if fresh and len(st.hour_customers) < s.max_tracked_customers:
+        if fresh and not late and len(st.hour_customers) < s.max_tracked_customers:
             st.hour_customers.add(customer)
-        hc["customers"] = len(st.hour_customers)
-        contributed = self._volume_signal(st, peer, st.volume, peer.volume, hc, 0.0, t)
-        if ev.is_egress:
+        contributed = False
+        if not late:
+            hc["customers"] = len(st.hour_customers)
+            contributed = self._volume_signal(st, peer, st.volume, peer.volume, hc, 0.0, t)
+        if ev.is_egress and not late:
             hc["egress"] = hc.get("egress", 0) + ev.records
             hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
             # Departing staff: most leave quietly, so the list only lowers the tolerance.
@@ -473,7 +479,7 @@ class Engine:
 
         # --- time of week -----------------------------------------------------------
         if off > 0.01:
-            _bump(st.hour_counts, "offhours")
+            _bump(hc, "offhours")
             when, usual = rfc3339(t)[11:16], st.hours.usual_hours()
             contributed |= self._raise(st, "off_hours", off, [Reason(
                 "off_hours", off, f"worked at {when} UTC; usually {usual}", when, usual)])
@@ -624,7 +630,8 @@ class Engine:
                      ) -> bool:
         """An unticketed read of ``customer`` (``served_by``: the teams that serve it under
         tickets; ``in_queue``: one of them shares the actor's queue)."""
-        _bump(st.hour_counts, "unjustified")
+        if t // HOUR_MS >= st.hour:  # not a late event (see process)
+            _bump(st.hour_counts, "unjustified")
         if st.unjustified_customers is None:
             st.unjustified_customers = set()
         if len(st.unjustified_customers) < self.settings.max_tracked_customers:
@@ -667,7 +674,8 @@ class Engine:
         expected: dict[str, Any] = {"ticketed_share": round(share, 3)}
         # Day after day more of them than the actor's own rate: low-and-slow scraping.
         days = st.unjustified_days
-        days.add()
+        if t // DAY_MS >= st.day:
+            days.add()
         trend = specificity(share) * days.score_one()
         if trend > score:
             score = trend

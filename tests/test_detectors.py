@@ -207,6 +207,25 @@ def test_the_same_behaviour_hours_later_is_the_same_episode_a_day_later_a_new_on
     assert st.open_severity is None  # over: its next alert opens a new episode
 
 
+def test_late_events_are_judged_but_not_counted_into_the_running_hour() -> None:
+    """Out-of-order input (unkeyed partitions drained unevenly): a hundred events of hours
+    already past, arriving together, are not a burst; the same hundred in one hour are."""
+    scores = {}
+    for late in (True, False):
+        eng = Engine()
+        i = ordinary_days(eng, days=6)
+        now = T0 + 6 * 24 * HOUR_MS + 16 * HOUR_MS
+        i += 1
+        eng.process(ev(i, now, customer="c-now", ticket="T-now"))
+        top = 0.0
+        for k in range(100):
+            i += 1
+            t = now - 6 * HOUR_MS + k * 180_000 if late else now + k * 30_000
+            top = max(top, eng.process(ev(i, t, customer=f"c-{k}", ticket=f"T-{k}")).score)
+        scores[late] = top
+    assert scores[True] < 30 < 60 <= scores[False]
+
+
 def test_risk_decays_and_a_new_episode_can_open() -> None:
     eng = Engine()
     i = ordinary_days(eng, days=6)
