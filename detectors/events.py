@@ -306,6 +306,18 @@ class ContextEntry:
 CONTEXT_KINDS = frozenset({"vip_customer", "departing_actor"})
 
 
+def decode_context(raw: bytes | None, key: str | None) -> ContextEntry | None:
+    """A context topic message: an empty value removes ``key``'s entry; JSON ``null`` is
+    not an empty value, but a malformed entry."""
+    if not raw:
+        return parse_context(None, key)
+    obj = decode_json(raw)
+    if obj is None:
+        raise InvalidEvent("not_an_object", "a context entry must be a JSON object, got null "
+                           "(an empty value removes an entry)")
+    return parse_context(obj, key)
+
+
 def parse_context(obj: Any, key: str | None = None) -> ContextEntry | None:
     """Validate a context entry; ``None`` for unknown kinds (which SPEC says to ignore).
 
@@ -323,6 +335,11 @@ def parse_context(obj: Any, key: str | None = None) -> ContextEntry | None:
     if kind not in CONTEXT_KINDS:
         return None  # whatever else it holds: a kind this version does not know
     ident = _req_str(obj, "id")
+    if key and key != f"{kind}:{ident}":
+        # Compaction and removal go by the key: an entry under another key could never be
+        # removed, and would vanish when compaction keeps the key's later value.
+        raise InvalidEvent("bad_value", f"key {key[:60]!r} is not the entry's kind:id "
+                           f"{kind}:{ident[:60]}", "key")
     notice_ms = None
     last_day = None
     if kind == "departing_actor":

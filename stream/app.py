@@ -25,13 +25,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TopicT
 
 from detectors import core_build
-from detectors.events import (
-    AccessEvent,
-    InvalidEvent,
-    decode_event,
-    decode_json,
-    parse_context,
-)
+from detectors.events import AccessEvent, InvalidEvent, decode_context, decode_event
 from detectors.settings import Settings, bootstrap_servers
 from stream.audit import SOURCE_HEADER
 from stream.metrics import CONTENT_TYPE, Metrics
@@ -383,10 +377,9 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
         async for msg in consumer:
             key = None if msg.key is None else msg.key.decode("utf-8", "replace")
             try:
-                obj = None if not msg.value else decode_json(msg.value)
-                entry = parse_context(obj, key)
+                entry = decode_context(msg.value, key)
             except InvalidEvent as err:
-                pipeline.metrics.dead_lettered.labels(reason=err.reason).inc()
+                pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
                 await dlq_topic.send(key=msg.key, value=encode(
                     dead_letter(msg.value or b"", err, source, msg.key)))

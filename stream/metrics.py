@@ -48,6 +48,12 @@ class Metrics:
                               ["severity", "detector"], registry=r)
         self.context_entries = Counter("snoopwatch_context_entries_total",
                                        "Context (watchlist) entries applied.", registry=r)
+        # Not input messages: every worker re-reads the whole context topic at start, so a
+        # malformed entry still on it is counted (and dead-lettered) again each time.
+        self.context_dead_lettered = Counter(
+            "snoopwatch_context_dead_lettered_total",
+            "Context entries sent to the dead-letter topic, by reason (again at each start).",
+            ["reason"], registry=r)
         self.latency = Histogram("snoopwatch_processing_latency_seconds",
                                  "Time from reading an event to finishing its detection.",
                                  buckets=LATENCY_BUCKETS, registry=r)

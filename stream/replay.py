@@ -72,7 +72,7 @@ def load_context(fh: IO[bytes], pipeline: Pipeline, dlq: IO[bytes] | None) -> tu
         try:
             entry = parse_context(decode_json(line))
         except InvalidEvent as err:
-            pipeline.metrics.dead_lettered.labels(reason=err.reason).inc()
+            pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
             _reject(dead_letter(line, err, {"file": fh.name, "line": n}, wall_clock=False),
                     dlq, show=True)
             rejected += 1

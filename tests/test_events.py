@@ -9,6 +9,7 @@ from detectors.events import (
     REASONS,
     AccessEvent,
     InvalidEvent,
+    decode_context,
     decode_event,
     parse_context,
     parse_event,
@@ -150,6 +151,23 @@ def test_context_entries(obj: object, key: str | None, expected: tuple) -> None:
     entry = parse_context(obj, key)
     assert entry is not None
     assert (entry.kind, entry.id, entry.removed) == expected
+
+
+def test_context_key_must_name_the_entry() -> None:
+    entry = {"kind": "vip_customer", "id": "c7"}
+    assert parse_context(entry, "vip_customer:c7").id == "c7"
+    assert parse_context(entry).id == "c7"  # a file line has no key
+    with pytest.raises(InvalidEvent) as info:  # it could never be removed by its key
+        parse_context(entry, "vip_customer:c8")
+    assert (info.value.reason, info.value.field) == ("bad_value", "key")
+
+
+def test_context_message_empty_removes_null_is_malformed() -> None:
+    removed = decode_context(b"", "vip_customer:c7")
+    assert removed is not None and removed.removed and removed.id == "c7"
+    with pytest.raises(InvalidEvent) as info:
+        decode_context(b"null", "vip_customer:c7")
+    assert info.value.reason == "not_an_object"
 
 
 @pytest.mark.parametrize("obj", [

@@ -184,13 +184,20 @@ def test_context_entries_reach_the_worker(settings: Settings, worker: str) -> No
                                                "last_day": "2026-12-01"})),
         (b"vip_customer:c000001", None),  # removal
         (b"junk", b"[1,2]"),  # malformed: dead-lettered
+        # under another key: a removal by its key would never reach it
+        (b"vip_customer:c000009", orjson.dumps({"kind": "vip_customer", "id": "c000002"})),
     ]))
     wait_for_metric(worker, "snoopwatch_context_entries_total", before + 3)
-    msgs = asyncio.run(_consume(settings.dlq_topic, lambda got: any(
-        orjson.loads(m.value)["source"]["topic"] == settings.context_topic for m in got), 60))
+    metrics = wait_for_metric(worker, 'snoopwatch_context_dead_lettered_total{reason="bad_value"}',
+                              1)
+    assert metrics['snoopwatch_context_dead_lettered_total{reason="not_an_object"}'] == 1
+    msgs = asyncio.run(_consume(settings.dlq_topic, lambda got: sum(
+        orjson.loads(m.value)["source"]["topic"] == settings.context_topic for m in got) >= 2,
+        60))
     rec = [orjson.loads(m.value) for m in msgs]
-    assert any(r["source"]["topic"] == settings.context_topic and r["reason"] == "not_an_object"
-               for r in rec)
+    assert {(r["reason"], r["field"]) for r in rec
+            if r["source"]["topic"] == settings.context_topic} == {
+        ("not_an_object", None), ("bad_value", "key")}
 
 
 def test_metrics_serves_the_named_series(settings: Settings, worker: str) -> None:
