@@ -225,10 +225,13 @@ def dashboard() -> dict[str, Any]:
                         [_target("max by (topic, partition, instance) "
                                  f"(snoopwatch_consumer_lag_messages{{{SEL}}})",
                                  "{{topic}}[{{partition}}] {{instance}}")], "none"), 12, 8)
-    lay.add(_timeseries("Context entries applied", "Watchlist entries (VIP customers, "
-                        "departing staff) applied per interval, all workers.",
+    lay.add(_timeseries("Context entries", "Watchlist entries (VIP customers, departing "
+                        "staff) applied, and malformed ones dead-lettered, per interval, all "
+                        "workers (each worker re-reads the whole topic at start).",
                         [_target(f"sum(increase(snoopwatch_context_entries_total{{{SEL}}}"
-                                 f"[{rate}]))", "entries")], "none"), 12, 8)
+                                 f"[{rate}]))", "applied"),
+                         _target("sum(increase(snoopwatch_context_dead_lettered_total"
+                                 f"{{{SEL}}}[{rate}]))", "dead-lettered", "B")], "none"), 12, 8)
 
     return {
         "uid": UID,
