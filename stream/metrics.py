@@ -65,6 +65,7 @@ class Metrics:
         # Pre-create the bounded label sets so dashboards see zeros, not gaps.
         for reason in REASONS:
             self.dead_lettered.labels(reason=reason)
+            self.context_dead_lettered.labels(reason=reason)
         self._init_consumer_lag()
         self._init_reliability()
 
