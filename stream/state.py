@@ -24,7 +24,9 @@ The guarantee is *at-least-once delivery, exactly-once effect on state*:
   producer retry, an ingest re-forward after a crash) is skipped and counted in
   ``snoopwatch_events_duplicate_total``;
 - alerts are sent before the checkpoint that covers their event; a crash in between re-sends
-  the alert with the same ``alert_id`` (de-duplicate on it downstream, as the forwarder does).
+  the alert with the same ``alert_id`` (de-duplicate on it downstream, as the forwarder does):
+  byte for byte from a worker holding one partition; with several, the engine-wide state is
+  re-learned in another interleaving of them, which can change the score and reasons.
 
 State is restored lazily: the first time a worker sees an event of partition *p* (after start
 or a rebalance) it reads partition *p* of the state topic to its end, keeps the records as

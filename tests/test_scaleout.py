@@ -26,7 +26,7 @@ from stream.simulate import SimConfig, generate
 from stream.state import ENGINE_KEY, WRITER_HEADER, state_topic_name
 from stream.topics import create_topics
 from tests.procs import fresh_settings, require_broker, wait_until
-from tests.test_reliability import alerts_checked, read_topic, send, settled, start_worker
+from tests.test_reliability import read_alerts, read_topic, send, settled, start_worker
 
 pytestmark = pytest.mark.kafka
 
@@ -166,7 +166,7 @@ def test_two_workers_split_the_actors_and_one_takes_over_when_the_other_is_kille
     learned = {a: pickle.loads(v)["state"].first_seen.n for a, v in final.items() if v}
     assert learned == dict(Counter(ev["actor"] for ev in events))
 
-    alerts = alerts_checked(settings)
+    alerts = read_alerts(settings)
     caught = [a for a in alerts if a["actor"] == insider]
     assert caught, f"the insider was not caught: {[a['summary'] for a in alerts]}"
     # No cold-start alert storm for the actors taken over.
