@@ -100,6 +100,9 @@ VOLUME_FEATURES = ("records", "customers")
 EGRESS_FEATURES = ("egress", "egress_bytes")
 # egress by a group that has worked this many hours but (almost) never exported
 RARE_MIN_HOURS, RARE_FACTOR = 500, 2000  # from 100k records an hour
+# A volume score above this puts the actor among its group's hot ones for a day (the
+# group's busy day: see _volume_signal).
+HOT_SCORE = 0.2
 EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
 DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}
 EPISODE_QUIET_MS = DAY_MS  # an alert episode ends after this long below half the bar
@@ -546,7 +549,7 @@ class Engine:
             return False
         # When several of the group are unusual at once (quarter end, a new tool), it is
         # the group's day, not this actor's: discount by how many others are running hot.
-        others = self._hot_peers(peer, st, t) if score > 0.3 else 0
+        others = self._hot_peers(peer, st, t) if score > HOT_SCORE else 0
         if others < 2:
             others = 0  # one busy colleague is a coincidence, not the group's day
         if others:

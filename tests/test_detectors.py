@@ -670,6 +670,48 @@ def test_a_huge_export_by_a_group_that_never_exports_is_flagged_a_small_one_is_n
     assert "their peers rarely do any (0 of" in egress.description
 
 
+def analysts_export(colleagues_records: int) -> tuple[list[float], Engine, AccessEvent]:
+    """Eight analysts download ~2,500 records a few times a day for three weeks; then two of
+    them export ``colleagues_records`` each, and an hour later a third exports 60k."""
+    def an(i: int, t: int, actor: str, action: str = "read", records: int = 50) -> AccessEvent:
+        return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
+                            "role": "analyst", "team": "finance", "action": action,
+                            "resource_type": "report", "records": records, "client": "bi",
+                            "source_ip": "10.8.0.1"})
+
+    eng = Engine()
+    i = 0
+    for day in (d for d in range(15) if d % 7 < 5):
+        for hour in range(9, 17):
+            for who in range(8):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
+                if (hour + who + day) % 4 == 0:
+                    e = an(i, t, f"an-{who}", "download",
+                           2000 + 300 * ((who * 7 + day * 3 + hour) % 5))
+                else:
+                    e = an(i, t, f"an-{who}")
+                assert eng.process(e).alert is None
+    t = T0 + 15 * 24 * HOUR_MS + 10 * HOUR_MS
+    for who in (1, 2):
+        eng.process(an(i + who, t + who * 60_000, f"an-{who}", "export", colleagues_records))
+    levels = [eng.actors[f"an-{who}"].levels.get("egress", 0.0) for who in (1, 2)]
+    big = an(i + 3, t + HOUR_MS, "an-5", "export", 60_000)
+    return levels, eng, big
+
+
+def test_a_surge_the_group_shares_is_its_day_not_the_actors() -> None:
+    """Quarter close: an analyst's big export, alone, is alerted; the same export on a day two
+    colleagues are unusually busy too, if only moderately, is the group's day and is not."""
+    _, eng, big = analysts_export(0)
+    assert eng.process(big).alert is not None
+    levels, eng, big = analysts_export(13_500)
+    assert all(0.2 < level < 0.3 for level in levels)  # busy, though far from alerting
+    assert eng.process(big).alert is None
+    egress = eng.actors["an-5"].reasons["egress"][1][0]
+    assert egress.description.endswith("(2 peers also unusually busy today)")
+
+
 def test_busy_leaving_days_in_a_row_add_up_though_none_is_extreme() -> None:
     # 7 instead of 3 (2.3x) is no single day's signal, nor three days' sum (under 2.5x);
     # a third such day in a row while leaving is.
