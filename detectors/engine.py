@@ -129,6 +129,13 @@ def _bump(counts: dict[str, int], key: str) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
+def _busy_day(dl: DailyCount) -> bool:
+    """Today's count is over twice the usual rate and beyond its Poisson noise (two sigma):
+    two downloads by someone who makes one most days is chance, not a busy day."""
+    rate = dl.rate
+    return dl.usual.n >= dl.min_days and dl.today > max(2 * rate, rate + 2 * math.sqrt(rate))
+
+
 def _fmt_count(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 10 or v == int(v) else f"{v:.1f}"
 
@@ -800,7 +807,7 @@ class Engine:
         # The last three active days together catch a rise no single day shows.
         streak = st.leaving_streak
         score = max(dl.day_score() * (1.0 if streak else 0.6), dl.score_one())
-        if streak and dl.usual.n >= dl.min_days and dl.today > 2 * dl.rate:
+        if streak and _busy_day(dl):
             # Another busy day right after busy ones: each in a row doubles what is left.
             score = max(score, 1.0 - 0.5 ** streak)
         if score <= 0.01:
@@ -853,7 +860,7 @@ class Engine:
             if st.day >= 0:
                 # A leaving actor's busy days are the suspicion itself: barely learned.
                 dl = st.downloads
-                busy = dl.usual.n >= dl.min_days and dl.today > 2 * dl.rate
+                busy = _busy_day(dl)
                 doubtful = busy and self._departing(st.actor, now_ms) is not None
                 dl.roll(0.1 if doubtful else 1.0)
                 st.leaving_streak = st.leaving_streak + 1 if doubtful else 0

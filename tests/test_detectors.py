@@ -558,6 +558,12 @@ def test_a_sustained_rise_no_single_day_shows_is_alerted_over_three_days() -> No
     assert downloads_over_days(leaving=True, busy_days={10}, usual=1, busy=4) == []
 
 
+def test_a_leaver_within_chance_of_a_low_rate_is_not_busy_day_after_day() -> None:
+    # Three instead of one: over twice the rate, but within its Poisson noise (1 + 2 sigma);
+    # three such days in a row by an honest leaver are no streak. Four are (above).
+    assert downloads_over_days(leaving=True, busy_days={10, 11, 12}, usual=1, busy=3) == []
+
+
 def test_downloads_habit_is_no_alert_for_one_busy_day_or_for_staff_who_stay() -> None:
     assert downloads_over_days(leaving=True, busy_days={10}) == []  # honest leavers' busy day
     assert downloads_over_days(leaving=False, busy_days={10, 11, 12}) == []
