@@ -248,6 +248,7 @@ class PeerGroup:
     tickets: TicketHabit
     hours: TimeOfWeek
     hot: OrderedDict = field(default_factory=OrderedDict)  # actor -> last time it ran hot
+    night: OrderedDict = field(default_factory=OrderedDict)  # actor -> last off-hours egress
     # Running quantile of its actors' hourly peak risk: the group's adaptive alert bar.
     risk: Any = None
     risk_hours: int = 0
@@ -494,7 +495,11 @@ class Engine:
             contributed |= self._raise(st, "off_hours", off, [Reason(
                 "off_hours", off, f"worked at {when} UTC; usually {usual}", when, usual)])
             if ev.is_egress:
-                st.long_term = min(st.long_term + off, LONG_TERM_CAP)
+                # Several of the group exporting off their hours the same day (a quarter
+                # close worked late) is the group's night: it adds less up over days.
+                others = self._others_in(peer.night, st, t)
+                add = off / (1 + others / 2) if others >= 2 else off
+                st.long_term = min(st.long_term + add, LONG_TERM_CAP)
         # Learn working hours from every access, though only data access is judged.
         st.hours.learn_one(t)
         peer.hours.learn_one(t)
@@ -570,14 +575,19 @@ class Engine:
                 r.description += f" ({others} peers also unusually busy today)"
         return self._raise(st, own.name, score, reasons)
 
+    @staticmethod
+    def _others_in(recent: OrderedDict, st: ActorState, t: int) -> int:
+        """Put the actor in ``recent`` (actor -> last time) and count the others there in
+        the last day."""
+        recent[st.actor] = t
+        recent.move_to_end(st.actor)
+        while recent and next(iter(recent.values())) < t - DAY_MS:
+            recent.popitem(last=False)
+        return len(recent) - 1
+
     def _hot_peers(self, peer: PeerGroup, st: ActorState, t: int) -> int:
         """Other actors of the group with a high volume score in the last day."""
-        hot = peer.hot
-        hot[st.actor] = t
-        hot.move_to_end(st.actor)
-        while hot and next(iter(hot.values())) < t - DAY_MS:
-            hot.popitem(last=False)
-        return len(hot) - 1
+        return self._others_in(peer.hot, st, t)
 
     def _justification(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, customer: str,
                        decay: float, fresh: bool, off: float) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from detectors.engine import HOUR_MS, SEVERITY_RANK, Engine, severity_of
 from detectors.events import AccessEvent, parse_event
 from detectors.models import FirstSeen, TicketHabit, VolumeBaseline
@@ -676,15 +678,17 @@ def test_a_huge_export_by_a_group_that_never_exports_is_flagged_a_small_one_is_n
     assert "their peers rarely do any (0 of" in egress.description
 
 
-def analysts_export(colleagues_records: int) -> tuple[list[float], Engine, AccessEvent]:
-    """Eight analysts download ~2,500 records a few times a day for three weeks; then two of
-    them export ``colleagues_records`` each, and an hour later a third exports 60k."""
-    def an(i: int, t: int, actor: str, action: str = "read", records: int = 50) -> AccessEvent:
-        return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
-                            "role": "analyst", "team": "finance", "action": action,
-                            "resource_type": "report", "records": records, "client": "bi",
-                            "source_ip": "10.8.0.1"})
+def analyst_event(i: int, t: int, actor: str, action: str = "read", records: int = 50
+                  ) -> AccessEvent:
+    return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
+                        "role": "analyst", "team": "finance", "action": action,
+                        "resource_type": "report", "records": records, "client": "bi",
+                        "source_ip": "10.8.0.1"})
 
+
+def analysts_company() -> tuple[Engine, int]:
+    """Eight analysts working 9-to-5 for three weeks, downloading ~2,500 records a few times
+    a day; returns the engine and the next event index."""
     eng = Engine()
     i = 0
     for day in (d for d in range(15) if d % 7 < 5):
@@ -693,17 +697,24 @@ def analysts_export(colleagues_records: int) -> tuple[list[float], Engine, Acces
                 i += 1
                 t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
                 if (hour + who + day) % 4 == 0:
-                    e = an(i, t, f"an-{who}", "download",
-                           2000 + 300 * ((who * 7 + day * 3 + hour) % 5))
+                    e = analyst_event(i, t, f"an-{who}", "download",
+                                      2000 + 300 * ((who * 7 + day * 3 + hour) % 5))
                 else:
-                    e = an(i, t, f"an-{who}")
+                    e = analyst_event(i, t, f"an-{who}")
                 assert eng.process(e).alert is None
+    return eng, i + 1
+
+
+def analysts_export(colleagues_records: int) -> tuple[list[float], Engine, AccessEvent]:
+    """Two analysts export ``colleagues_records`` each; the event of a third exporting 60k
+    an hour later is returned, not processed."""
+    eng, i = analysts_company()
     t = T0 + 15 * 24 * HOUR_MS + 10 * HOUR_MS
     for who in (1, 2):
-        eng.process(an(i + who, t + who * 60_000, f"an-{who}", "export", colleagues_records))
+        eng.process(analyst_event(i + who, t + who * 60_000, f"an-{who}", "export",
+                                  colleagues_records))
     levels = [eng.actors[f"an-{who}"].levels.get("egress", 0.0) for who in (1, 2)]
-    big = an(i + 3, t + HOUR_MS, "an-5", "export", 60_000)
-    return levels, eng, big
+    return levels, eng, analyst_event(i + 3, t + HOUR_MS, "an-5", "export", 60_000)
 
 
 def test_a_surge_the_group_shares_is_its_day_not_the_actors() -> None:
@@ -716,6 +727,25 @@ def test_a_surge_the_group_shares_is_its_day_not_the_actors() -> None:
     assert eng.process(big).alert is None
     egress = eng.actors["an-5"].reasons["egress"][1][0]
     assert egress.description.endswith("(2 peers also unusually busy today)")
+
+
+def test_exports_at_night_add_up_less_when_the_group_works_that_night() -> None:
+    """An analyst's download at 23:00, off its hours, adds to what accumulates over days; on a
+    night two colleagues download off their hours too (a quarter close worked late) it is the
+    group's night and adds half as much."""
+    def added(colleagues: bool) -> float:
+        eng, i = analysts_company()
+        night = T0 + 15 * 24 * HOUR_MS + 23 * HOUR_MS
+        for who in (1, 2) if colleagues else ():
+            eng.process(analyst_event(i + who, night + who * 60_000, f"an-{who}", "download",
+                                      2500))
+        before = eng.actors["an-5"].long_term
+        eng.process(analyst_event(i + 3, night + HOUR_MS, "an-5", "download", 2500))
+        return eng.actors["an-5"].long_term - before
+
+    alone, together = added(False), added(True)
+    assert alone > 0.2
+    assert together == pytest.approx(alone / 2, rel=0.05)
 
 
 def test_busy_leaving_days_in_a_row_add_up_though_none_is_extreme() -> None:
