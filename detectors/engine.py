@@ -93,6 +93,8 @@ MAX_TICKETED = 64  # recent ticketed customers remembered per actor
 QUEUE_LINK_SHARE, QUEUE_MIN_LINKS = 0.1, 5
 LONG_TERM_QUIET_MS = 6 * HOUR_MS  # its share of the risk halves per quiet 6 h
 LONG_TERM_CAP = 6.0  # long-term risk is ~0.9 here, and forgets a burst within a week
+# The long-term sum counts above 1.0; this much above it is a long-term score of 0.63.
+LONG_TERM_SCALE = 1.75
 # Severity bands of the risk score (0-100); an alert opens at the configured threshold.
 SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low"))
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -932,7 +934,7 @@ class Engine:
         """
         # What accumulated over days sharpens the risk while the actor keeps raising
         # signals; between them (the quiet days after an episode) it fades within hours.
-        long_score = saturate(st.long_term - 1.0, 2.0)
+        long_score = saturate(st.long_term - 1.0, LONG_TERM_SCALE)
         if not st.levels and long_score <= 0.01:
             return 0.0  # most actors, most of the time
         if fade:
@@ -1005,7 +1007,7 @@ class Engine:
                 continue
             out.extend(Reason(r.detector, r.score * level / peak, r.description, r.observed,
                               r.expected) for r in reasons)
-        long_score = saturate(st.long_term - 1.0, 2.0)
+        long_score = saturate(st.long_term - 1.0, LONG_TERM_SCALE)
         if long_score > 0.01:
             out.append(Reason("accumulated", long_score,
                               "kept up unjustified or off-hours access over days "
