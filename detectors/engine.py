@@ -563,7 +563,7 @@ class Engine:
             return False
         # When several of the group are unusual at once (quarter end, a new tool), it is
         # the group's day, not this actor's: discount by how many others are running hot.
-        others = self._hot_peers(peer, st, t) if score > HOT_SCORE else 0
+        others = self._others_in(peer.hot, st, t) if score > HOT_SCORE else 0
         if others < 2:
             others = 0  # one busy colleague is a coincidence, not the group's day
         if others:
@@ -586,10 +586,6 @@ class Engine:
         while recent and next(iter(recent.values())) < t - DAY_MS:
             recent.popitem(last=False)
         return len(recent) - 1
-
-    def _hot_peers(self, peer: PeerGroup, st: ActorState, t: int) -> int:
-        """Other actors of the group with a high volume score in the last day."""
-        return self._others_in(peer.hot, st, t)
 
     def _justification(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, customer: str,
                        decay: float, fresh: bool, off: float) -> bool:
