@@ -183,7 +183,7 @@ def test_sigkill_and_restart_resume_with_the_same_state(tmp_path: Path, partitio
     re-processes from the checkpoint, re-sends those alerts under their ids and counts no
     event twice."""
     # A long interval, so that the kill lands between two checkpoints (see below).
-    settings = fresh_settings(tmp_path, partitions=partitions, checkpoint_interval_s=15.0)
+    settings = fresh_settings(tmp_path, partitions=partitions, checkpoint_interval_s=20.0)
     asyncio.run(create_topics(settings, partitions))
     log = tmp_path / "worker.log"
     events = list(generate(SIM))
