@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from detectors.events import InvalidEvent, decode_json, parse_context
+from detectors.events import InvalidEvent, decode_context, decode_json
 from detectors.settings import Settings
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Rejected, dead_letter, encode, fewer_gc_passes
@@ -70,7 +70,9 @@ def load_context(fh: IO[bytes], pipeline: Pipeline, dlq: IO[bytes] | None) -> tu
     applied = rejected = 0
     for n, line in read_lines(fh):
         try:
-            entry = parse_context(decode_json(line))
+            # As on the context topic (JSON null is malformed), but an empty line is no
+            # removal here (a file has no keys): decode_json rejects it as invalid_json.
+            entry = decode_context(line, None) if line else decode_json(line)
         except InvalidEvent as err:
             pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
             _reject(dead_letter(line, err, {"file": fh.name, "line": n}, wall_clock=False),

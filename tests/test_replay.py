@@ -104,6 +104,15 @@ def test_dead_letters_and_context_rejects_are_the_same_every_run(
     assert f"context: {applied} entries applied, 1 dead-lettered" in capsys.readouterr().err
 
 
+def test_a_null_context_line_is_malformed_as_on_the_context_topic(
+        sim_files: dict[str, Path], tmp_path: Path) -> None:
+    context = tmp_path / "context.jsonl"
+    context.write_bytes(b'null\n{"kind": "vip_customer", "id": "c1"}\n')
+    out = run_replay(sim_files["events"], tmp_path, context)
+    (record,) = [orjson.loads(line) for line in out["dlq"].splitlines()]
+    assert record["reason"] == "not_an_object" and "got null" in record["error"]
+
+
 def test_a_repeated_event_id_is_skipped_as_the_worker_does(
         sim_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     def every_tenth_twice(lines: list[bytes]) -> list[bytes]:
