@@ -33,7 +33,8 @@ from detectors.multivariate import StreamingOutlier
 from stream.evaluate import roc_auc
 from stream.progress import Progress
 
-DEFAULT_DATA = "/work/shared/data/adbench"
+# ../shared/data/adbench from the repository root: the shared data sit beside a checkout.
+DEFAULT_DATA = str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "adbench")
 ORDERS = ("file", "shuffled")
 
 

@@ -32,6 +32,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from stream.pipeline import encode
     from stream.simulate import SimConfig, produce, write_context, write_jsonl
 
     scenarios = None
@@ -41,10 +42,34 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             label, _, count = part.partition("=")
             scenarios[label.strip()] = int(count or 1)
     days = args.days
-    if days is None:  # not `or`: --days 0 is an error, not the default
-        days = 5 if args.agents and not args.employees else 28
-    cfg = SimConfig(seed=args.seed, employees=args.employees, agents=args.agents, days=days,
-                    start=args.start, insiders=args.insiders, scenarios=scenarios)
+    if args.family:
+        from stream.family import draw, record
+
+        if args.agents or args.insiders is not None or scenarios or args.start:
+            print("snoopwatch simulate: --family draws the company; only --seed, --employees "
+                  "and --days combine with it", file=sys.stderr)
+            return 2
+        cfg, params = draw(args.family, args.seed, employees=args.employees, days=args.days)
+        drawn = encode(record(cfg, params))
+        if args.describe:
+            print(drawn.decode())
+            return 0
+        if args.out and args.out != "-":
+            with open(args.out + ".family.json", "wb") as fh:  # beside the events
+                fh.write(drawn + b"\n")
+        else:
+            print(drawn.decode(), file=sys.stderr)
+    else:
+        if days is None:  # not `or`: --days 0 is an error, not the default
+            days = 5 if args.agents and not args.employees else 28
+        cfg = SimConfig(seed=args.seed, employees=args.employees, agents=args.agents,
+                        days=days, start=args.start or "2026-11-02", insiders=args.insiders,
+                        scenarios=scenarios)
+        if args.describe:
+            from stream.simulate import describe
+
+            print(encode(describe(cfg)).decode())
+            return 0
     tty = sys.stderr.isatty()
     if args.kafka:
         from aiokafka.errors import KafkaError
@@ -62,8 +87,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             print(f"snoopwatch simulate: Kafka at {s.broker}: {err!r}", file=sys.stderr)
             return 1
         if args.labels:
-            from stream.pipeline import encode
-
             with open(args.labels, "wb") as fh:
                 for event_id, label in counts["labels"].items():
                     fh.write(encode({"event_id": event_id, "label": label}) + b"\n")
@@ -138,7 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--agents", type=int,
                    help="support agents; alone, the small demo company instead")
     s.add_argument("--days", type=int, help="days to simulate (default 28; 5 for --agents)")
-    s.add_argument("--start", default="2026-11-02",
+    s.add_argument("--family", choices=("tuning", "heldout"),
+                   help="draw the company itself from this family for --seed "
+                        "(docs/detection.md Families); the drawn parameters go to "
+                        "OUT.family.json")
+    s.add_argument("--describe", action="store_true",
+                   help="print the company's drawn parameters (or plan) as JSON and exit")
+    s.add_argument("--start",
                    help="first day, YYYY-MM-DD (default 2026-11-02, a Monday)")
     s.add_argument("--scenarios",
                    help="insider scenarios as label=N,... (default: a mix of all of them)")

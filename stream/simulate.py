@@ -182,6 +182,22 @@ class SimConfig:
     insider_day: int | None = None
     quarter_end: str | None = None
     holidays: tuple[str, ...] | None = None
+    # The company's habits (see stream/family.py, which draws them per family and seed).
+    # Every default reproduces the fixed company above.
+    sites: tuple[tuple[str, float], ...] | None = None  # (name, UTC offset h) per region
+    role_mix: dict[str, float] | None = None        # None: ROLE_MIX
+    shift_weights: tuple[float, float, float] | None = None  # agents' day/evening/night
+    shift_hours: dict[str, float] | None = None     # shift -> local start hour (None: SHIFTS)
+    services_per_employee: float | None = None      # None: SERVICE_PER_EMPLOYEE, at least 2
+    service_volume: float = 1.0                     # multiplies service accounts' volume
+    ticketless: tuple[float, float] | None = None   # per-agent call-back share, uniform in
+    overflow: tuple[float, float] | None = None     # per-agent other-queue share, uniform in
+    export_scale: float = 1.0                       # multiplies scheduled export sizes
+    busy_export_days: float = 0.0                   # analyst-workdays that are export-heavy
+    vip_first_morning: int = 0                      # ticketed VIP reads on day 0's morning
+    desk_moves: float = 0.0                         # staff moving to a new desk subnet
+    intensity: float = 1.0                          # multiplies what each insider does
+    fit_scenarios: bool = False                     # place what fits instead of raising
 
 
 @dataclass(slots=True, eq=False)
@@ -207,6 +223,9 @@ class _Actor:
     vacation: frozenset[int] = frozenset()
     kind: str = ""            # service account kind
     schedules: tuple[tuple[int, int, int], ...] = ()  # (weekday, local hour, records)
+    ticketless: float = 0.0   # steady share of tickets worked as call-backs, no ticket id
+    overflow: float = TRANSFER_RATE  # share of tickets from another region's queue
+    move: tuple[int, str] | None = None  # (day, new office address): a desk move
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=20))
 
 
@@ -269,7 +288,8 @@ class _Company:
         self.base_ms = int(datetime(self.start.year, self.start.month, self.start.day,
                                     tzinfo=UTC).timestamp()) * 1000
         self.small = cfg.employees is None and cfg.agents is not None
-        self.sites = _sites(cfg.regions)
+        self.sites = list(cfg.sites) if cfg.sites is not None else _sites(cfg.regions)
+        self.shifts = dict(cfg.shift_hours) if cfg.shift_hours is not None else SHIFTS
         # The small demo company keeps the older simulator's simpler habits: one
         # time zone, a flat 3 % of reads without a ticket, no forgotten tickets,
         # invoices or fraud cases, so the demo's few days stay readable.
@@ -280,7 +300,7 @@ class _Company:
             self.sites = [(name, 0) for name, _ in self.sites]
         # Events of local day d start no earlier than UTC midnight minus the
         # largest eastern offset; the day batches cut there.
-        self.lead_ms = max(0, max(off for _, off in self.sites)) * HOUR_MS
+        self.lead_ms = int(max(0, max(off for _, off in self.sites)) * HOUR_MS)
         self.n_regions = cfg.regions
         if self.small:
             self.employees = cfg.agents or 0
@@ -309,6 +329,7 @@ class _Company:
         self.vip_set = frozenset(self.vips)
         self.oncall_pool = [a for a in self.actors if a.role == ENGINEER and a.hire == 0]
         self.ramp = frozenset(a.idx for a in self.new_hires)
+        self._habits()
         self.instances = self._plan(cfg)
 
     # -- the cast -----------------------------------------------------------------
@@ -330,28 +351,33 @@ class _Company:
             n_agents = self.employees
             services = ("billing", "billing")
         else:
+            mix = ROLE_MIX if cfg.role_mix is None else cfg.role_mix
             counts = {role: max(1, round(self.employees * share))
-                      for role, share in ROLE_MIX.items()}
+                      for role, share in mix.items()}
             if cfg.agents is not None:
                 n_agents = cfg.agents
                 # The others share what is left of the headcount, in proportion.
                 rest = self.employees - n_agents
-                total = sum(ROLE_MIX.values())
-                counts = {role: round(rest * share / total) for role, share in ROLE_MIX.items()}
+                total = sum(mix.values())
+                counts = {role: round(rest * share / total) for role, share in mix.items()}
             else:
                 n_agents = self.employees - sum(counts.values())
             if n_agents < 1:
                 raise ValueError("employees too few to staff every role (need >= 10)")
-            n_svc = max(2, round(self.employees * SERVICE_PER_EMPLOYEE))
+            n_svc = max(2, round(self.employees * SERVICE_PER_EMPLOYEE)) \
+                if cfg.services_per_employee is None else \
+                round(self.employees * cfg.services_per_employee)
             services = tuple(("billing", "notify", "etl")[i % 3] for i in range(n_svc))
         ips: dict[tuple[int, int], int] = {}
 
         def off(site: int) -> int:
-            return self.sites[site][1] * HOUR_MS
+            return int(self.sites[site][1] * HOUR_MS)
+
+        shift_w = _AGENT_SHIFT_W if cfg.shift_weights is None else cfg.shift_weights
 
         for i in range(n_agents):
             site = rng.randrange(r)
-            shift = rng.choices(tuple(SHIFTS), _AGENT_SHIFT_W)[0]
+            shift = rng.choices(tuple(SHIFTS), shift_w)[0]
             rota = rng.random() < WEEKEND_ROTA_RATE
             days_off = rng.choice(((0, 1), (1, 2), (2, 3), (3, 4))) if rota else (5, 6)
             mobile = rng.uniform(0.15, 0.35) if rng.random() < MOBILE_AGENT_RATE else 0.0
@@ -389,7 +415,8 @@ class _Company:
             # Scheduled exports: mostly Monday early morning, before the analyst is in.
             sched = tuple((0 if rng.random() < 0.75 else rng.randrange(1, 5),
                            rng.randint(5, 7),
-                           int(rng.lognormvariate(math.log(60_000), 0.6)))
+                           int(int(rng.lognormvariate(math.log(60_000), 0.6))
+                               * cfg.export_scale))
                           for _ in range(n_sched))
             self._add(name=f"analyst-{i:03d}", role=ANALYST, team=team, site=site,
                       off_ms=off(site), ip=self._office_ip(site, 50, ips), client="bi-studio",
@@ -414,7 +441,7 @@ class _Company:
                 rate = 288.0  # the older demo's volume: a lookup every five minutes
             else:
                 rate = {"billing": 1500.0, "notify": 1000.0, "etl": 96.0}[kind]
-                rate *= rng.uniform(0.7, 1.4)
+                rate *= rng.uniform(0.7, 1.4) * cfg.service_volume
             team = {"billing": "billing", "notify": "notifications", "etl": "data-platform"}[kind]
             self._add(name=f"svc-{kind}-{per_kind[kind]}", role=SERVICE, team=team, site=0,
                       off_ms=0, ip=f"{_SVC_NET}.{11 + i}", client=f"{kind}-batch", rate=rate,
@@ -558,6 +585,37 @@ class _Company:
             length = rng.choice((9, 9, 16))
             a.vacation = frozenset(d for d in range(s, s + length) if 0 <= d < days)
 
+    def _habits(self) -> None:
+        """Per-person habits of a family company, from their own stream (the defaults
+        draw nothing, so the fixed company stays as it was)."""
+        cfg = self.cfg
+        rng = random.Random(f"{cfg.seed}:habits")
+        overflow_other = cfg.overflow is not None
+        self.overflow_other = overflow_other
+        for a in self.actors:
+            if a.role != AGENT:
+                continue
+            # Phone call-backs: a steady personal share, the same every day.
+            if cfg.ticketless is not None:
+                a.ticketless = rng.uniform(*cfg.ticketless)
+            # Overflow from other regions' queues, worked under their tickets.
+            if cfg.overflow is not None:
+                a.overflow = rng.uniform(*cfg.overflow)
+        if cfg.desk_moves <= 0 or self.days < 10:
+            return
+        # Desk moves: office staff who get a desk on a subnet they never used, mid-run
+        # (at least one manager: the issue's "manager's first office-desk subnet").
+        office = [a for a in self.actors if a.role in (MANAGER, ANALYST, ENGINEER, FRAUD)
+                  and a.hire == 0 and a.leave >= self.days]
+        managers = [a for a in office if a.role == MANAGER]
+        n = max(1, round(cfg.desk_moves * len(office)))
+        movers = rng.sample(managers, 1) if managers else []
+        rest = [a for a in office if a not in movers]
+        movers += rng.sample(rest, min(len(rest), n - len(movers)))
+        for k, a in enumerate(movers):
+            day = rng.randint(self.days // 3, 2 * self.days // 3)
+            a.move = (day, f"10.{a.site + 1}.{90 + k // 200}.{20 + k % 200}")
+
     # -- the insider plan --------------------------------------------------------
 
     def _plan(self, cfg: SimConfig) -> list[_Instance]:
@@ -612,7 +670,7 @@ class _Company:
                     out.append(inst)
                     taken.add(a.idx)
                     got += 1
-            if got < n and explicit:
+            if got < n and explicit and not cfg.fit_scenarios:
                 raise ValueError(f"cannot place {n} {label} insider(s) in this company "
                                  f"(only {got} suitable actor(s)); enlarge it or lower the count")
         return out
@@ -688,7 +746,7 @@ def _plan_bulk_leak(co: _Company, rng: random.Random, a: _Actor, lo: int, worked
     normal = max([s[2] * 1.15 for s in a.schedules] or [0])
     if a.team == FINANCE_TEAM:
         normal = max(normal, QUARTER_EXPORT_MAX)
-    records = int(max(1_500_000, 12 * normal) * rng.uniform(1.0, 2.0))
+    records = int(max(1_500_000, 12 * normal) * rng.uniform(1.0, 2.0) * co.cfg.intensity)
     return _Instance(LABEL_BULK_LEAK, a, (d,), {
         "hour": rng.uniform(1.0, 4.5), "ip": f"{LEAK_NET}.{rng.randint(2, 254)}",
         "records": records})
@@ -703,7 +761,8 @@ def _plan_low_and_slow(co: _Company, rng: random.Random, a: _Actor, lo: int, wor
     if len(ds) < 3:
         return None
     return _Instance(LABEL_LOW_AND_SLOW, a, tuple(ds), {
-        "start": s, "r0": rng.uniform(1.0, 2.0), "growth": rng.uniform(1.10, 1.15)})
+        "start": s, "r0": rng.uniform(1.0, 2.0) * co.cfg.intensity,
+        "growth": rng.uniform(1.10, 1.15)})
 
 
 def _plan_departing(co: _Company, rng: random.Random, a: _Actor, lo: int, worked: _Worked
@@ -819,6 +878,11 @@ def _mobile_ip(rng: random.Random) -> str:
     return f"{_MOBILE_NET}.{rng.randrange(256)}.{rng.randint(1, 254)}"
 
 
+def _scaled(n: int, k: float) -> int:
+    """``n`` insider actions at intensity ``k`` (1: unchanged, at least one)."""
+    return n if k == 1.0 else max(1, round(n * k))
+
+
 def _spread(rng: random.Random, start: int, length: int, n: int) -> list[int]:
     return sorted(start + int(rng.random() * length) for _ in range(n))
 
@@ -846,14 +910,30 @@ class _Day:
         for a in co.actors:
             if not a.hire <= day <= a.leave:
                 continue
+            if a.move is not None and day == a.move[0]:
+                a.ip = a.move[1]  # days run in order: from today on, the new desk
             rng = co.actor_rng(a, day)
             works = rng.random() >= SICK_RATE and co.scheduled(a, day)
             gens[a.role](a, rng, works)
+        if day == 0 and co.cfg.vip_first_morning:
+            self._vip_first_morning(co.cfg.vip_first_morning)
         for inst in co.instances:
             if day in inst.days:
                 rng = random.Random(f"{co.seed}:scn:{inst.label}:{inst.actor.idx}:{day}")
                 _GENERATORS[inst.label](self, inst, rng)
         return self.items
+
+    def _vip_first_morning(self, n: int) -> None:
+        """Legitimate, ticketed VIP reads in the first hour of the data's first morning,
+        before anyone has a history (a first-morning trap)."""
+        co = self.co
+        rng = random.Random(f"{co.seed}:vip-morning")
+        at_work = [a for a in co.actors if a.role == AGENT and a.idx in self.ctx]
+        for k, a in enumerate(rng.sample(at_work, min(n, len(at_work)))):
+            start, _, ip, client = self.ctx[a.idx]
+            t = start + rng.randint(1, 20) * MIN_MS
+            self._ticket(a, client, ip, rng.choice(co.vips), f"CSV{a.idx:05d}{k:02d}", t, rng,
+                         0.0)
 
     def midnight(self, a: _Actor) -> int:
         """UTC epoch ms of the actor's local midnight starting this day."""
@@ -874,7 +954,7 @@ class _Day:
             return
         co = self.co
         ip = _vpn_ip(rng) if rng.random() < a.vpn else a.ip
-        start, length = self._shift(a, rng, SHIFTS[a.shift], 8)
+        start, length = self._shift(a, rng, co.shifts[a.shift], 8)
         client = co.client_of(a, self.day)
         # New hires: half a load and a clumsy console for their first days.
         fresh = a.idx in co.ramp and self.day - a.hire < 3
@@ -887,10 +967,16 @@ class _Day:
             r = rng.random()
             if a.recent and r < CALLBACK_RATE:
                 cust = rng.choice(a.recent)
-            elif r < CALLBACK_RATE + TRANSFER_RATE:
-                cust = co.customer_in(rng, rng.randrange(co.n_regions))
+            elif r < CALLBACK_RATE + a.overflow:
+                cust = co.customer_outside(rng, a.site) if co.overflow_other else \
+                    co.customer_in(rng, rng.randrange(co.n_regions))
             else:
                 cust = co.customer_in(rng, a.site)
+            # A phone call-back: the agent rings a customer and works it without a ticket
+            # id (half of them about a customer the agent served recently).
+            callback = a.ticketless > 0 and rng.random() < a.ticketless
+            if callback and a.recent and rng.random() < 0.5:
+                cust = rng.choice(a.recent)
             a.recent.append(cust)
             c_client, c_ip = client, ip
             if a.mobile and rng.random() < a.mobile:
@@ -898,15 +984,15 @@ class _Day:
                 mobile_ip = mobile_ip or (ip if co.small else _mobile_ip(rng))
                 c_client, c_ip = "crm-mobile", mobile_ip
             self._ticket(a, c_client, c_ip, cust, f"CS{self.day:03d}{a.idx:05d}{k:02d}", t,
-                         rng, sloppy)
+                         rng, sloppy, callback)
         self.ctx[a.idx] = (start, start + length, ip, client)
 
     def _ticket(self, a: _Actor, client: str, ip: str, cidx: int, ticket: str, t: int,
-                rng: random.Random, sloppy: float) -> None:
+                rng: random.Random, sloppy: float, callback: bool = False) -> None:
         cust = self.co.customer_id(cidx)
         # Flagged (VIP) accounts cannot be opened without a case id in the console.
         vip = cidx in self.co.vip_set
-        forgotten = not vip and rng.random() < self.co.forget_rate
+        forgotten = not vip and (callback or rng.random() < self.co.forget_rate)
         k = rng.choices((1, 2, 3, 4, 5), cum_weights=_TICKET_LEN_CW)[0]
         # A ticket opens on the customer's profile (or, less often, an order).
         kinds = ["customer_profile" if rng.random() < 0.85 else "order"]
@@ -955,7 +1041,7 @@ class _Day:
             return
         co = self.co
         ip = _vpn_ip(rng) if rng.random() < a.vpn else a.ip
-        start, length = self._shift(a, rng, SHIFTS[a.shift], 8)
+        start, length = self._shift(a, rng, co.shifts[a.shift], 8)
         n = min(20, max(2, round(a.rate * rng.lognormvariate(0.0, 0.2))))
         for k, t in enumerate(_spread(rng, start, length - 20 * MIN_MS, n)):
             if a.recent and rng.random() < 0.05:
@@ -1070,6 +1156,18 @@ class _Day:
                                    client=client, ip=ip,
                                    resource_id=f"qclose-{rng.randrange(30)}", records=recs,
                                    nbytes=recs * rng.randint(250, 350), ticket_mode=1))
+        if co.cfg.busy_export_days and rng.random() < co.cfg.busy_export_days:
+            # A busy export day (a deadline, an audit request): many downloads and a few
+            # big ad-hoc exports, in office hours from the usual desk.
+            for t in _spread(rng, start, length, rng.randint(6, 15)):
+                self.add(t, self._report_download(a, rng, ip, client))
+            for t in _spread(rng, start, length, rng.randint(1, 4)):
+                recs = int(rng.lognormvariate(math.log(40_000), 0.6) * co.cfg.export_scale)
+                rid = f"deadline-{a.idx}-{rng.randrange(100)}"
+                self.add(t, _event(name, "export", "report", role=role, team=team,
+                                   client=client, ip=ip, resource_id=rid,
+                                   records=recs, nbytes=recs * rng.randint(250, 350),
+                                   ticket_mode=1))
         self.ctx[a.idx] = (start, start + length, ip, client)
 
     def _report_download(self, a: _Actor, rng: random.Random, ip: str, client: str
@@ -1208,7 +1306,7 @@ def _gen_selling(d: _Day, inst: _Instance, rng: random.Random) -> None:
     start, end, ip, client = ctx
     p = inst.params
     # A few a day: about a tenth of what a busy agent reads, less for a slow one.
-    n = rng.randint(2, max(3, round(inst.actor.rate * 0.4)))
+    n = _scaled(rng.randint(2, max(3, round(inst.actor.rate * 0.4))), d.co.cfg.intensity)
     for t in _spread(rng, start + 20 * MIN_MS, end - start - 40 * MIN_MS, n):
         cidx = p["targets"][p["next"] % len(p["targets"])]
         p["next"] += 1
@@ -1222,7 +1320,8 @@ def _gen_vip(d: _Day, inst: _Instance, rng: random.Random) -> None:
     if ctx is None:
         return
     start, end, ip, client = ctx
-    for t in _spread(rng, start + 10 * MIN_MS, end - start - 20 * MIN_MS, rng.randint(2, 4)):
+    n = _scaled(rng.randint(2, 4), d.co.cfg.intensity)
+    for t in _spread(rng, start + 10 * MIN_MS, end - start - 20 * MIN_MS, n):
         cust = d.co.customer_id(rng.choice(inst.params["vips"]))
         fields = rng.choice((["email", "phone", "address"], ["address"], ["phone"]))
         d.add(t, _read(inst.actor, cust, client, ip, rng, fields), LABEL_VIP_SNOOPING)
@@ -1239,7 +1338,7 @@ def _gen_camera(d: _Day, inst: _Instance, rng: random.Random) -> None:
     ip = _vpn_ip(rng)
     mid = d.midnight(a)
     t = mid + int(rng.uniform(0.5, 2.5) * HOUR_MS)
-    for _ in range(rng.randint(3, 10)):
+    for _ in range(_scaled(rng.randint(3, 10), d.co.cfg.intensity)):
         if a.recent and rng.random() < 0.5:
             cidx = rng.choice(a.recent)
         else:
@@ -1261,7 +1360,7 @@ def _gen_compromised(d: _Day, inst: _Instance, rng: random.Random) -> None:
     a, p = inst.actor, inst.params
     co = d.co
     t0 = d.midnight(a) + int(p["hour"] * HOUR_MS)
-    n = min(co.customers, rng.randint(200, 600))
+    n = min(co.customers, _scaled(rng.randint(200, 600), co.cfg.intensity))
     custs = rng.sample(range(co.customers), n)
     for t, cidx in zip(_spread(rng, t0, rng.randint(35, 55) * MIN_MS, n), custs, strict=True):
         cust = co.customer_id(cidx)
@@ -1314,7 +1413,7 @@ def _gen_departing(d: _Day, inst: _Instance, rng: random.Random) -> None:
         return
     a = inst.actor
     start, end, ip, client = ctx
-    extra = round(a.dl_rate * rng.uniform(2.6, 3.6)) + 1
+    extra = _scaled(round(a.dl_rate * rng.uniform(2.6, 3.6)) + 1, d.co.cfg.intensity)
     for t in _spread(rng, start, end - start, extra):
         if a.role == FRAUD:
             recs = rng.randint(500, 5000)
@@ -1338,7 +1437,7 @@ def _gen_bulk_no_ticket(d: _Day, inst: _Instance, rng: random.Random) -> None:
     co = d.co
     ctx = d.ctx.get(a.idx)
     if ctx is None:  # came in anyway (or logged in from the office) to do it
-        start = d.midnight(a) + SHIFTS[a.shift] * HOUR_MS
+        start = d.midnight(a) + int(co.shifts[a.shift] * HOUR_MS)
         ctx = (start, start + 8 * HOUR_MS, a.ip, co.client_of(a, d.day))
     start, end, ip, client = ctx
     shift_len = end - start
@@ -1493,7 +1592,9 @@ def describe(cfg: SimConfig) -> dict[str, Any]:
             continue  # the second half of a role change
         roles[a.role] = roles.get(a.role, 0) + 1
         actors[a.name] = {"role": a.role, "team": a.team, "site": co.sites[a.site][0],
-                          "region": a.site, "utc_offset": a.off_ms // HOUR_MS,
+                          "region": a.site,
+                          "utc_offset": a.off_ms // HOUR_MS if a.off_ms % HOUR_MS == 0
+                          else a.off_ms / HOUR_MS,
                           "shift": a.shift, "first_day": iso(a.hire).isoformat(),
                           "last_day": iso(a.leave).isoformat() if a.leave < co.days else None}
     for old, _new in co.changes:

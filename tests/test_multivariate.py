@@ -17,7 +17,7 @@ from detectors.multivariate import Contribution, StreamingOutlier
 from stream.evaluate import roc_auc
 
 ROOT = Path(__file__).resolve().parent.parent
-ADBENCH = Path("/work/shared/data/adbench")
+ADBENCH = ROOT.parent / "shared" / "data" / "adbench"  # as benchmarks/adbench.py
 
 
 def actor_hour(rng: random.Random) -> dict[str, float]:

@@ -203,3 +203,24 @@ def test_evaluate_reports_the_insider(sim_files: dict[str, Path], tmp_path: Path
     found = json.loads(out.read_text())["snoopwatch"]["scenarios"]["bulk_no_ticket"]
     assert len(found["minutes_to_detect"]) == 1
     assert found["minutes_to_detect"][0] == found["median_minutes_to_detect"] >= 0
+
+
+def test_vip_and_departing_context_is_applied_not_only_read(tmp_path: Path) -> None:
+    """Every VIP snoop is caught within the hour and the departing grab at all, with the
+    company's context; without it none of them is (issue 14: a replay that counted the
+    context entries but never used them passed every other test)."""
+    from stream.simulate import generate
+    from tests.context_case import SIM as CTX_SIM
+    from tests.context_case import caught, instances
+
+    events, labels, context = (tmp_path / n for n in ("e.jsonl", "l.jsonl", "c.jsonl"))
+    write_jsonl(CTX_SIM, str(events), str(labels), str(context))
+    spans = instances(list(generate(CTX_SIM)))
+    assert {label for _, label in spans} == {"vip_snooping", "departing_employee"}
+    found = {}
+    for name, ctx in (("with", context), ("without", None)):
+        (tmp_path / name).mkdir()
+        out = run_replay(events, tmp_path / name, ctx)
+        found[name] = caught(spans, [orjson.loads(line) for line in out["alerts"].splitlines()])
+    assert all(found["with"].values()), found["with"]
+    assert not any(found["without"].values()), found["without"]
