@@ -16,13 +16,14 @@ import orjson
 import pytest
 
 from detectors.settings import Settings
-from stream.demo import free_port, scrape
+from stream.demo import free_port
 from stream.replay import replay
 from stream.simulate import SimConfig, write_jsonl
 from tests.cloudtrail_sim import to_cloudtrail
 from tests.ocsf_schema import ocsf_errors
 from tests.procs import require_broker, worker
 from tests.test_kafka import _consume, _send, wait_for_metric
+from tests.test_sources import SHARED
 
 pytestmark = pytest.mark.kafka
 
@@ -82,7 +83,14 @@ def test_worker_turns_a_raw_cloudtrail_topic_into_alerts_and_ocsf_findings(
         ocsf_msgs = asyncio.run(_consume(s.ocsf_topic,
                                          lambda got: len(got) >= len(expected), 60))
         dlq_msgs = asyncio.run(_consume(s.dlq_topic, lambda got: len(got) >= 2, 60))
-        final = scrape(url)
+        # Then the real Stratus Red Team records, each file one message (a JSON array):
+        # every one of them is an event (scrambled addresses are kept as attributes).
+        stratus = sorted((SHARED / "stratus-red-team").glob("*.json")) if SHARED.is_dir() \
+            else []
+        asyncio.run(_send(raw, [(None, p.read_bytes()) for p in stratus]))
+        n_stratus = sum(len(orjson.loads(p.read_bytes())) for p in stratus)
+        final = wait_for_metric(url, "snoopwatch_events_valid_total",
+                                len(records) + n_stratus, 120)
 
     alerts = [orjson.loads(m.value) for m in alerts_msgs]
 
@@ -107,3 +115,18 @@ def test_worker_turns_a_raw_cloudtrail_topic_into_alerts_and_ocsf_findings(
     assert final['snoopwatch_source_dead_lettered_total{format="cloudtrail",reason="bad_time"}'
                  ] == 1
     assert final['snoopwatch_source_dead_lettered_total{format="spec",reason="bad_time"}'] == 0
+    assert final['snoopwatch_source_records_total{format="cloudtrail"}'] == \
+        len(records) + 2 + n_stratus
+    assert sum(v for k, v in final.items()
+               if k.startswith("snoopwatch_events_dead_lettered_total")) == 2
+
+
+def test_a_worker_with_an_unusable_source_stops_with_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.cli import main
+
+    monkeypatch.setenv("SNOOPWATCH_SOURCES", "mapping:/nonexistent/app.yml:audit")
+    assert main(["worker"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "snoopwatch worker: mapping file /nonexistent/app.yml: No such file or " \
+        "directory", err
