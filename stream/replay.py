@@ -22,7 +22,7 @@ from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Rejected, dead_letter, encode, fewer_gc_passes
 from stream.progress import Progress
 from stream.sinks.ocsf import finding
-from stream.sources import file_units, source_for
+from stream.sources import file_units, open_input, source_for
 from stream.state import ActorMeta, id_digest
 
 # How many rejected lines replay names on stderr before it only counts them.
@@ -142,7 +142,7 @@ def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None
     _check_outputs(inputs, [p for p in (alerts_path, scores_path, dlq_path, ocsf_path) if p])
     with contextlib.ExitStack() as stack:
         # Inputs first: a missing one must fail before any output is emptied.
-        events = stack.enter_context(open(events_path, "rb"))
+        events = stack.enter_context(open_input(events_path))  # gzip or not
         context = stack.enter_context(open(context_path, "rb")) if context_path else None
         stack.enter_context(fewer_gc_passes())
         alerts = stack.enter_context(open(alerts_path, "wb"))

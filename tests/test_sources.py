@@ -385,3 +385,13 @@ def test_mapping_json_files_hash_ids_and_bad_mapping_files(tmp_path: Path) -> No
     (tmp_path / "bad.yml").write_text("fields: [oops")
     with pytest.raises(MappingError, match=r"bad\.yml: not valid YAML/JSON"):
         MappingSource.from_file(str(tmp_path / "bad.yml"))
+
+
+def test_replay_reads_gzipped_spec_files_too(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    write_jsonl(SimConfig(seed=5, agents=6, days=1), str(events), None)
+    (tmp_path / "events.jsonl.gz").write_bytes(gzip.compress(events.read_bytes()))
+    plain = replay(str(events), str(tmp_path / "a.jsonl"))
+    packed = replay(str(tmp_path / "events.jsonl.gz"), str(tmp_path / "b.jsonl"))
+    assert packed.valid == plain.valid > 0 and packed.lines == plain.lines
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
