@@ -42,6 +42,13 @@ class Settings:
     """Dead-letter topic: each rejected message with its reason and origin."""
     context_topic: str = "access-context"
     """Compacted topic of watchlist context entries (VIP customers, departing staff)."""
+    sources: str = ""
+    """Input topics with their formats, ``FORMAT:TOPIC,...`` (``spec``, ``cloudtrail``,
+    ``ocsf``, ``mapping:FILE``; docs/sources.md); empty: ``spec:`` + the input topic."""
+    cloudtrail_customer: str = "bucket"
+    """A CloudTrail record's data subject (customer_id): bucket (else account), account or none."""
+    ocsf_topic: str = ""
+    """Topic each alert is also written to as an OCSF Detection Finding; empty: off."""
     app_id: str = "snoopwatch"
     """Kafka consumer group and prefix of internal topics; workers sharing it share the load."""
     partitions: int = 4
@@ -160,6 +167,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "checkpoint_interval_s": (lambda v: v > 0, "> 0"),
     "session_timeout_s": (lambda v: v > 0, "> 0"),
     "max_message_bytes": (lambda v: v >= 1, ">= 1"),
+    "cloudtrail_customer": (lambda v: v in ("bucket", "account", "none"),
+                            "bucket, account or none"),
 }
 
 

@@ -37,22 +37,44 @@ from stream.pipeline import (
     encode,
     home_partition,
 )
+from stream.sinks.ocsf import finding
+from stream.sources import Source, parse_sources, source_for
 from stream.state import ActorStore
 
 TAKE_MAX = 256  # events per batch an agent takes
 TAKE_WITHIN_S = 0.005  # the longest a batch waits to fill: added latency when traffic is low
 
 
-def source_header(msg: Any) -> bytes:
-    """``topic:partition:offset`` of an input message (a by-actor message's origin)."""
-    return f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
+def source_header(msg: Any, index: int | None = None) -> bytes:
+    """``topic:partition:offset`` of an input message (a by-actor message's origin), plus
+    ``:index`` for the index-th record of a message of a non-SPEC format."""
+    tail = "" if index is None else f":{index}"
+    return f"{msg.topic}:{msg.partition}:{msg.offset}{tail}".encode()
 
-def input_source(msg: Any, input_topic: str) -> tuple[int, int] | None:
-    """(input partition, input offset) from a by-actor message's source header."""
+
+# A record's position among a multi-record message's records, in the watermark of its input
+# partition: offset * RECORD_SLOTS + index (a message within the size limit holds fewer).
+RECORD_SLOTS = 1 << 20
+
+
+def input_source(msg: Any, input_topic: str) -> tuple[Any, int] | None:
+    """(watermark key, position) from a by-actor message's source header.
+
+    SPEC events of the input topic keep the key they always had (the input partition);
+    other topics and multi-record formats key by ``topic:partition`` and order records of
+    one message by their index, so the second record of a message is not taken for the
+    first forwarded again.
+    """
     for name, value in msg.headers or ():
         if name == SOURCE_HEADER:
-            topic, part, off = value.decode().rsplit(":", 2)
-            return (int(part), int(off)) if topic == input_topic else None
+            parts = value.decode().split(":")
+            if len(parts) < 3:
+                return None
+            topic, part, off = parts[0], int(parts[1]), int(parts[2])
+            if len(parts) == 3 and topic == input_topic:
+                return part, off
+            index = int(parts[3]) if len(parts) > 3 else 0
+            return f"{topic}:{part}", off * RECORD_SLOTS + min(index, RECORD_SLOTS - 1)
     return None
 
 
@@ -179,8 +201,8 @@ async def _leave_unacked(event: Any) -> bool:
     return False
 
 
-def _raw_topic(app: faust.App, name: str, **kwargs: Any) -> TopicT:
-    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+def _raw_topic(app: faust.App, *names: str, **kwargs: Any) -> TopicT:
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
                      value_serializer="raw", **kwargs)
 
 
@@ -211,7 +233,13 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         web_port=s.web_port,
     )
     app.fetch_max_wait_ms = s.fetch_max_wait_ms  # read by _worker_consumer
-    input_topic = _raw_topic(app, s.input_topic)
+    # Input topics and their formats (SNOOPWATCH_SOURCES; default: SPEC events on the input
+    # topic). Formats are checked here, so a bad mapping file stops the worker at start.
+    sources: dict[str, Source] = {
+        topic: source_for(fmt, cloudtrail_customer=s.cloudtrail_customer)
+        for fmt, topic in parse_sources(s.sources, s.input_topic)}
+    input_topic = _raw_topic(app, *sources)
+    ocsf_topic = _raw_topic(app, s.ocsf_topic) if s.ocsf_topic else None
     by_actor = _raw_topic(app, f"{s.app_id}-events-by-actor", partitions=s.partitions,
                           internal=True)
     alerts_topic = _raw_topic(app, s.alerts_topic)
@@ -234,6 +262,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         _, alert = pipeline.detect(ev, started)
         if alert is not None:
             await alerts_topic.send(key=ev.actor.encode(), value=encode(alert))
+            if ocsf_topic is not None:
+                await ocsf_topic.send(key=ev.actor.encode(), value=encode(finding(alert)))
         return alert
 
     # The agents yield nothing: a yielding agent costs faust a debug log line (formatted
@@ -247,11 +277,26 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             msg = event.message
             part = msg.partition
             source = {"topic": msg.topic, "partition": part, "offset": msg.offset}
+            src = sources.get(msg.topic)
+            if src is not None and src.format != "spec":
+                # Possibly several records: each is forwarded as its SPEC event (or
+                # dead-lettered), and the message is acked once all of them are sent.
+                for index, one in enumerate(pipeline.ingest_from(src, event.value, source,
+                                                                 msg.key)):
+                    if isinstance(one, Rejected):
+                        await dlq_topic.send(key=msg.key, value=encode(one.record))
+                    else:
+                        await by_actor.send(key=one.actor.encode(),
+                                            value=encode(one.to_dict()),
+                                            headers=[(SOURCE_HEADER,
+                                                      source_header(msg, index))])
+                event.ack()
+                continue
             out = pipeline.ingest(event.value, source, key=msg.key)
             if isinstance(out, Rejected):
                 await dlq_topic.send(key=msg.key, value=encode(out.record))
                 event.ack()
-            elif router.in_place(out.actor, part):
+            elif msg.topic == input_name and router.in_place(out.actor, part):
                 # The by-actor topic would put this event on partition ``part``, which this
                 # worker holds too: detect it here and skip the hop (SPEC §1's key = actor).
                 if part not in store.loaded and not await store.ensure_loaded(part):
@@ -336,7 +381,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # --- Consumer lag per partition (issue 5): snoopwatch_consumer_lag_messages ---------------
     from stream.lag import LAG_INTERVAL_S, export_lag
 
-    lag_topics = {s.input_topic, by_actor.get_topic_name()}
+    lag_topics = {*sources, by_actor.get_topic_name()}
 
     @app.timer(interval=LAG_INTERVAL_S, name="snoopwatch.consumer_lag")
     async def export_consumer_lag() -> None:

@@ -191,7 +191,8 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
         def on_by_actor(msg: Any) -> None:
             for name, value in msg.headers or ():
                 if name == SOURCE_HEADER:
-                    topic, part, off = value.decode().rsplit(":", 2)
+                    # topic:partition:offset[:record index] (stream/app.py source_header)
+                    topic, part, off = value.decode().split(":")[:3]
                     if topic == settings.input_topic and int(part) in forwarded:
                         forwarded[int(part)].add(int(off))
 

@@ -26,7 +26,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     summary = replay(args.events, args.alerts, scores_path=args.scores, dlq_path=args.dlq,
                      context_path=args.context, settings=Settings.from_env(),
-                     progress=Progress.for_stderr("replay"))
+                     progress=Progress.for_stderr("replay"), fmt=args.format,
+                     ocsf_path=args.ocsf)
     print(summary.describe(), file=sys.stderr)
     return 0
 
@@ -147,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scores", help="write {event_id, score} per valid event here")
     r.add_argument("--dlq", help="write dead-letter records (reason, line, bytes) here")
     r.add_argument("--context", help="context JSONL (watchlists), applied from the start")
+    r.add_argument("--format", default="spec", metavar="FORMAT",
+                   help="the events file's format: spec (default), cloudtrail, ocsf or "
+                        "mapping:FILE (docs/sources.md)")
+    r.add_argument("--ocsf", metavar="FILE",
+                   help="also write each alert as an OCSF 1.7.0 Detection Finding here")
 
     s = sub.add_parser("simulate", help="a synthetic company with labelled insiders")
     s.add_argument("--out", help="events JSONL to write")

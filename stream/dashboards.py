@@ -232,6 +232,14 @@ def dashboard() -> dict[str, Any]:
                                  f"[{rate}]))", "applied"),
                          _target("sum(increase(snoopwatch_context_dead_lettered_total"
                                  f"{{{SEL}}}[{rate}]))", "dead-lettered", "B")], "none"), 12, 8)
+    lay.add(_timeseries("Input records by source format", "Records decoded per second by "
+                        "format (spec, cloudtrail, ocsf, mapping; docs/sources.md), and those "
+                        "dead-lettered, by format and reason.",
+                        [_target(f"sum by (format) (rate(snoopwatch_source_records_total"
+                                 f"{{{SEL}}}[{rate}]))", "{{format}}"),
+                         _target("sum by (format, reason) (rate("
+                                 f"snoopwatch_source_dead_lettered_total{{{SEL}}}[{rate}])) > 0",
+                                 "dead-lettered {{format}} {{reason}}", "B")], "reqps"), 12, 8)
 
     return {
         "uid": UID,

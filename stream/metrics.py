@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from detectors.engine import SEVERITY_RANK
 from detectors.events import REASONS
+from stream.sources import FORMATS
 
 # The text exposition's media type; aiohttp wants the charset left out (it adds none
 # for bytes bodies, and Prometheus assumes UTF-8).
@@ -68,6 +69,7 @@ class Metrics:
             self.context_dead_lettered.labels(reason=reason)
         self._init_consumer_lag()
         self._init_reliability()
+        self._init_sources()
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every series."""
@@ -132,3 +134,22 @@ class Metrics:
             "snoopwatch_state_restore_seconds",
             "Time to read one partition's actor state back after it is assigned.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+
+
+    # --- Source formats (issue 16) ----------------------------------------------------------
+    # format is one of stream.sources.FORMATS (a mapping file's name is never a label).
+
+    def _init_sources(self) -> None:
+        r = self.registry
+        self.source_records = Counter(
+            "snoopwatch_source_records_total",
+            "Records decoded from input messages, by source format (a CloudTrail message may "
+            "hold many): each became an event or a dead letter.", ["format"], registry=r)
+        self.source_dead_lettered = Counter(
+            "snoopwatch_source_dead_lettered_total",
+            "Input records dead-lettered, by source format and reason.",
+            ["format", "reason"], registry=r)
+        for fmt in FORMATS:
+            self.source_records.labels(format=fmt)
+            for reason in REASONS:
+                self.source_dead_lettered.labels(format=fmt, reason=reason)

@@ -21,6 +21,8 @@ from detectors.settings import Settings
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Rejected, dead_letter, encode, fewer_gc_passes
 from stream.progress import Progress
+from stream.sinks.ocsf import finding
+from stream.sources import file_units, open_input, source_for
 from stream.state import ActorMeta, id_digest
 
 # How many rejected lines replay names on stderr before it only counts them.
@@ -30,6 +32,7 @@ SHOWN_ERRORS = 10
 @dataclass
 class ReplaySummary:
     lines: int = 0
+    records: int = 0  # events and dead letters: more than lines when a line holds several
     valid: int = 0
     dead_lettered: Counter = field(default_factory=Counter)
     alerts: Counter = field(default_factory=Counter)
@@ -39,7 +42,9 @@ class ReplaySummary:
 
     def describe(self) -> str:
         dlq = sum(self.dead_lettered.values())
-        parts = [f"replayed {self.lines} lines: {self.valid} valid, {dlq} dead-lettered"]
+        unit = f"{self.lines} lines" + (f" ({self.records} records)"
+                                         if self.records != self.lines else "")
+        parts = [f"replayed {unit}: {self.valid} valid, {dlq} dead-lettered"]
         if self.duplicates:
             parts.append(f"({self.duplicates} valid ones repeated an event_id: skipped)")
         if dlq:
@@ -108,19 +113,25 @@ def _reject(record: dict[str, Any], dlq: IO[bytes] | None, show: bool) -> None:
     if show:
         src = record["source"]
         field = f" ({record['field']})" if record["field"] else ""
-        print(f"{src['file']}:{src['line']}: {record['reason']}{field}: {record['error']}",
-              file=sys.stderr)
+        where = ":".join(str(src[k]) for k in ("file", "line") if k in src)
+        if "record" in src:
+            where += f" record {src['record']}"
+        print(f"{where}: {record['reason']}{field}: {record['error']}", file=sys.stderr)
 
 
 def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None,
            dlq_path: str | None = None, context_path: str | None = None,
            settings: Settings | None = None, progress: Progress | None = None,
-           on_score: Any = None) -> ReplaySummary:
+           on_score: Any = None, fmt: str = "spec", ocsf_path: str | None = None
+           ) -> ReplaySummary:
     """Run every line of ``events_path`` through the pipeline and write the outputs.
 
+    ``fmt`` is the file's source format (stream/sources: ``spec``, ``cloudtrail``, ``ocsf``,
+    ``mapping:FILE``); ``ocsf_path`` also writes each alert as an OCSF Detection Finding.
     ``on_score(event, score, alert)`` is called per valid event (``evaluate`` uses it).
     """
     pipeline = Pipeline(settings, Metrics(), wall_clock=False)
+    src = source_for(fmt, cloudtrail_customer=pipeline.settings.cloudtrail_customer)
     summary = ReplaySummary()
     progress = progress or Progress("replay", enabled=False)
     shown = 0
@@ -128,47 +139,56 @@ def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None
     last_score: dict[str, float] = {}
     dedup = pipeline.settings.dedup_window
     inputs = [events_path, *([context_path] if context_path else [])]
-    _check_outputs(inputs, [p for p in (alerts_path, scores_path, dlq_path) if p])
+    _check_outputs(inputs, [p for p in (alerts_path, scores_path, dlq_path, ocsf_path) if p])
     with contextlib.ExitStack() as stack:
         # Inputs first: a missing one must fail before any output is emptied.
-        events = stack.enter_context(open(events_path, "rb"))
+        events = stack.enter_context(open_input(events_path))  # gzip or not
         context = stack.enter_context(open(context_path, "rb")) if context_path else None
         stack.enter_context(fewer_gc_passes())
         alerts = stack.enter_context(open(alerts_path, "wb"))
         scores = stack.enter_context(open(scores_path, "wb")) if scores_path else None
         dlq = stack.enter_context(open(dlq_path, "wb")) if dlq_path else None
+        ocsf = stack.enter_context(open(ocsf_path, "wb")) if ocsf_path else None
         if context is not None:
             summary.context_entries, summary.context_dead_lettered = load_context(
                 context, pipeline, dlq)
-        for n, line in read_lines(events):
+        if src.format == "spec":
+            units = (({"file": events_path, "line": n}, line) for n, line in read_lines(events))
+        else:  # .gz, whole-file {"Records": [...]} and arrays as well as JSONL
+            events.close()
+            units = file_units(events_path, src)
+        for where, line in units:
             summary.lines += 1
-            out = pipeline.ingest(line, {"file": events_path, "line": n})
-            if isinstance(out, Rejected):
-                summary.dead_lettered[out.reason] += 1
-                _reject(out.record, dlq, show=shown < SHOWN_ERRORS)
-                shown += 1
-                continue
-            summary.valid += 1
-            # An event_id among the actor's recent ones is skipped, as the worker does.
-            window = recent.get(out.actor)
-            if window is None:
-                window = recent[out.actor] = ActorMeta(0)
-            if window.seen(id_digest(out.event_id), dedup):
-                summary.duplicates += 1
-                pipeline.metrics.duplicates.inc()
-                if scores is not None:  # still one line per valid event: risk unchanged
-                    scores.write(encode({"event_id": out.event_id,
-                                         "score": last_score.get(out.actor, 0.0)}) + b"\n")
-                continue
-            score, alert = pipeline.detect(out)
-            last_score[out.actor] = score
-            if scores is not None:
-                scores.write(encode({"event_id": out.event_id, "score": score}) + b"\n")
-            if alert is not None:
-                summary.alerts[alert["severity"]] += 1
-                alerts.write(encode(alert) + b"\n")
-            if on_score is not None:
-                on_score(out, score, alert)
+            for out in pipeline.ingest_from(src, line, where):
+                summary.records += 1
+                if isinstance(out, Rejected):
+                    summary.dead_lettered[out.reason] += 1
+                    _reject(out.record, dlq, show=shown < SHOWN_ERRORS)
+                    shown += 1
+                    continue
+                summary.valid += 1
+                # An event_id among the actor's recent ones is skipped, as the worker does.
+                window = recent.get(out.actor)
+                if window is None:
+                    window = recent[out.actor] = ActorMeta(0)
+                if window.seen(id_digest(out.event_id), dedup):
+                    summary.duplicates += 1
+                    pipeline.metrics.duplicates.inc()
+                    if scores is not None:  # still one line per valid event: risk unchanged
+                        scores.write(encode({"event_id": out.event_id,
+                                             "score": last_score.get(out.actor, 0.0)}) + b"\n")
+                    continue
+                score, alert = pipeline.detect(out)
+                last_score[out.actor] = score
+                if scores is not None:
+                    scores.write(encode({"event_id": out.event_id, "score": score}) + b"\n")
+                if alert is not None:
+                    summary.alerts[alert["severity"]] += 1
+                    alerts.write(encode(alert) + b"\n")
+                    if ocsf is not None:
+                        ocsf.write(encode(finding(alert)) + b"\n")
+                if on_score is not None:
+                    on_score(out, score, alert)
             progress.update(summary.lines, "lines")
     progress.close()
     hidden = shown - SHOWN_ERRORS
