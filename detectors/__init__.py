@@ -18,21 +18,13 @@ import os
 import sys
 from pathlib import Path
 
-COMPILED = ("events", "models", "multivariate", "calibrate", "engine", "signals.base",
-            "signals.volume", "signals.egress", "signals.unjustified", "signals.vip",
-            "signals.accumulated", "signals.off_hours", "signals.first_seen",
-            "signals.departing", "signals.multivariate")
+COMPILED = ("events", "models", "multivariate", "engine")
 MANIFEST = Path(__file__).with_name("compiled.json")
 
 
-def source_path(module: str) -> Path:
-    """``detectors/<module>.py`` (a dotted module is in a subpackage)."""
-    return MANIFEST.parent.joinpath(*module.split(".")).with_suffix(".py")
-
-
 def source_digest(module: str) -> str:
-    """SHA-256 of the module's source, as the build records it."""
-    return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
+    """SHA-256 of ``detectors/<module>.py``, as the build records it."""
+    return hashlib.sha256(MANIFEST.with_name(f"{module}.py").read_bytes()).hexdigest()
 
 
 def _current_builds() -> frozenset[str]:
@@ -55,11 +47,11 @@ class _SourceUnlessCurrent(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path: object = None, target: object = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        module = fullname.removeprefix(__name__ + ".")
-        if module == fullname or module not in COMPILED or module in CURRENT:
+        package, _, module = fullname.rpartition(".")
+        if package != __name__ or module not in COMPILED or module in CURRENT:
             return None  # the usual finders: the compiled build, if present
         return importlib.util.spec_from_file_location(fullname,
-                                                      source_path(module))
+                                                      MANIFEST.with_name(f"{module}.py"))
 
 
 CURRENT = _current_builds()
@@ -70,6 +62,8 @@ if not any(isinstance(f, _SourceUnlessCurrent) for f in sys.meta_path):
 def core_build() -> str:
     """Which build of the core this process runs: ``compiled``, ``pure Python`` or ``mixed``
     (some modules stale). Imports the core."""
-    modules = [importlib.import_module(f"{__name__}.{m}") for m in COMPILED]
-    kinds = {m.__file__.endswith(".py") for m in modules if m.__file__}
+    from detectors import engine, events, models, multivariate
+
+    kinds = {m.__file__.endswith(".py") for m in (engine, events, models, multivariate)
+             if m.__file__}
     return "mixed" if len(kinds) > 1 else "pure Python" if True in kinds else "compiled"

@@ -14,10 +14,7 @@ import heapq
 import math
 from array import array
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-
-from detectors.calibrate import saturate
 
 
 @dataclass(slots=True)
@@ -71,27 +68,204 @@ class RunningStats:
         return math.sqrt(self.var)
 
 
-UNITS = {"records": "records", "customers": "distinct customers",
-         "egress": "records exported, downloaded or streamed", "egress_bytes": "bytes out"}
+def saturate(excess: float, scale: float) -> float:
+    """Map a non-negative excess to [0, 1): 0 stays 0, ``scale`` maps to 0.63."""
+    return 0.0 if excess <= 0 else 1.0 - math.exp(-excess / scale)
 
 
-def fmt_count(n: float) -> str:
-    """Counts as people read them: 7, 2.5, 12, 3.4k, 12M.
+REPEAT_MARGIN = math.log(1.25)  # log1p headroom over the peak still counted as a repeat
+PEAK_FORGET = 0.005  # log units per learned hour: a peak halves in ~140 active hours
 
-    >>> [fmt_count(v) for v in (7, 2.5, 12, 3400, 12_000_000)]
-    ['7', '2.5', '12', '3.4k', '12M']
+
+_SHARED: dict[tuple, dict] = {}
+
+
+def _shared(d: dict[str, int]) -> dict[str, int]:
+    """One copy of a read-only settings dict for every instance that has it."""
+    return _SHARED.setdefault(tuple(sorted(d.items())), d)
+
+
+class VolumeBaseline:
+    """Per-hour counts against a learned normal (the actor's own, or its peers').
+
+    ``x`` is an hour's (or a running hour's) counts, e.g. ``{"records": int,
+    "customers": int}``. The normal is learned in log space, where staff volumes
+    are roughly symmetric, and a count is scored by how many standard deviations
+    it sits above it (``z0`` of them are tolerated). Counts under their
+    ``min_counts`` are never anomalous, and nothing is scored before ``min_hours``
+    hours have been learned.
+
+    >>> vb = VolumeBaseline(min_hours=3)
+    >>> for n in (4, 6, 5, 3, 7, 5):
+    ...     vb.learn_one({"records": n, "customers": n // 2 + 1})
+    >>> vb.score_one({"records": 6, "customers": 3})
+    0.0
+    >>> round(vb.score_one({"records": 240, "customers": 200}), 2)
+    0.97
+    >>> vb.explain({"records": 240, "customers": 200})[0].expected
+    {'records': 5, 'customers': 3, 'hours_learned': 6, 'largest': {'records': 7, 'customers': 4}}
     """
+
+    # Slots and shared settings: every actor holds three of these (memory per actor, #6).
+    __slots__ = ("alpha", "features", "floor", "min_counts", "min_hours", "name", "peak",
+                 "period", "scale", "stats", "z0")
+
+    def __init__(self, features: tuple[str, ...] = ("records", "customers"),
+                 min_counts: dict[str, int] | None = None, alpha: float = 0.05,
+                 min_hours: int = 6, floor: float = 0.5, z0: float = 2.5, scale: float = 1.5,
+                 name: str = "volume", period: str = "hour") -> None:
+        self.features = features
+        self.min_counts = _shared({f: 10 for f in features} | (min_counts or {}))
+        self.alpha = alpha
+        self.min_hours = min_hours
+        self.floor = floor
+        self.z0 = z0
+        self.scale = scale
+        self.name = name
+        self.period = period  # what one observation covers: "hour" or "day"
+        self.stats = {f: RunningStats(alpha) for f in features}
+        # The largest hour seen (log1p), slowly forgotten: "ten times their biggest
+        # export" is telling even for an actor whose hours vary wildly.
+        self.peak = {f: 0.0 for f in features}
+
+    @property
+    def hours(self) -> int:
+        return self.stats[self.features[0]].n
+
+    def learn_one(self, x: dict[str, int]) -> None:
+        for f in self.features:
+            v = math.log1p(x.get(f, 0))
+            self.stats[f].update(v)
+            self.peak[f] = max(v, self.peak[f] - PEAK_FORGET)
+
+    def z(self, f: str, value: float, floor: float | None = None) -> float:
+        """Standard deviations of ``log1p(value)`` above the learned normal.
+
+        ``floor`` bounds the standard deviation from below: a short or quiet history
+        understates how much an hour can vary (the engine passes the peers' spread).
+        """
+        st = self.stats[f]
+        return (math.log1p(value) - st.mean) / max(st.std, self.floor, floor or 0.0)
+
+    def _feature_score(self, f: str, value: int, z0: float, floor: float | None) -> float:
+        """One count's score, once enough hours are learned and it reaches ``min_counts``."""
+        by_spread = saturate(self.z(f, value, floor) - z0, self.scale)
+        if math.log1p(value) <= self.peak[f] + REPEAT_MARGIN:
+            by_spread *= 0.4  # no bigger than what it has done before (a weekly export)
+        # Beyond 3x the largest hour on record (z0 shifts it like the spread test).
+        by_peak = saturate(math.log1p(value) - self.peak[f] - math.log(3) - (z0 - self.z0) / 2,
+                           1.0)
+        return max(by_spread, by_peak)
+
+    def score_one(self, x: dict[str, int], z0: float | None = None,
+                  floors: dict[str, float] | None = None) -> float:
+        if self.hours < self.min_hours:
+            return 0.0
+        z0 = self.z0 if z0 is None else z0
+        best = 0.0
+        for f in self.features:  # a loop, not max(genexpr): it runs for nearly every event
+            value = x.get(f, 0)
+            if value >= self.min_counts[f]:
+                best = max(best, self._feature_score(f, value, z0,
+                                                     floors.get(f) if floors else None))
+        return best
+
+    def usual(self, f: str) -> int:
+        """The typical hourly count (geometric mean) for feature ``f``."""
+        return round(math.expm1(self.stats[f].mean))
+
+    def explain(self, x: dict[str, int], z0: float | None = None, whose: str = "usually",
+                floors: dict[str, float] | None = None) -> list[Reason]:
+        score = self.score_one(x, z0, floors)
+        if score <= 0:
+            return []
+        observed = {f: x.get(f, 0) for f in self.features}
+        expected: dict[str, Any] = {f: self.usual(f) for f in self.features}
+        expected["hours_learned"] = self.hours
+        expected["largest"] = {f: round(math.expm1(self.peak[f])) for f in self.features}
+        shown = ", ".join(f"{_fmt(observed[f])} {UNITS.get(f, f)}" for f in self.features)
+        usual = ", ".join(f"{_fmt(expected[f])}" for f in self.features)
+        largest = ", ".join(_fmt(expected["largest"][f]) for f in self.features)
+        desc = (f"{shown} in one {self.period}; {whose} {usual} an active {self.period} "
+                f"(at most {largest})")
+        return [Reason(self.name, score, desc, observed, expected)]
+
+
+UNITS = {"records": "records", "customers": "distinct customers",
+          "egress": "records exported, downloaded or streamed", "egress_bytes": "bytes out"}
+
+
+def _fmt(n: float) -> str:
+    """Counts as people read them: 12, 3.4k, 12M."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}".rstrip("0").rstrip(".") + unit if n < 10 * size \
-                else f"{n / size:.0f}{unit}"
-    return f"{n:.0f}" if abs(n) >= 10 or n == int(n) else f"{n:.1f}"
+        if n >= 10 * size:
+            return f"{n / size:.0f}{unit}"
+    return f"{n:.0f}"
 
 
-def rfc3339(ms: int) -> str:
-    """Epoch milliseconds as an RFC 3339 UTC string with milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+class DailyCount:
+    """How often something happens per active day, and whether the last days exceed it.
+
+    ``add()`` counts today's occurrences; ``roll()`` closes the day (learning it with a
+    ``weight``, < 1 for a day under suspicion). ``score_one()`` tests today together with
+    the two previous active days against the usual daily rate: the total must be a
+    multiple (2.5x) of what is usual *and* well outside the actor's own day-to-day spread
+    (at least Poisson noise, 3 sigma), so a sustained rise that no single day shows adds
+    up, while one odd day among ordinary ones does not. ``floor`` is the least rate assumed,
+    so a habit of "almost never" is not broken by a single occurrence.
+
+    >>> dc = DailyCount(floor=0.25)
+    >>> for n in (0, 1, 0, 0, 1, 0, 1):    # about one every three days
+    ...     dc.add(n)
+    ...     dc.roll()
+    >>> dc.add(2)
+    >>> dc.score_one()                      # two today: within the habit
+    0.0
+    >>> dc.roll(weight=0.1)                 # (a doubtful day is barely learned)
+    >>> dc.add(3)
+    >>> dc.roll(weight=0.1)
+    >>> dc.add(3)                           # then three a day, day after day
+    >>> round(dc.score_one(), 2)
+    0.81
+    """
+
+    __slots__ = ("floor", "min_days", "recent", "today", "usual")
+
+    def __init__(self, floor: float = 0.5, min_days: int = 5, alpha: float = 0.1) -> None:
+        self.floor = floor
+        self.min_days = min_days
+        self.usual = RunningStats(alpha)
+        self.today = 0
+        self.recent: tuple[int, ...] = ()  # the two previous active days' counts
+
+    @property
+    def rate(self) -> float:
+        return max(self.usual.mean, self.floor)
+
+    def add(self, n: int = 1) -> None:
+        self.today += n
+
+    def roll(self, weight: float = 1.0) -> None:
+        self.usual.update(self.today, weight)
+        self.recent = (*self.recent, self.today)[-2:]
+        self.today = 0
+
+    def _excess(self, total: float, days: int, min_sd: float = 0.0) -> float:
+        expected = days * self.rate
+        sd = max(math.sqrt(max(days * self.usual.var, expected)), min_sd)
+        return saturate(min(total / expected / 2.5, (total - expected) / sd / 3.0) - 1.0, 0.5)
+
+    def score_one(self) -> float:
+        """Today and the two previous active days against the usual rate (0 to 1)."""
+        if self.usual.n < self.min_days:
+            return 0.0
+        return self._excess(self.today + sum(self.recent), 1 + len(self.recent))
+
+    def day_score(self, min_sd: float = 1.0) -> float:
+        """Today alone, with at least ``min_sd`` of spread (one day is noisier than three)."""
+        if self.usual.n < self.min_days:
+            return 0.0
+        return self._excess(self.today, 1, min_sd)
 
 
 class TimeOfWeek:
@@ -252,3 +426,41 @@ class FirstSeen:
                 desc += "; usually " + ", ".join(v for v, _ in usual)
             out.append(Reason(f"first_seen_{trait}", score, desc, value, dict(usual)))
         return out
+
+
+class TicketHabit:
+    """Customer accesses without a ticket, from an actor whose accesses usually have one.
+
+    ``x`` is ``{"customer": bool, "ticketed": bool}``. ``learn_one`` tracks the
+    share of the actor's customer accesses that carry a ticket; ``score_one`` of
+    an unticketed customer access is that share (0 for actors, such as fraud
+    investigators, who normally work without tickets). The risk layer adds these
+    up over time, so one forgotten ticket is nothing and dozens are an alert.
+
+    >>> th = TicketHabit(min_events=10)
+    >>> for i in range(40):
+    ...     th.learn_one({"customer": True, "ticketed": i % 20 != 0})
+    >>> round(th.score_one({"customer": True, "ticketed": False}), 2)
+    0.95
+    >>> th.score_one({"customer": True, "ticketed": True})
+    0.0
+    """
+
+    __slots__ = ("min_events", "rate")
+
+    def __init__(self, alpha: float = 0.02, min_events: int = 30) -> None:
+        self.rate = RunningStats(alpha)
+        self.min_events = min_events
+
+    @property
+    def ticketed_share(self) -> float:
+        return self.rate.mean
+
+    def learn_one(self, x: dict[str, bool], weight: float = 1.0) -> None:
+        if x["customer"]:
+            self.rate.update(1.0 if x["ticketed"] else 0.0, weight)
+
+    def score_one(self, x: dict[str, bool]) -> float:
+        if not x["customer"] or x["ticketed"] or self.rate.n < self.min_events:
+            return 0.0
+        return self.rate.mean

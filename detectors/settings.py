@@ -65,23 +65,37 @@ class Settings:
     seed: int = 0
     """Seed of the randomised models (the multivariate isolation forest); same seed, same output."""
     alert_threshold: float = 60.0
-    """Risk (0-100) at which an actor's alert opens at the least (the floor under the budget)."""
-    false_alert_budget: float = 1.0
-    """Expected false alerts per 1,000 actor-days: the alert bar is raised to the risk that an
-    ordinary actor-day exceeds with probability budget / 1,000, extrapolated from the bulk of
-    actor-days (their 90th and 99th percentiles), so insiders do not move it. A significance
-    level, not a cap: an insider far in the tail alerts however many there are."""
-    disabled_signals: str = ""
-    """Comma-separated signal names to switch off (see docs/detection.md), e.g. ``vip``."""
+    """Risk (0-100) at which an actor's alert opens."""
+    adaptive_quantile: float = 0.9
+    """Quantile of a peer group's hourly peak risk that, plus the margin, can raise its bar.
+
+    A middle quantile, not a tail one: the tail of a group's hours is where its insiders
+    are, and a bar that follows them would hide them."""
+    adaptive_margin: float = 40.0
+    """Risk added to that quantile: the bar is max(threshold, quantile + margin)."""
+    adaptive_min_hours: int = 500
+    """Actor-hours a peer group needs before its adaptive alert bar applies."""
     close_ratio: float = 0.5
     """An open alert episode closes once a day (event time) passes without the actor's risk
-    at the bar x this ratio."""
+    at threshold x this ratio."""
+    min_history_hours: int = 6
+    """Active hours an actor needs before its own volume baseline is trusted."""
+    min_history_events: int = 30
+    """Events an actor needs before first-seen and ticket-habit signals count."""
+    volume_min_count: int = 10
+    """Hourly records or customers below this never count as a volume anomaly."""
     decay_half_life_s: float = 3600.0
-    """Half-life, in seconds of event time, of each signal's contribution to risk."""
+    """Half-life, in seconds of event time, of each detector's contribution to risk."""
+    long_half_life_s: float = 7 * 86400.0
+    """Half-life, in seconds of event time, of the long-term risk that adds up weak signals."""
+    long_term_weight: float = 0.4
+    """Long-term weight of one unjustified customer read (x4 for a VIP customer)."""
     max_tracked_customers: int = 5000
     """Cap on distinct customers remembered per actor per hour (bounds memory)."""
     max_customers: int = 1_000_000
     """Cap on customers whose serving teams are remembered (the queue map; LRU)."""
+    max_profile_values: int = 256
+    """Cap on distinct values per first-seen profile (client, network, action) per actor."""
 
     # --- reliability (issue 4) ---
     max_message_bytes: int = 512 * 1024
@@ -157,9 +171,10 @@ _NOT_NEGATIVE: tuple[Callable[[Any], bool], str] = (lambda v: v >= 0, ">= 0")
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: True, "any integer"),
     "alert_threshold": (lambda v: 0 < v <= 100, "in (0, 100]: risk is 0-100"),
-    "false_alert_budget": (lambda v: 0 < v <= 1000, "in (0, 1000]: per 1,000 actor-days"),
+    "adaptive_quantile": (lambda v: 0 < v < 1, "in (0, 1)"),
     "close_ratio": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "decay_half_life_s": (lambda v: v > 0, "> 0"),
+    "long_half_life_s": (lambda v: v > 0, "> 0"),
     "partitions": (lambda v: v >= 1, ">= 1"),
     "web_port": (lambda v: 0 <= v <= 65535, "a port, 0-65535"),
     "log_level": (lambda v: v.lower() in ("debug", "info", "warning", "error"),

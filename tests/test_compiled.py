@@ -79,7 +79,6 @@ def test_an_installed_package_runs_the_compiled_core(tmp_path: Path) -> None:
                            "--disable-pip-version-check", "--target",
                            str(site), str(REPO)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    built = [".".join(p.relative_to(site / "detectors").parts[:-1] + (p.name.split(".")[0],))
-             for p in (site / "detectors").rglob("*.so")]
-    assert sorted(built) == sorted(detectors.COMPILED)
+    assert sorted(p.name.split(".")[0] for p in (site / "detectors").glob("*.so")) == sorted(
+        detectors.COMPILED)
     assert python("import detectors; print(detectors.core_build())", site) == "compiled\n"

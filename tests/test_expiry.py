@@ -44,7 +44,7 @@ def test_the_engine_forgets_actors_idle_past_the_ttl_in_event_time() -> None:
     assert set(engine.actors) == {"bob"}
     # ann returns: a fresh state, judged against her peers until she has a history again.
     verdict = engine.process(parse_event(event("ann", 99, T0 + 8 * DAY_MS)))
-    assert verdict.alert is None and engine.state_of("ann").profile.of["first_seen"].n == 1
+    assert verdict.alert is None and engine.actors["ann"].first_seen.n == 1
     assert Engine(Settings(actor_ttl_s=0)).expire_idle(T0 * 10) == []  # 0: never
 
 

@@ -12,8 +12,9 @@ from detectors.settings import Settings, describe
     ("ALERT_THRESHOLD", "101"),  # no risk (0-100) would ever reach it
     ("CLOSE_RATIO", "0"),  # an episode would never close
     ("CLOSE_RATIO", "1.5"),
-    ("FALSE_ALERT_BUDGET", "0"),  # no actor-day could ever alert
+    ("ADAPTIVE_QUANTILE", "1"),
     ("DECAY_HALF_LIFE_S", "0"),
+    ("LONG_HALF_LIFE_S", "-1"),
     ("PARTITIONS", "0"),
     ("WEB_PORT", "70000"),
     ("LOG_LEVEL", "loud"),
