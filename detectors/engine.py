@@ -114,6 +114,9 @@ HOUR_FEATURES = ("records", "customers", "egress", "egress_bytes", "unjustified"
                  "offhours", "denied")
 MULTIVARIATE_TOLERATED = 3.0  # model units; ~1 is the 90th percentile of normal hours
 MULTIVARIATE_WEIGHT = 0.5  # it corroborates; alone it never makes an alert
+# Every signal's name (its alerts' ``reasons[].detector`` prefix), for SNOOPWATCH_DISABLED_SIGNALS.
+SIGNALS = ("volume", "egress", "daily_egress", "first_seen", "unjustified", "vip", "off_hours",
+           "departing", "multivariate", "accumulated")
 
 
 def specificity(share: float) -> float:
@@ -183,6 +186,7 @@ class Alert:
     reasons: list[Reason]
     event_ids: list[str]
     customers: int
+    episode_id: str = ""
 
     def to_dict(self, emitted_at_ms: int | None = None) -> dict[str, Any]:
         """SPEC §2 JSON; ``emitted_at`` defaults to the event time (deterministic replay)."""
@@ -198,6 +202,7 @@ class Alert:
             "reasons": [r.to_dict() for r in self.reasons],
             "event_ids": self.event_ids,
             "customers": self.customers,
+            "episode_id": self.episode_id,
         }
 
 
@@ -316,6 +321,7 @@ class ActorState:
     open_severity: str | None = None  # severity of the open alert episode, if any
     last_signal_ms: int = 0  # the actor's last event that raised a signal
     episode_high_ms: int = 0  # the open episode's last event with risk >= half the bar
+    episode_id: str = ""  # the open episode's id: every alert of one episode carries it
 
     __setstate__ = _restore_slots
 
@@ -355,6 +361,11 @@ class Engine:
         # team -> {other team: customers both served}: shifts of one region share a queue
         self.team_links: dict[int, dict[int, int]] = {}
         self._queues: dict[int, int] = {}  # team bit -> bits of the teams sharing its queue
+        unknown = set(self.settings.disabled) - set(SIGNALS)
+        if unknown:
+            raise ValueError(f"SNOOPWATCH_DISABLED_SIGNALS: unknown signal(s) "
+                             f"{', '.join(sorted(unknown))}; known: {', '.join(SIGNALS)}")
+        self._disabled = frozenset(self.settings.disabled)
 
     @property
     def tracked_actors(self) -> int:
@@ -912,17 +923,15 @@ class Engine:
             "multivariate", level, desc, {c.feature: c.observed for c in top},
             {c.feature: round(c.expected, 1) for c in top})])
 
-    @staticmethod
-    def _raise(st: ActorState, name: str, score: float, reasons: list[Reason]) -> bool:
+    def _raise(self, st: ActorState, name: str, score: float, reasons: list[Reason]) -> bool:
         """Raise a detector's level to ``score`` if higher; True if the event contributed."""
-        if score <= 0.01:
+        if score <= 0.01 or name in self._disabled:
             return False
         st.levels[name] = max(score, st.levels.get(name, 0.0))
         st.reasons[name] = (score, reasons)  # the latest observation explains the level
         return True
 
-    @staticmethod
-    def _risk(st: ActorState, fade: bool = True) -> float:
+    def _risk(self, st: ActorState, fade: bool = True) -> float:
         """Strongest signal first, each further one counting half as much as the last.
 
         One strong signal or two moderate ones make an alert; a pile of weak ones
@@ -930,7 +939,8 @@ class Engine:
         """
         # What accumulated over days sharpens the risk while the actor keeps raising
         # signals; between them (the quiet days after an episode) it fades within hours.
-        long_score = saturate(st.long_term - 1.0, LONG_TERM_SCALE)
+        long_score = (0.0 if "accumulated" in self._disabled
+                      else saturate(st.long_term - 1.0, LONG_TERM_SCALE))
         if not st.levels and long_score <= 0.01:
             return 0.0  # most actors, most of the time
         if fade:
@@ -978,6 +988,9 @@ class Engine:
         opened = st.open_severity
         if opened is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[opened]:
             return None  # one alert per episode, raised again only when it escalates
+        if opened is None:  # a new episode, named by its actor and first alert's event
+            st.episode_id = hashlib.sha256(
+                f"{ev.actor}\x00{ev.event_id}\x00episode".encode()).hexdigest()[:32]
         st.open_severity = severity
         st.episode_high_ms = ev.time_ms
         return self._alert(st, ev, risk, severity)
@@ -992,7 +1005,8 @@ class Engine:
         digest = hashlib.sha256(f"{ev.actor}\x00{ev.event_id}\x00{severity}".encode()).hexdigest()
         return Alert(alert_id=digest[:32], actor=ev.actor, role=st.role, time_ms=ev.time_ms,
                      severity=severity, score=risk, summary=summary, reasons=reasons,
-                     event_ids=ids[:MAX_EVIDENCE], customers=len(customers))
+                     event_ids=ids[:MAX_EVIDENCE], customers=len(customers),
+                     episode_id=st.episode_id)
 
     def _current_reasons(self, st: ActorState) -> list[Reason]:
         """Each contributing detector's reasons, scaled to its decayed level."""

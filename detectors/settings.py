@@ -78,6 +78,10 @@ class Settings:
     close_ratio: float = 0.5
     """An open alert episode closes once a day (event time) passes without the actor's risk
     at threshold x this ratio."""
+    disabled_signals: str = ""
+    """Signals never raised, comma-separated (``unjustified,off_hours``; names as in alerts'
+    ``reasons[].detector``, docs/detection.md): to measure what one adds, or to silence one
+    that does not fit a source. Unknown names are refused at start."""
     min_history_hours: int = 6
     """Active hours an actor needs before its own volume baseline is trusted."""
     min_history_events: int = 30
@@ -155,6 +159,15 @@ class Settings:
                                  f"{kind.__name__}") from None
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def disabled(self) -> tuple[str, ...]:
+        """``disabled_signals`` as names.
+
+        >>> Settings(disabled_signals=" unjustified, vip,").disabled
+        ('unjustified', 'vip')
+        """
+        return tuple(n.strip() for n in self.disabled_signals.split(",") if n.strip())
 
     def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -177,6 +177,7 @@ def test_one_alert_per_episode_raised_again_only_on_escalation() -> None:
     ranks = ["low", "medium", "high", "critical"]
     assert [ranks.index(s) for s in severities] == sorted(ranks.index(s) for s in severities)
     assert len({a.alert_id for a in alerts}) == len(alerts)
+    assert len({a.episode_id for a in alerts}) == 1  # escalations of one episode (SPEC §2)
 
 
 def test_the_same_behaviour_hours_later_is_the_same_episode_a_day_later_a_new_one() -> None:
@@ -205,8 +206,11 @@ def test_the_same_behaviour_hours_later_is_the_same_episode_a_day_later_a_new_on
     top = SEVERITY_RANK[first[-1].severity]
     again = spree(day7 + 15 * HOUR_MS)
     assert all(SEVERITY_RANK[a.severity] > top for a in again)  # only if it escalates
+    assert {a.episode_id for a in first + again} == {first[0].episode_id}
     spree(day7 + 3 * 24 * HOUR_MS + 10 * HOUR_MS, 1)
     assert st.open_severity is None  # over: its next alert opens a new episode
+    later = spree(day7 + 3 * 24 * HOUR_MS + 11 * HOUR_MS, 40)
+    assert later and later[0].episode_id != first[0].episode_id
 
 
 def test_late_events_are_judged_but_not_counted_into_the_running_hour() -> None:
@@ -294,7 +298,8 @@ def test_evidence_and_reasons_follow_spec_shape() -> None:
     assert alert is not None
     d = alert.to_dict()
     assert set(d) == {"alert_id", "actor", "role", "time", "emitted_at", "severity", "score",
-                      "summary", "reasons", "event_ids", "customers"}
+                      "summary", "reasons", "event_ids", "customers", "episode_id"}
+    assert len(d["episode_id"]) == 32
     assert d["time"].endswith("Z") and d["emitted_at"] == d["time"]
     assert 0 <= d["score"] <= 100
     for r in d["reasons"]:
@@ -774,3 +779,26 @@ def test_a_state_written_before_a_field_existed_restores_with_its_default() -> N
     eng.actors["ann"] = old
     v = eng.process(ev(i + 1, T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS, customer="x", ticket=None))
     assert v.score > 0 and old.last_signal_ms > 0
+
+
+def test_a_disabled_signal_is_never_raised_and_unknown_names_are_refused() -> None:
+    """SNOOPWATCH_DISABLED_SIGNALS: the same spree without the unjustified signal has no
+    reason from it (and ranks lower); a misspelt name fails at start, naming the known ones."""
+    def top(settings: Settings) -> tuple[float, set[str]]:
+        eng = Engine(settings)
+        i = ordinary_days(eng, days=6)
+        t = T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS
+        peak, seen = 0.0, set()
+        for k in range(30):
+            i += 1
+            v = eng.process(ev(i, t + k * 60_000, customer=f"u{k}", ticket=None))
+            peak = max(peak, v.score)
+            seen |= set(eng.state_of("ann").levels)
+        return peak, seen
+
+    on, off = top(Settings()), top(Settings(disabled_signals="unjustified"))
+    assert "unjustified" in on[1] and "unjustified" not in off[1]
+    assert off[0] < on[0]
+    with pytest.raises(ValueError, match=r"unknown signal.*unjustifed.*known: volume"):
+        Engine(Settings(disabled_signals="unjustifed"))
+
