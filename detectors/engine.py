@@ -68,6 +68,7 @@ from detectors.events import AccessEvent, ContextEntry
 from detectors.models import (
     UNITS,
     DailyCount,
+    DayPeaks,
     FirstSeen,
     Reason,
     RunningStats,
@@ -114,6 +115,9 @@ HOUR_FEATURES = ("records", "customers", "egress", "egress_bytes", "unjustified"
                  "offhours", "denied")
 MULTIVARIATE_TOLERATED = 3.0  # model units; ~1 is the 90th percentile of normal hours
 MULTIVARIATE_WEIGHT = 0.5  # it corroborates; alone it never makes an alert
+# Finished actor-days before the false-alert budget's bar applies: its bulk must be known
+# (about 50 people's first fortnight).
+BUDGET_MIN_DAYS = 500
 # Every signal's name (its alerts' ``reasons[].detector`` prefix), for SNOOPWATCH_DISABLED_SIGNALS.
 SIGNALS = ("volume", "egress", "daily_egress", "first_seen", "unjustified", "vip", "off_hours",
            "departing", "multivariate", "accumulated")
@@ -317,6 +321,7 @@ class ActorState:
     reasons: dict[str, tuple[float, list[Reason]]] = field(default_factory=dict)
     last_ms: int = 0
     hour_peak: float = 0.0  # highest risk in the running hour
+    day_peak: float = 0.0  # highest risk in the running day (for the false-alert budget)
     evidence: deque | None = None  # (event_id, customer) behind the risk; made on first use
     open_severity: str | None = None  # severity of the open alert episode, if any
     last_signal_ms: int = 0  # the actor's last event that raised a signal
@@ -366,6 +371,9 @@ class Engine:
             raise ValueError(f"SNOOPWATCH_DISABLED_SIGNALS: unknown signal(s) "
                              f"{', '.join(sorted(unknown))}; known: {', '.join(SIGNALS)}")
         self._disabled = frozenset(self.settings.disabled)
+        # Every finished actor-day's peak risk: what the false-alert budget's bar is read from.
+        self.day_peaks = DayPeaks()
+        self._budget_bar: tuple[int, float] = (-1, 0.0)  # (day it was read, the bar)
 
     @property
     def tracked_actors(self) -> int:
@@ -524,6 +532,7 @@ class Engine:
             st.evidence.append((ev.event_id, customer))
         risk = self._risk(st)
         st.hour_peak = max(st.hour_peak, risk)
+        st.day_peak = max(st.day_peak, risk)
         return Verdict(score=risk, alert=self._maybe_alert(st, peer, ev, risk))
 
     # --- signals -------------------------------------------------------------------
@@ -890,7 +899,9 @@ class Engine:
             if st.day_counts:  # days with egress: the normal size of a day's downloads
                 st.daily.learn_one(st.day_counts)
                 peer.daily.learn_one(st.day_counts)
-            st.day, st.day_counts = day, {}
+            if st.day >= 0:
+                self.day_peaks.add(st.day_peak)
+            st.day, st.day_counts, st.day_peak = day, {}, 0.0
         st.hour = hour
         st.hour_peak = 0.0
         st.hour_long_gain = 0.0
@@ -954,15 +965,27 @@ class Engine:
             weight *= 0.5
         return round(100.0 * (1.0 - keep), 1)
 
-    def threshold(self, peer: PeerGroup) -> float:
-        """The alert bar: the configured floor, raised where a whole peer group runs hot."""
+    def threshold(self, peer: PeerGroup, now_ms: int = 0) -> float:
+        """The alert bar: the configured floor, raised where a whole peer group runs hot and
+        to what the false-alert budget allows ordinary actor-days."""
         floor = self.settings.alert_threshold
-        if peer.risk_hours < self.settings.adaptive_min_hours:
-            return floor
-        adaptive = peer.risk.get() + self.settings.adaptive_margin
+        raised = self._budget(now_ms)
+        if peer.risk_hours >= self.settings.adaptive_min_hours:
+            raised = max(raised, peer.risk.get() + self.settings.adaptive_margin)
         # The raise stops at 95 (critical risk always alerts); a bar configured above that
         # is kept as configured.
-        return max(floor, min(adaptive, 95.0))
+        return max(floor, min(raised, 95.0))
+
+    def _budget(self, now_ms: int) -> float:
+        """The false-alert budget's bar, read once a day from the actor-days before it (so
+        every event of a day meets the same bar), once there are enough of them."""
+        budget = self.settings.false_alert_budget
+        if not budget or self.day_peaks.n < BUDGET_MIN_DAYS:
+            return 0.0
+        day = now_ms // DAY_MS
+        if self._budget_bar[0] != day:
+            self._budget_bar = (day, self.day_peaks.bar(budget))
+        return self._budget_bar[1]
 
     def _age_episode(self, st: ActorState, peer: PeerGroup, now_ms: int) -> None:
         """End the open alert episode once a whole day has passed without its risk at half
@@ -971,7 +994,7 @@ class Engine:
         A quiet spell fades the risk within hours, but the same behaviour picked up again
         hours later (the evening's reads, the next export) is the same episode; and the
         episode lasts while what accumulated over days does."""
-        if self._risk(st, fade=False) >= self.threshold(peer) * self.settings.close_ratio:
+        if self._risk(st, fade=False) >= self.threshold(peer, now_ms) * self.settings.close_ratio:
             st.episode_high_ms = now_ms
         elif now_ms - st.episode_high_ms >= EPISODE_QUIET_MS:
             st.open_severity = None
@@ -979,7 +1002,7 @@ class Engine:
     def _maybe_alert(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, risk: float
                      ) -> Alert | None:
         s = self.settings
-        bar = self.threshold(peer)
+        bar = self.threshold(peer, ev.time_ms)
         if st.open_severity is not None and risk >= bar * s.close_ratio:
             st.episode_high_ms = ev.time_ms  # (see _age_episode)
         if risk < bar:

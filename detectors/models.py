@@ -464,3 +464,60 @@ class TicketHabit:
         if not x["customer"] or x["ticketed"] or self.rate.n < self.min_events:
             return 0.0
         return self.rate.mean
+
+
+class DayPeaks:
+    """The distribution of ordinary actor-days' peak risk, and the bar a false-alert budget
+    sets on it (issue 14: ``SNOOPWATCH_FALSE_ALERT_BUDGET``).
+
+    Risk ``r`` (0-100) combines signals as ``1 - prod(1 - level)``, so ``x = -ln(1 - r/100)``
+    adds up like a hazard; peaks are kept as a histogram of ``x`` (mergeable, exact to a bin,
+    deterministic). The bar is where the tail of that distribution, extrapolated
+    exponentially from its bulk (the median and the 90th percentile, which insiders, a few
+    per cent of actor-days at most, move a few points), leaves ``budget`` per 1,000
+    actor-days:
+
+    >>> import random
+    >>> rng, d = random.Random(1), DayPeaks()
+    >>> for _ in range(20_000):                 # ordinary days: an exponential tail
+    ...     d.add(100 * (1 - math.exp(-rng.expovariate(8.0))))
+    >>> bar = d.bar(1.0)
+    >>> round(bar), round(1000 * math.exp(-8 * -math.log(1 - bar / 100)), 1)  # tail left
+    (58, 1.0)
+    >>> for _ in range(600):                    # 3 % of days are insiders' at risk 95
+    ...     d.add(95.0)
+    >>> round(d.bar(1.0) - bar)                 # ...and move the bar a few points
+    6
+    >>> d.bar(3.0) < bar < d.bar(0.5)
+    True
+    """
+
+    __slots__ = ("bins", "n")
+
+    WIDTH = 0.02  # bin width in hazard units (risk 60 -> x 0.92; 95 -> 3.0)
+    TOP = 7.0     # x of risk 99.9: the last bin holds everything above
+
+    def __init__(self) -> None:
+        self.bins = [0] * (int(self.TOP / self.WIDTH) + 1)
+        self.n = 0
+
+    def add(self, risk: float) -> None:
+        x = -math.log(max(1e-9, 1.0 - min(risk, 99.99) / 100.0))
+        self.bins[min(len(self.bins) - 1, int(x / self.WIDTH))] += 1
+        self.n += 1
+
+    def quantile(self, p: float) -> float:
+        """The ``p`` quantile of ``x`` (a bin's middle)."""
+        rank, seen = p * self.n, 0
+        for i, count in enumerate(self.bins):
+            seen += count
+            if seen > rank:
+                return (i + 0.5) * self.WIDTH
+        return self.TOP
+
+    def bar(self, budget: float) -> float:
+        """The risk (0-100) an ordinary actor-day exceeds ``budget`` times per 1,000."""
+        lo, hi = self.quantile(0.5), self.quantile(0.9)
+        slope = max(hi - lo, self.WIDTH) / math.log(5.0)  # P(X > x) falls e-fold per slope
+        x = hi + slope * math.log(0.1 / (budget / 1000.0))
+        return round(100.0 * (1.0 - math.exp(-x)), 1)

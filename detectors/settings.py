@@ -78,6 +78,10 @@ class Settings:
     close_ratio: float = 0.5
     """An open alert episode closes once a day (event time) passes without the actor's risk
     at threshold x this ratio."""
+    false_alert_budget: float = 1.0
+    """Expected false alerts per 1,000 actor-days: the alert bar rises to the risk that
+    ordinary actor-days exceed this often (estimated from the bulk of all actor-days seen,
+    docs/detection.md); never below ``alert_threshold``. 0: off."""
     disabled_signals: str = ""
     """Signals never raised, comma-separated (``unjustified,off_hours``; names as in alerts'
     ``reasons[].detector``, docs/detection.md): to measure what one adds, or to silence one

@@ -159,7 +159,7 @@ def decode_record(blob: bytes, partition: int) -> tuple[ActorMeta, Any]:
 def engine_snapshot(engine: Engine) -> bytes:
     return pickle.dumps({"v": RECORD_VERSION, "at": time.time(), "peers": engine.peers,
                          "customer_teams": engine.customer_teams, "teams": engine.teams,
-                         "team_links": engine.team_links},
+                         "team_links": engine.team_links, "day_peaks": engine.day_peaks},
                         protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -361,6 +361,8 @@ class ActorStore:
             eng.customer_teams.update(snap["customer_teams"])
             eng.teams.update(snap["teams"])
             eng.team_links.update(snap.get("team_links", {}))
+            if "day_peaks" in snap:  # (records written before the false-alert budget lack it)
+                eng.day_peaks = snap["day_peaks"]
         else:  # a partition gained in a rebalance: adopt only peer groups we lack
             for role, group in snap["peers"].items():
                 eng.peers.setdefault(role, group)

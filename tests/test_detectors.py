@@ -614,6 +614,27 @@ def test_adaptive_bar_rises_only_for_a_peer_group_that_runs_hot() -> None:
     assert strict.threshold(hot) == 99.0  # the raise stops at 95, never below the bar set
 
 
+def test_the_false_alert_budget_raises_the_bar_in_a_noisy_company_only() -> None:
+    """SNOOPWATCH_FALSE_ALERT_BUDGET: where ordinary actor-days run high (a noisy company),
+    the bar rises to what they exceed ``budget`` times per 1,000; a smaller budget raises it
+    more; in a quiet company, and before enough actor-days are known, the floor holds."""
+    import random
+
+    def bar(budget: float, spread: float, days: int = 2000) -> float:
+        eng = Engine(Settings(false_alert_budget=budget))
+        rng = random.Random(7)
+        for _ in range(days):  # finished actor-days' peak risk
+            eng.day_peaks.add(100 * (1 - 2.718 ** -rng.expovariate(1 / spread)))
+        return eng.threshold(eng._peer("agents"), T0)
+
+    assert bar(1.0, spread=0.05) == 60.0  # quiet: the configured floor
+    noisy = bar(1.0, spread=0.2)
+    assert 60.0 < noisy < bar(0.5, spread=0.2) <= 95.0
+    assert bar(3.0, spread=0.2) < noisy
+    assert bar(0.0, spread=0.2) == 60.0  # 0: off
+    assert bar(1.0, spread=0.2, days=100) == 60.0  # too few actor-days to know the bulk
+
+
 def test_actors_beyond_the_hot_set_are_frozen_losslessly() -> None:
     """Compressing the least recently active actors (memory) never changes a verdict."""
     from detectors.engine import ActorState, Frozen
