@@ -1025,6 +1025,10 @@ class Engine:
         customers = {c for _, c in evidence if c is not None} | st.hour_customers
         who = f"{ev.actor} ({st.role})" if st.role else ev.actor
         summary = f"{who} " + "; ".join(r.description for r in reasons[:3]) + "."
+        if st.volume.hours < st.volume.min_hours or st.tickets.rate.n < st.tickets.min_events:
+            # Cold start: an analyst should know the actor's own normal was not known yet.
+            summary += (f" (Their baseline is young: {st.volume.hours} active hours of their "
+                        "own history, judged against their peers.)")
         digest = hashlib.sha256(f"{ev.actor}\x00{ev.event_id}\x00{severity}".encode()).hexdigest()
         return Alert(alert_id=digest[:32], actor=ev.actor, role=st.role, time_ms=ev.time_ms,
                      severity=severity, score=risk, summary=summary, reasons=reasons,

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from detectors.engine import HOUR_MS, SEVERITY_RANK, Engine, severity_of
-from detectors.events import AccessEvent, parse_event
+from detectors.events import AccessEvent, parse_context, parse_event
 from detectors.models import FirstSeen, TicketHabit, VolumeBaseline
 from detectors.settings import Settings
 
@@ -823,3 +823,29 @@ def test_a_disabled_signal_is_never_raised_and_unknown_names_are_refused() -> No
     with pytest.raises(ValueError, match=r"unknown signal.*unjustifed.*known: volume"):
         Engine(Settings(disabled_signals="unjustifed"))
 
+
+
+def test_a_fresh_deployment_alerts_only_on_what_needs_no_history_and_says_so() -> None:
+    """Issue 14, cold start: on the data's first morning every actor and peer group is new.
+    Twenty agents' ticketed work, VIP customers among it, raises nothing; one agent reading
+    VIP customers without a ticket is alerted, and the alert says the baseline is young."""
+    eng = Engine()
+    for vip in ("v1", "v2", "v3", "v4"):
+        eng.apply_context(parse_context({"kind": "vip_customer", "id": vip}))
+    i, alerts = 0, []
+    for k in range(12):  # the first three hours, 9:00-12:00
+        for a in range(20):
+            i += 1
+            cust = "v1" if (a, k) == (3, 2) else f"c{a}-{k}"
+            v = eng.process(ev(i, T0 + 9 * HOUR_MS + k * 900_000 + a * 1000, actor=f"ag{a}",
+                               customer=cust, ticket=f"T{i}"))
+            alerts += [v.alert] if v.alert else []
+    assert alerts == []
+    for k, vip in enumerate(("v2", "v3", "v4", "v1")):
+        i += 1
+        v = eng.process(ev(i, T0 + 12 * HOUR_MS + k * 60_000, actor="ag5", customer=vip,
+                           ticket=None))
+        alerts += [v.alert] if v.alert else []
+    assert alerts and all(a.actor == "ag5" for a in alerts)
+    assert "vip" in {r.detector for r in alerts[0].reasons}
+    assert "baseline is young" in alerts[0].summary  # and says so
