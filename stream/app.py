@@ -12,6 +12,7 @@ murmur2 partitioner, equal partition counts: see :class:`Router`) are detected b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -26,8 +27,10 @@ from faust.types import TopicT
 
 from detectors import core_build
 from detectors.events import AccessEvent, InvalidEvent, decode_context, decode_event
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
 from stream.audit import SOURCE_HEADER
+from stream.kafka_security import broker_credentials, client_kwargs
+from stream.kafka_security import describe as describe_security
 from stream.metrics import CONTENT_TYPE, Metrics
 from stream.pipeline import (
     GC_THRESHOLDS,
@@ -213,6 +216,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     app = faust.App(
         s.app_id,
         broker=s.broker,
+        # TLS/SASL (SPEC §3): faust hands these to its producer, consumer and admin client.
+        broker_credentials=broker_credentials(s),
         datadir=s.data_dir,
         store="memory://",
         autodiscover=False,
@@ -375,7 +380,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     @app.task
     async def follow_context() -> None:
         # Once per start: whether this worker runs the compiled core (detectors/build.py).
-        log.info("snoopwatch: detection core %s", core_build())
+        log.info("snoopwatch: detection core %s; Kafka at %s, %s", core_build(), s.broker,
+                 describe_security(s))
         await _follow_context(s, pipeline, dlq_topic)
 
     # --- Consumer lag per partition (issue 5): snoopwatch_consumer_lag_messages ---------------
@@ -404,8 +410,8 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
 
     from stream.topics import topic_partitions
 
-    servers = bootstrap_servers(s.broker)
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    kafka = client_kwargs(s)
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         with contextlib.suppress(TopicAlreadyExistsError):
@@ -414,7 +420,7 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
         parts = (await topic_partitions(admin, [s.context_topic]))[s.context_topic]
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -440,7 +446,12 @@ def run_worker(settings: Settings | None = None) -> None:
     """``snoopwatch worker``: run one faust worker until interrupted."""
     from faust.worker import Worker
 
-    sw = create_app(settings)
+    from stream.kafka_security import check_connection
+
+    s = settings or Settings.from_env()
+    # Pre-flight: faust would retry a refused login or an untrusted certificate forever.
+    asyncio.run(check_connection(s))
+    sw = create_app(s)
     worker = Worker(sw.app, loglevel=sw.settings.log_level)
     gc.collect()
     gc.freeze()  # what start-up allocated (modules, the faust app) is never garbage
