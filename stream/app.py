@@ -17,6 +17,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from faust.types import TopicT
 from detectors import core_build
 from detectors.events import AccessEvent, InvalidEvent, decode_context, decode_event
 from detectors.settings import Settings
+from stream import web as webguard
 from stream.audit import SOURCE_HEADER
 from stream.kafka_security import broker_credentials, client_kwargs
 from stream.kafka_security import describe as describe_security
@@ -212,6 +214,10 @@ def _raw_topic(app: faust.App, *names: str, **kwargs: Any) -> TopicT:
 def create_app(settings: Settings | None = None, metrics: Metrics | None = None) -> Snoopwatch:
     """Build the worker's faust app from one settings object."""
     s = settings or Settings.from_env()
+    # The web server's guard (stream/web.py): refused here, before anything starts, if it
+    # would be open beyond this machine without a token.
+    token = webguard.load_token(s)
+    web_options = {"middlewares": [webguard.auth_middleware(token)]} if token else {}
     pipeline = Pipeline(s, metrics)
     app = faust.App(
         s.app_id,
@@ -236,6 +242,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         web_bind=s.web_host,
         web_host=s.web_host,
         web_port=s.web_port,
+        web_ssl_context=webguard.ssl_context(s),
+        web_application_options=web_options,
+        # faust's own pages: the router one tells anyone the cluster's layout; not needed.
+        web_router_enabled=False,
+        web_graph_enabled=False,
     )
     app.fetch_max_wait_ms = s.fetch_max_wait_ms  # read by _worker_consumer
     # Input topics and their formats (SNOOPWATCH_SOURCES; default: SPEC events on the input
@@ -252,6 +263,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
 
     store = ActorStore(s, pipeline.engine, pipeline.metrics)
     router = Router()
+    recent: deque[dict[str, Any]] = deque(maxlen=webguard.RECENT_ALERTS)
     input_name, by_actor_name = s.input_topic, by_actor.get_topic_name()
 
     async def detect_one(ev: AccessEvent, event: Any, offset: int | None,
@@ -266,6 +278,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             return None
         _, alert = pipeline.detect(ev, started)
         if alert is not None:
+            recent.append(alert)
             await alerts_topic.send(key=ev.actor.encode(), value=encode(alert))
             if ocsf_topic is not None:
                 await ocsf_topic.send(key=ev.actor.encode(), value=encode(finding(alert)))
@@ -331,7 +344,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 pipeline.metrics.dead_lettered.labels(reason=err.reason).inc()
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
                 await dlq_topic.send(key=msg.key, value=encode(
-                    dead_letter(event.value, err, source, msg.key)))
+                    dead_letter(event.value, err, source, msg.key,
+                                redactor=pipeline.redactor)))
                 continue
             await detect_one(ev, event, msg.offset, input_source(msg, input_name), started)
 
@@ -376,6 +390,16 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(pipeline.metrics.exposition(), content_type=CONTENT_TYPE)
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/alerts")
+    async def alerts_page(web: Any, request: Any) -> Any:
+        # The alerts this worker raised lately, newest first; event values escaped.
+        return web.html(webguard.alerts_page(reversed(recent)),
+                        headers=dict(webguard.PAGE_HEADERS))
 
     @app.task
     async def follow_context() -> None:
@@ -433,7 +457,8 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
                 pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
                 await dlq_topic.send(key=msg.key, value=encode(
-                    dead_letter(msg.value or b"", err, source, msg.key)))
+                    dead_letter(msg.value or b"", err, source, msg.key,
+                                redactor=pipeline.redactor)))
                 continue
             if entry is not None:
                 pipeline.engine.apply_context(entry)

@@ -80,7 +80,8 @@ def load_context(fh: IO[bytes], pipeline: Pipeline, dlq: IO[bytes] | None) -> tu
             entry = decode_context(line, None) if line else decode_json(line)
         except InvalidEvent as err:
             pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
-            _reject(dead_letter(line, err, {"file": fh.name, "line": n}, wall_clock=False),
+            _reject(dead_letter(line, err, {"file": fh.name, "line": n}, wall_clock=False,
+                                redactor=pipeline.redactor),
                     dlq, show=True)
             rejected += 1
             continue
