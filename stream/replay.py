@@ -117,7 +117,9 @@ def _reject(record: dict[str, Any], dlq: IO[bytes] | None, show: bool) -> None:
         where = ":".join(str(src[k]) for k in ("file", "line") if k in src)
         if "record" in src:
             where += f" record {src['record']}"
-        print(f"{where}: {record['reason']}{field}: {record['error']}", file=sys.stderr)
+        # A redacted dead letter has no error text (it may quote a value): nor has stderr.
+        detail = record.get("error") or "details not kept (SNOOPWATCH_DLQ_PAYLOAD)"
+        print(f"{where}: {record['reason']}{field}: {detail}", file=sys.stderr)
 
 
 def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None,
