@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -275,6 +276,8 @@ def refusal(err: BaseException, hostport: str, settings: Settings, timeout_s: fl
     if isinstance(cause, errors.UnsupportedSaslMechanismError):
         return (f"{where}: the broker does not offer this SASL mechanism; check "
                 f"{_env('sasl_mechanism')}")
+    if isinstance(cause, socket.gaierror):
+        return f"{where}: cannot resolve the host name ({cause.strerror}); check {_env('broker')}"
     if isinstance(cause, ConnectionRefusedError):
         return f"{where}: connection refused (nothing listens there?); check {_env('broker')}"
     if isinstance(cause, asyncio.TimeoutError | TimeoutError | errors.KafkaTimeoutError
