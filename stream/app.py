@@ -474,9 +474,9 @@ def run_worker(settings: Settings | None = None) -> None:
     from stream.kafka_security import check_connection
 
     s = settings or Settings.from_env()
+    sw = create_app(s)  # first: a bad setting or file is reported before any connection
     # Pre-flight: faust would retry a refused login or an untrusted certificate forever.
     asyncio.run(check_connection(s))
-    sw = create_app(s)
     worker = Worker(sw.app, loglevel=sw.settings.log_level)
     gc.collect()
     gc.freeze()  # what start-up allocated (modules, the faust app) is never garbage

@@ -79,6 +79,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         topic = args.topic or s.input_topic
         if args.context:
             write_context(cfg, args.context)
+        preflight(s)  # after the context file: it is written even when Kafka is away
         try:
             # The company's watchlists go to the context topic first, as a company's
             # systems would publish them, so a worker knows them from the first event.
@@ -300,7 +301,8 @@ COMMANDS.update({"audit": _cmd_audit})
 
 # Commands that talk to Kafka: each first makes one connection with the configured security
 # (stream/kafka_security.py), so that a refusal is one line within seconds, not an endless
-# retry loop of the Kafka client. (The worker checks in run_worker, the demo in run_demo.)
+# retry loop of the Kafka client. (The worker checks in run_worker, the demo in run_demo,
+# simulate --kafka in _cmd_simulate.)
 KAFKA_COMMANDS = {"alerts", "forward-alertmanager", "create-topics", "audit"}
 
 
@@ -314,7 +316,7 @@ def preflight(settings: Settings | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in KAFKA_COMMANDS or (args.command == "simulate" and args.kafka):
+        if args.command in KAFKA_COMMANDS:
             preflight()
         return COMMANDS[args.command](args)
     except (OSError, ValueError) as err:

@@ -254,7 +254,7 @@ def refusal(err: BaseException, hostport: str, settings: Settings, timeout_s: fl
     from aiokafka import errors
 
     proto = settings.security_protocol.upper()
-    where = f"Kafka at {hostport} ({describe(settings)})"
+    where = f"Kafka at kafka://{hostport} ({describe(settings)})"
     cause = err
     while cause.__cause__ is not None and not isinstance(cause, ssl.SSLError):
         cause = cause.__cause__

@@ -315,7 +315,7 @@ def test_a_refused_connection_is_one_line_within_30s(
     assert out.returncode != 0, out.stdout + out.stderr
     assert took < REFUSAL_LIMIT_S, f"{case}: took {took:.1f}s"
     assert len(lines) == 1, f"{case}: not one line:\n{out.stderr}"
-    assert expect in lines[0] and f"snoopwatch {command}: Kafka at 127.0.0.1:" in lines[0]
+    assert expect in lines[0] and f"snoopwatch {command}: Kafka at kafka://127.0.0.1:" in lines[0]
     assert "Traceback" not in out.stderr and "not-the-password" not in out.stderr
 
 
