@@ -26,11 +26,11 @@ import orjson
 import pytest
 
 from detectors.settings import Settings
-from stream.demo import free_port
+from stream.demo import free_port, scrape
 from stream.kafka_security import client_kwargs
 from stream.processes import log_tail, stop_process
 from stream.simulate import SimConfig, generate
-from tests.procs import REPO
+from tests.procs import REPO, wait_until, worker
 
 pytestmark = pytest.mark.kafka
 
@@ -177,7 +177,7 @@ def e2e(broker: SecuredBroker, tmp_path_factory: pytest.TempPathFactory) -> dict
                         web_certfile=str(secured / "broker.pem"),
                         web_keyfile=str(secured / "broker.key"),
                         web_token_file=str(tmp / "web-token"), dlq_payload="redacted",
-                        log_level="debug")
+                        log_level="debug")  # the strictest log for the secret test
     outputs: dict[str, str] = {}
     out, _ = snoopwatch(s, "create-topics", "--partitions", "1")
     assert out.returncode == 0, out.stderr
@@ -343,6 +343,25 @@ def test_each_protocol_and_mechanism_connects(broker: SecuredBroker, tmp_path: P
         assert out.returncode != 0 and took < REFUSAL_LIMIT_S
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "client certificate" in out.stderr
+
+
+def test_the_worker_runs_over_mutual_tls(broker: SecuredBroker, e2e: dict[str, Any],
+                                         tmp_path: Path) -> None:
+    """faust's SSL credentials: a worker on the listener that requires a client certificate
+    reads everything the end-to-end test sent (a group of its own)."""
+    c = broker.client
+    s = e2e["settings"].replace(
+        broker=f"kafka://127.0.0.1:{broker.ssl}", security_protocol="SSL", sasl_mechanism="",
+        sasl_username="", sasl_password_file="", ssl_certfile=str(c / "client.pem"),
+        ssl_keyfile=str(c / "client.key"), app_id="snoopwatch-sec-mtls", web_port=free_port(),
+        web_certfile="", web_keyfile="", web_token_file="", log_level="info",
+        data_dir=str(tmp_path / "worker"))
+    valid = sum(1 for _ in generate(SIM)) + len(_script_actor_events())
+    with worker(s, tmp_path / "worker.log") as url:
+        wait_until("every event processed over mutual TLS", lambda: scrape(url).get(
+            "snoopwatch_events_processed_total", 0) >= valid, 90, 1)
+    assert f"Kafka at kafka://127.0.0.1:{broker.ssl}, SSL, client certificate" in \
+        (tmp_path / "worker.log").read_text()
 
 
 def test_a_worker_bound_beyond_loopback_without_a_token_refuses_to_start(
