@@ -256,7 +256,10 @@ def refusal(err: BaseException, hostport: str, settings: Settings, timeout_s: fl
     proto = settings.security_protocol.upper()
     where = f"Kafka at kafka://{hostport} ({describe(settings)})"
     cause = err
-    while cause.__cause__ is not None and not isinstance(cause, ssl.SSLError):
+    # The root cause (an SSL error wrapped in a connection error), but not past a timeout:
+    # asyncio.wait_for raises TimeoutError from the CancelledError of the task it stopped.
+    while cause.__cause__ is not None and not isinstance(
+            cause, ssl.SSLError | asyncio.TimeoutError | TimeoutError):
         cause = cause.__cause__
     if isinstance(cause, ssl.SSLCertVerificationError):
         return (f"{where}: the broker's certificate is not trusted ({cause.verify_message}); "
@@ -282,10 +285,8 @@ def refusal(err: BaseException, hostport: str, settings: Settings, timeout_s: fl
         return f"{where}: connection refused (nothing listens there?); check {_env('broker')}"
     if isinstance(cause, asyncio.TimeoutError | TimeoutError | errors.KafkaTimeoutError
                   | errors.RequestTimedOutError):
-        hint = ("a TLS or SASL listener does not answer a plaintext client: check "
-                f"{_env('security_protocol')}") if not proto.startswith("SASL") and proto != \
-            "SSL" else f"check {_env('broker')} and {_env('security_protocol')}"
-        return f"{where}: no answer within {timeout_s:.0f} s; {hint}"
+        return (f"{where}: no answer within {timeout_s:.0f} s; check {_env('broker')} (a "
+                f"firewall?) and {_env('security_protocol')}")
     if isinstance(cause, asyncio.IncompleteReadError) and proto in ("PLAINTEXT", "SASL_PLAINTEXT"):
         # A TLS listener answers a plaintext request with a TLS alert, read as a huge length.
         return (f"{where}: the answer is not plaintext Kafka: a TLS or SASL listener? check "

@@ -383,3 +383,20 @@ def test_a_missing_secret_file_is_one_line_naming_the_setting(broker: SecuredBro
     assert out.returncode == 1
     assert out.stderr.strip() == (f"snoopwatch audit: SNOOPWATCH_SASL_PASSWORD_FILE="
                                   f"{tmp_path / 'nope'}: cannot read (No such file or directory)")
+
+
+def test_a_broker_that_never_answers_is_one_line_after_the_timeout() -> None:
+    import socket
+
+    from stream.kafka_security import KafkaRefused, check_connection
+
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        s = Settings(broker=f"kafka://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        with pytest.raises(KafkaRefused) as err:
+            asyncio.run(check_connection(s, timeout_s=2))
+    assert time.monotonic() - started < 5
+    assert str(err.value) == (f"Kafka at {s.broker} (PLAINTEXT): no answer within 2 s; check "
+                              "SNOOPWATCH_BROKER (a firewall?) and SNOOPWATCH_SECURITY_PROTOCOL")
