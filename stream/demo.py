@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from detectors.settings import Settings
-from stream.kafka_security import client_kwargs
+from stream.kafka_security import check_connection, client_kwargs
 from stream.processes import stop_process
 from stream.simulate import SimConfig, produce
 from stream.topics import topic_partitions
@@ -176,8 +176,6 @@ def run_demo(agents: int = 40, days: int = 5, seed: int = 11, timeout_s: float =
         dlq_topic=f"demo-{run}-access-events-dlq", context_topic=f"demo-{run}-access-context",
         app_id=f"snoopwatch-demo-{run}", web_port=free_port(),
         data_dir=str(Path("state") / "demo" / run))
-    from stream.kafka_security import check_connection
-
     asyncio.run(check_connection(settings))  # a refusal: one line, not a hang
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     cfg = SimConfig(seed=seed, agents=agents, days=days, insiders=1)
