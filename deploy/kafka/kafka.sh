@@ -633,7 +633,7 @@ cmd_down() {
     fi
     if ((wipe)); then
         rm -rf "$DATA_DIR" "$SECURE_DIR"
-        echo "kafka data wiped ($DATA_DIR)"
+        echo "kafka data wiped ($DATA_DIR${SECURE_DIR:+, $SECURE_DIR})"
     fi
 }
 
