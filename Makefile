@@ -27,19 +27,21 @@ $(CORE_BUILD): $(STAMP) $(wildcard detectors/*.py)
 	@$(PY) -m detectors.build
 
 # Debian's Prometheus (with promtool) and Alertmanager, for deploy/ checks and the end-to-end
-# tests. Only when missing; services are never started (no systemd here; a temporary
-# policy-rc.d denies invoke-rc.d unless the machine already has one).
+# tests, and openssl, which makes the secured broker's throw-away CA (kafka.sh up --secured;
+# keytool comes with Java). Only when missing; services are never started (no systemd here; a
+# temporary policy-rc.d denies invoke-rc.d unless the machine already has one).
 SYSTEM_BINS := promtool prometheus prometheus-alertmanager amtool
 system-deps:
-	@missing=0; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || missing=1; done; \
-	if [ $$missing = 1 ]; then \
+	@pkgs=; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || pkgs="prometheus prometheus-alertmanager"; done; \
+	command -v openssl >/dev/null || pkgs="$$pkgs openssl"; \
+	if [ -n "$$pkgs" ]; then \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		tmp_policy=0; if [ ! -e /usr/sbin/policy-rc.d ]; then \
 			printf '#!/bin/sh\nexit 101\n' | $$sudo tee /usr/sbin/policy-rc.d >/dev/null && \
 			$$sudo chmod +x /usr/sbin/policy-rc.d && tmp_policy=1; fi; \
-		echo "installing Debian packages: prometheus prometheus-alertmanager"; \
+		echo "installing Debian packages:$$pkgs"; \
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install \
-			-y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; rc=$$?; \
+			-y -qq --no-install-recommends $$pkgs >/dev/null; rc=$$?; \
 		[ $$tmp_policy = 1 ] && $$sudo rm -f /usr/sbin/policy-rc.d; \
 		[ $$rc = 0 ] || exit $$rc; \
 	fi

@@ -61,6 +61,7 @@ from detectors import core_build  # noqa: E402
 from detectors.events import parse_time  # noqa: E402
 from detectors.settings import Settings, bootstrap_servers  # noqa: E402
 from stream.demo import free_port, scrape  # noqa: E402
+from stream.kafka_security import kafka_kw  # noqa: E402
 from stream.processes import log_tail, stop_process, wait_ready  # noqa: E402
 from stream.simulate import TimeFormatter  # noqa: E402
 
@@ -216,7 +217,7 @@ def encode_lines(objs: Iterator[dict[str, Any]]) -> list[bytes]:
 async def create_topics(servers: str, topics: list[tuple[str, int, dict[str, str]]]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    admin = AIOKafkaAdminClient(**kafka_kw(servers))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, parts, 1, topic_configs=configs or None)
@@ -228,7 +229,7 @@ async def create_topics(servers: str, topics: list[tuple[str, int, dict[str, str
 async def delete_topics(servers: str, prefix: str) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=20_000)
+    admin = AIOKafkaAdminClient(**kafka_kw(servers), request_timeout_ms=20_000)
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -243,7 +244,7 @@ async def produce(servers: str, topic: str, keys: list[bytes], values: list[byte
     """Send every message as fast as the client goes; seconds from first send to all acked."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=servers, client_id="snoopwatch-bench",
+    producer = AIOKafkaProducer(**kafka_kw(servers), client_id="snoopwatch-bench",
                                 linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
@@ -269,7 +270,7 @@ async def paced_send(servers: str, topic: str, keys: list[bytes], values: list[b
     """Send at ``rate`` messages/s; the wall-clock send time of every tipping event."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=servers, client_id="snoopwatch-bench-paced")
+    producer = AIOKafkaProducer(**kafka_kw(servers), client_id="snoopwatch-bench-paced")
     await producer.start()
     sent: dict[str, float] = {}
     try:
@@ -304,7 +305,7 @@ async def read_topic(servers: str, topic: str, partitions: int, idle_s: float = 
     """Every message on ``topic`` from the start to its current end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka_kw(servers), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:

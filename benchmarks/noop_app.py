@@ -19,6 +19,9 @@ from typing import Any
 import faust
 import orjson
 
+from detectors.settings import Settings
+from stream.kafka_security import broker_credentials
+
 BROKER = os.environ.get("BENCH_BROKER", "kafka://127.0.0.1:9092")
 TOPIC = os.environ.get("BENCH_TOPIC", "bench-noop")
 APP_ID = os.environ.get("BENCH_APP_ID", "bench-noop")
@@ -29,6 +32,7 @@ TAKE = int(os.environ.get("BENCH_TAKE", "0"))  # > 0: take events in batches of 
 app = faust.App(
     APP_ID,
     broker=BROKER,
+    broker_credentials=broker_credentials(Settings.from_env()),  # SNOOPWATCH_SECURITY_* etc.
     datadir=os.environ.get("BENCH_DATADIR", "state/bench/noop"),
     store="memory://",
     autodiscover=False,

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from stream.kafka_security import kafka_kw
 from stream.simulate import TimeFormatter
 
 DAY_MS = 86_400_000
@@ -163,7 +164,7 @@ async def bare_consumer(servers: str, topic: str, group: str, count: int, timeou
     from aiokafka import AIOKafkaConsumer
 
     loads = orjson.loads
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers, group_id=group,
+    consumer = AIOKafkaConsumer(topic, **kafka_kw(servers), group_id=group,
                                 auto_offset_reset="earliest", enable_auto_commit=True)
     await consumer.start()
     n = 0

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detectors.engine import Engine
 from detectors.events import InvalidEvent, parse_event
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
+from stream.kafka_security import client_kwargs
 from stream.metrics import Metrics
 from stream.pipeline import fewer_gc_passes, home_partition
 from stream.simulate import SimConfig, generate
@@ -54,7 +55,7 @@ def rss_mb() -> float:
 async def write(settings: Settings, n: int, samples: list[bytes]) -> tuple[float, int]:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker),
+    producer = AIOKafkaProducer(**client_kwargs(settings),
                                 linger_ms=20, max_batch_size=1 << 20, acks=1,
                                 max_request_size=16 << 20)
     await producer.start()
@@ -81,7 +82,7 @@ async def write(settings: Settings, n: int, samples: list[bytes]) -> tuple[float
 async def drop_topic(settings: Settings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker))
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         await admin.delete_topics([state_topic_name(settings)])

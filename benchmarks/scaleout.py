@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
 from stream.demo import free_port, scrape
+from stream.kafka_security import client_kwargs
 from stream.processes import stop_process
 from stream.simulate import SimConfig, generate
 from stream.topics import create_topics
@@ -78,7 +79,7 @@ def done(urls: list[str]) -> float:
 async def produce(settings: Settings, msgs: list[tuple[bytes, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker),
+    producer = AIOKafkaProducer(**client_kwargs(settings),
                                 linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
@@ -91,7 +92,7 @@ async def produce(settings: Settings, msgs: list[tuple[bytes, bytes]]) -> None:
 async def drop_topics(settings: Settings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker))
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         mine = [t for t in await admin.list_topics() if t.startswith(settings.app_id)]

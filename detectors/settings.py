@@ -54,7 +54,8 @@ class Settings:
     partitions: int = 4
     """Partitions of the internal by-actor topic (the unit of scale-out)."""
     web_host: str = "127.0.0.1"
-    """Address the worker's HTTP server (``/metrics``) binds to."""
+    """Address the worker's HTTP server (``/metrics``) binds to; a non-loopback one needs
+    SNOOPWATCH_WEB_TOKEN_FILE (or SNOOPWATCH_WEB_ALLOW_OPEN=1)."""
     web_port: int = 6066
     """Port of the worker's HTTP server; give each worker on one host its own."""
     data_dir: str = "state/worker"
@@ -130,6 +131,39 @@ class Settings:
     compressed (~1.5-2 kB instead of ~8 kB) until their next event. Lossless: results do
     not change, only ~0.2 ms per freeze and thaw is spent. 0: never compress."""
 
+    # --- security (issue 17; docs/operations.md Security) ---
+    security_protocol: str = "PLAINTEXT"
+    """Kafka connection security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str = ""
+    """SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
+    sasl_username: str = ""
+    """SASL user name."""
+    sasl_password_file: str = ""
+    """File whose first line is the SASL password (the secret itself is never an environment
+    value, never shown)."""
+    ssl_cafile: str = ""
+    """PEM CA certificate(s) the broker's certificate must chain to; empty: the system's CAs."""
+    ssl_certfile: str = ""
+    """PEM client certificate, for brokers that require mutual TLS."""
+    ssl_keyfile: str = ""
+    """PEM private key of the client certificate (a secret: a mounted file)."""
+    web_certfile: str = ""
+    """PEM certificate for HTTPS on the worker's web server; empty: plain HTTP."""
+    web_keyfile: str = ""
+    """PEM private key for SNOOPWATCH_WEB_CERTFILE."""
+    web_token_file: str = ""
+    """File holding the bearer token every web page but /metrics and /health requires."""
+    web_allow_open: bool = False
+    """Allow a non-loopback SNOOPWATCH_WEB_HOST without a token (e.g. behind an auth proxy)."""
+    dlq_payload: str = "full"
+    """What a dead letter keeps of the original message: full (its bytes), redacted (a keyed
+    hash plus the failing field) or none."""
+    alert_attrs: str = "full"
+    """What an alert keeps of event ``attrs`` it carries: full, redacted (keyed hashes) or none."""
+    redaction_key_file: str = ""
+    """Key of the redaction hashes (HMAC-SHA256); empty: a random key kept in
+    state/redaction.key."""
+
     alertmanager_url: str = ""
     """Alertmanager base URL for ``snoopwatch forward-alertmanager`` (e.g.
     ``http://127.0.0.1:9093``); empty: the command needs ``--url``."""
@@ -201,6 +235,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_message_bytes": (lambda v: v >= 1, ">= 1"),
     "cloudtrail_customer": (lambda v: v in ("bucket", "account", "none"),
                             "bucket, account or none"),
+    "dlq_payload": (lambda v: v in ("full", "redacted", "none"), "full, redacted or none"),
+    "alert_attrs": (lambda v: v in ("full", "redacted", "none"), "full, redacted or none"),
 }
 
 

@@ -12,10 +12,12 @@ murmur2 partitioner, equal partition counts: see :class:`Router`) are detected b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +28,11 @@ from faust.types import TopicT
 
 from detectors import core_build
 from detectors.events import AccessEvent, InvalidEvent, decode_context, decode_event
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
+from stream import web as webguard
 from stream.audit import SOURCE_HEADER
+from stream.kafka_security import broker_credentials, client_kwargs
+from stream.kafka_security import describe as describe_security
 from stream.metrics import CONTENT_TYPE, Metrics
 from stream.pipeline import (
     GC_THRESHOLDS,
@@ -209,10 +214,16 @@ def _raw_topic(app: faust.App, *names: str, **kwargs: Any) -> TopicT:
 def create_app(settings: Settings | None = None, metrics: Metrics | None = None) -> Snoopwatch:
     """Build the worker's faust app from one settings object."""
     s = settings or Settings.from_env()
+    # The web server's guard (stream/web.py): refused here, before anything starts, if it
+    # would be open beyond this machine without a token.
+    token = webguard.load_token(s)
+    web_options = {"middlewares": [webguard.auth_middleware(token)]} if token else {}
     pipeline = Pipeline(s, metrics)
     app = faust.App(
         s.app_id,
         broker=s.broker,
+        # TLS/SASL (SPEC §3): faust hands these to its producer, consumer and admin client.
+        broker_credentials=broker_credentials(s),
         datadir=s.data_dir,
         store="memory://",
         autodiscover=False,
@@ -231,6 +242,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         web_bind=s.web_host,
         web_host=s.web_host,
         web_port=s.web_port,
+        web_ssl_context=webguard.ssl_context(s),
+        web_application_options=web_options,
+        # faust's own pages: the router one tells anyone the cluster's layout; not needed.
+        web_router_enabled=False,
+        web_graph_enabled=False,
     )
     app.fetch_max_wait_ms = s.fetch_max_wait_ms  # read by _worker_consumer
     # Input topics and their formats (SNOOPWATCH_SOURCES; default: SPEC events on the input
@@ -247,6 +263,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
 
     store = ActorStore(s, pipeline.engine, pipeline.metrics)
     router = Router()
+    recent: deque[dict[str, Any]] = deque(maxlen=webguard.RECENT_ALERTS)
     input_name, by_actor_name = s.input_topic, by_actor.get_topic_name()
 
     async def detect_one(ev: AccessEvent, event: Any, offset: int | None,
@@ -261,6 +278,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             return None
         _, alert = pipeline.detect(ev, started)
         if alert is not None:
+            recent.append(alert)
             await alerts_topic.send(key=ev.actor.encode(), value=encode(alert))
             if ocsf_topic is not None:
                 await ocsf_topic.send(key=ev.actor.encode(), value=encode(finding(alert)))
@@ -326,7 +344,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 pipeline.metrics.dead_lettered.labels(reason=err.reason).inc()
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
                 await dlq_topic.send(key=msg.key, value=encode(
-                    dead_letter(event.value, err, source, msg.key)))
+                    dead_letter(event.value, err, source, msg.key,
+                                redactor=pipeline.redactor)))
                 continue
             await detect_one(ev, event, msg.offset, input_source(msg, input_name), started)
 
@@ -372,10 +391,21 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(pipeline.metrics.exposition(), content_type=CONTENT_TYPE)
 
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/alerts")
+    async def alerts_page(web: Any, request: Any) -> Any:
+        # The alerts this worker raised lately, newest first; event values escaped.
+        return web.html(webguard.alerts_page(reversed(recent)),
+                        headers=dict(webguard.PAGE_HEADERS))
+
     @app.task
     async def follow_context() -> None:
         # Once per start: whether this worker runs the compiled core (detectors/build.py).
-        log.info("snoopwatch: detection core %s", core_build())
+        log.info("snoopwatch: detection core %s; Kafka at %s, %s", core_build(), s.broker,
+                 describe_security(s))
         await _follow_context(s, pipeline, dlq_topic)
 
     # --- Consumer lag per partition (issue 5): snoopwatch_consumer_lag_messages ---------------
@@ -404,8 +434,8 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
 
     from stream.topics import topic_partitions
 
-    servers = bootstrap_servers(s.broker)
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    kafka = client_kwargs(s)
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         with contextlib.suppress(TopicAlreadyExistsError):
@@ -414,7 +444,7 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
         parts = (await topic_partitions(admin, [s.context_topic]))[s.context_topic]
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -427,7 +457,8 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
                 pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
                 await dlq_topic.send(key=msg.key, value=encode(
-                    dead_letter(msg.value or b"", err, source, msg.key)))
+                    dead_letter(msg.value or b"", err, source, msg.key,
+                                redactor=pipeline.redactor)))
                 continue
             if entry is not None:
                 pipeline.engine.apply_context(entry)
@@ -440,7 +471,12 @@ def run_worker(settings: Settings | None = None) -> None:
     """``snoopwatch worker``: run one faust worker until interrupted."""
     from faust.worker import Worker
 
-    sw = create_app(settings)
+    from stream.kafka_security import check_connection
+
+    s = settings or Settings.from_env()
+    sw = create_app(s)  # first: a bad setting or file is reported before any connection
+    # Pre-flight: faust would retry a refused login or an untrusted certificate forever.
+    asyncio.run(check_connection(s))
     worker = Worker(sw.app, loglevel=sw.settings.log_level)
     gc.collect()
     gc.freeze()  # what start-up allocated (modules, the faust app) is never garbage

@@ -27,7 +27,8 @@ from typing import IO, Any
 import orjson
 
 from detectors.events import InvalidEvent, decode_event
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
+from stream.kafka_security import client_kwargs
 from stream.pipeline import home_partition
 
 SOURCE_HEADER = "snoopwatch-source"
@@ -138,9 +139,9 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    servers = bootstrap_servers(settings.broker)
+    kafka = client_kwargs(settings)
     by_actor_topic = f"{settings.app_id}-events-by-actor"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         described = await admin.describe_topics([settings.input_topic, by_actor_topic,
@@ -152,7 +153,7 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
              if not d.get("error_code")}
     committed = {(tp.topic, tp.partition): meta.offset for tp, meta in committed_raw.items()
                  if meta.offset >= 0}
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:

@@ -79,10 +79,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         topic = args.topic or s.input_topic
         if args.context:
             write_context(cfg, args.context)
+        preflight(s)  # after the context file: it is written even when Kafka is away
         try:
             # The company's watchlists go to the context topic first, as a company's
             # systems would publish them, so a worker knows them from the first event.
-            counts = asyncio.run(produce(cfg, s.broker, topic, context_topic=s.context_topic,
+            counts = asyncio.run(produce(cfg, s, topic, context_topic=s.context_topic,
                                          progress=tty))
         except KafkaError as err:
             print(f"snoopwatch simulate: Kafka at {s.broker}: {err!r}", file=sys.stderr)
@@ -298,9 +299,25 @@ COMMANDS.update({"audit": _cmd_audit})
 # --- end reliability ---------------------------------------------------------------------------
 
 
+# Commands that talk to Kafka: each first makes one connection with the configured security
+# (stream/kafka_security.py), so that a refusal is one line within seconds, not an endless
+# retry loop of the Kafka client. (The worker checks in run_worker, the demo in run_demo,
+# simulate --kafka in _cmd_simulate.)
+KAFKA_COMMANDS = {"alerts", "forward-alertmanager", "create-topics", "audit"}
+
+
+def preflight(settings: Settings | None = None) -> None:
+    """Connect once with the settings' security; raises a one-line ValueError if refused."""
+    from stream.kafka_security import check_connection
+
+    asyncio.run(check_connection(settings or Settings.from_env()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in KAFKA_COMMANDS:
+            preflight()
         return COMMANDS[args.command](args)
     except (OSError, ValueError) as err:
         print(f"snoopwatch {args.command}: {err}", file=sys.stderr)

@@ -41,8 +41,9 @@ from typing import IO, Any
 
 import orjson
 
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
 from stream.demo import alert_line
+from stream.kafka_security import client_kwargs
 
 ALERTNAME = "SnoopwatchInsider"
 MAX_EVENT_IDS = 10
@@ -64,7 +65,7 @@ async def follow_alerts(settings: Settings, out: IO[str], *, as_json: bool = Fal
     topic = settings.alerts_topic
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     stop = _stop_on_sigterm()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings.broker),
+    consumer = AIOKafkaConsumer(**client_kwargs(settings),
                                 group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     shown = 0
@@ -226,7 +227,7 @@ async def forward_to_alertmanager(settings: Settings, url: str, out: IO[str], *,
         for alert_id in await _held_alert_ids(http, base, err):
             seen.add(alert_id)
         consumer = AIOKafkaConsumer(settings.alerts_topic,
-                                    bootstrap_servers=bootstrap_servers(settings.broker),
+                                    **client_kwargs(settings),
                                     group_id=group, enable_auto_commit=False,
                                     auto_offset_reset="earliest" if from_beginning else "latest")
         try:

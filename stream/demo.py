@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
+from stream.kafka_security import check_connection, client_kwargs
 from stream.processes import stop_process
 from stream.simulate import SimConfig, produce
 from stream.topics import topic_partitions
@@ -67,9 +68,9 @@ async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: P
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    servers = bootstrap_servers(settings.broker)
+    kafka = client_kwargs(settings)
     t0 = time.monotonic()
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         topics = [settings.input_topic, settings.alerts_topic, settings.dlq_topic]
@@ -78,9 +79,9 @@ async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: P
         await topic_partitions(admin, topics)
     finally:
         await admin.close()
-    sim = await produce(cfg, settings.broker, settings.input_topic,
+    sim = await produce(cfg, settings, settings.input_topic,
                         progress=sys.stderr.isatty())
-    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    producer = AIOKafkaProducer(**kafka)
     await producer.start()
     try:
         for raw in MALFORMED:
@@ -101,7 +102,7 @@ async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: P
     metrics_url = f"http://{settings.web_host}:{settings.web_port}/metrics"
     print(f"worker started (pid {worker.pid}, log {log_path}); metrics at {metrics_url}")
     print("alerts as they arrive:")
-    consumer = AIOKafkaConsumer(settings.alerts_topic, bootstrap_servers=servers,
+    consumer = AIOKafkaConsumer(settings.alerts_topic, **kafka,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     alerts: list[dict[str, Any]] = []
@@ -175,6 +176,7 @@ def run_demo(agents: int = 40, days: int = 5, seed: int = 11, timeout_s: float =
         dlq_topic=f"demo-{run}-access-events-dlq", context_topic=f"demo-{run}-access-context",
         app_id=f"snoopwatch-demo-{run}", web_port=free_port(),
         data_dir=str(Path("state") / "demo" / run))
+    asyncio.run(check_connection(settings))  # a refusal: one line, not a hang
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     cfg = SimConfig(seed=seed, agents=agents, days=days, insiders=1)
     return asyncio.run(_run(settings, cfg, timeout_s, Path(settings.data_dir) / "worker.log"))

@@ -20,17 +20,20 @@ from aiokafka.partitioner import murmur2
 
 from detectors.engine import Engine, rfc3339
 from detectors.events import AccessEvent, InvalidEvent, decode_event
+from detectors.redaction import Redactor, alert_redactor, dlq_redactor
 from detectors.settings import Settings
 from stream.metrics import Metrics
 from stream.sources import Source
 
 
 def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
-                key: bytes | None = None, *, wall_clock: bool = True) -> dict[str, Any]:
+                key: bytes | None = None, *, wall_clock: bool = True,
+                redactor: Redactor | None = None) -> dict[str, Any]:
     """The dead-letter record for a rejected message: reason, where it came from, the bytes.
 
     ``value`` holds the original text when it is UTF-8 (easy to read), and
-    ``value_b64`` always holds the exact original bytes (nothing is lost).
+    ``value_b64`` always holds the exact original bytes (nothing is lost). A ``redactor``
+    (SNOOPWATCH_DLQ_PAYLOAD=redacted or none; detectors/redaction.py) keeps less.
 
     >>> from detectors.events import InvalidEvent
     >>> rec = dead_letter(b"{oops", InvalidEvent("invalid_json", "not JSON"),
@@ -40,6 +43,7 @@ def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
     """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
     size = len(data)
+    original = data
     truncated = size > MAX_DLQ_VALUE_BYTES
     if truncated:  # the exact bytes stay on the input topic at ``source``
         data = data[:MAX_DLQ_VALUE_BYTES]
@@ -60,6 +64,8 @@ def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
     }
     if wall_clock:  # replay leaves it out, so that its output depends on the file only
         record["dead_lettered_at"] = rfc3339(int(time.time() * 1000))
+    if redactor is not None:
+        record = redactor.dead_letter(record, original)
     return record
 
 
@@ -89,6 +95,10 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.engine = Engine(self.settings)
         self.wall_clock = wall_clock
+        # What dead letters and alerts keep of customer data (SNOOPWATCH_DLQ_PAYLOAD,
+        # SNOOPWATCH_ALERT_ATTRS); None: everything, as it came.
+        self.redactor = dlq_redactor(self.settings)
+        self.alert_redactor = alert_redactor(self.settings)
         # Bound once: a labelled child's lookup per event would cost the hot SPEC path.
         self._spec_records = self.metrics.source_records.labels(format="spec")
         # Read when scraped, not set per event: actors come and go in state restores and
@@ -111,7 +121,8 @@ class Pipeline:
             self._spec_records.inc()
             m.source_dead_lettered.labels(format="spec", reason=err.reason).inc()
             return Rejected(err.reason, dead_letter(raw, err, source, key,
-                                                    wall_clock=self.wall_clock))
+                                                    wall_clock=self.wall_clock,
+                                                    redactor=self.redactor))
         m.valid.inc()
         self._spec_records.inc()
         return ev
@@ -137,7 +148,8 @@ class Pipeline:
             m.source_records.labels(format=src.format).inc()
             m.source_dead_lettered.labels(format=src.format, reason=err.reason).inc()
             return [Rejected(err.reason, dead_letter(data, err, source, key,
-                                                     wall_clock=self.wall_clock))]
+                                                     wall_clock=self.wall_clock,
+                                                     redactor=self.redactor))]
         out: list[AccessEvent | Rejected] = []
         for rec in src.decode(data):
             m.source_records.labels(format=src.format).inc()
@@ -150,7 +162,8 @@ class Pipeline:
             m.dead_lettered.labels(reason=err.reason).inc()
             m.source_dead_lettered.labels(format=src.format, reason=err.reason).inc()
             out.append(Rejected(err.reason, dead_letter(rec.raw, err, where, key,
-                                                        wall_clock=self.wall_clock)))
+                                                        wall_clock=self.wall_clock,
+                                                        redactor=self.redactor)))
         return out
 
     def detect(self, ev: AccessEvent, started: float | None = None
@@ -167,6 +180,8 @@ class Pipeline:
         if verdict.alert is not None:
             a = verdict.alert
             alert = a.to_dict(now_ms)
+            if self.alert_redactor is not None:
+                alert = self.alert_redactor.alert(alert)
             top = a.reasons[0].detector if a.reasons else "none"
             self.metrics.count_alert(a.severity, top)
         m = self.metrics

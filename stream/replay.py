@@ -80,7 +80,8 @@ def load_context(fh: IO[bytes], pipeline: Pipeline, dlq: IO[bytes] | None) -> tu
             entry = decode_context(line, None) if line else decode_json(line)
         except InvalidEvent as err:
             pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
-            _reject(dead_letter(line, err, {"file": fh.name, "line": n}, wall_clock=False),
+            _reject(dead_letter(line, err, {"file": fh.name, "line": n}, wall_clock=False,
+                                redactor=pipeline.redactor),
                     dlq, show=True)
             rejected += 1
             continue
@@ -116,7 +117,9 @@ def _reject(record: dict[str, Any], dlq: IO[bytes] | None, show: bool) -> None:
         where = ":".join(str(src[k]) for k in ("file", "line") if k in src)
         if "record" in src:
             where += f" record {src['record']}"
-        print(f"{where}: {record['reason']}{field}: {record['error']}", file=sys.stderr)
+        # A redacted dead letter has no error text (it may quote a value): nor has stderr.
+        detail = record.get("error") or "details not kept (SNOOPWATCH_DLQ_PAYLOAD)"
+        print(f"{where}: {record['reason']}{field}: {detail}", file=sys.stderr)
 
 
 def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None,

@@ -71,7 +71,8 @@ from typing import IO, Any
 
 import orjson
 
-from detectors.settings import bootstrap_servers
+from detectors.settings import Settings, bootstrap_servers
+from stream.kafka_security import client_kwargs
 from stream.progress import Progress
 
 LABEL_SELLING_LOOKUPS = "selling_lookups"
@@ -1686,17 +1687,20 @@ def write_jsonl(cfg: SimConfig, events_path: str, labels_path: str | None,
 FLUSH_EVERY = 5_000  # bound in-flight futures; linger_ms does the real batching
 
 
-async def produce(cfg: SimConfig, broker: str, topic: str, *,
+async def produce(cfg: SimConfig, broker: str | Settings, topic: str, *,
                   context_topic: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Send every event to Kafka (key = actor, value = orjson bytes); labels stay local.
 
     With ``context_topic``, the company's context entries go there first (key
-    ``kind:id``, SPEC §1). Returns ``{"events", "malicious", "actors", "insiders",
+    ``kind:id``, SPEC §1). ``broker``: an address (plaintext) or settings, whose broker and
+    connection security (SPEC §3) are used. Returns ``{"events", "malicious", "actors", "insiders",
     "scenarios", "context", "labels": {event_id: label}}``.
     """
     from aiokafka import AIOKafkaProducer  # lazy: file-only use needs no Kafka client
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker),
+    kafka = (client_kwargs(broker) if isinstance(broker, Settings)
+             else {"bootstrap_servers": bootstrap_servers(broker)})
+    producer = AIOKafkaProducer(**kafka,
                                 client_id="snoopwatch-simulate", linger_ms=20,
                                 max_batch_size=256 * 1024)
     n = 0

@@ -60,7 +60,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.engine import Engine
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
+from stream.kafka_security import client_kwargs
 from stream.metrics import Metrics
 
 log = logging.getLogger("snoopwatch")
@@ -216,7 +217,7 @@ class ActorStore:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
         from aiokafka.errors import TopicAlreadyExistsError
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(self.settings.broker))
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
         await admin.start()
         try:
             if self.topic not in set(await admin.list_topics()):
@@ -233,7 +234,7 @@ class ActorStore:
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
-            p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(self.settings.broker),
+            p = AIOKafkaProducer(**client_kwargs(self.settings),
                                  client_id=f"{self.settings.app_id}-state", acks="all",
                                  linger_ms=5, max_request_size=STATE_MAX_MESSAGE_BYTES,
                                  request_timeout_ms=30_000)
@@ -287,7 +288,7 @@ class ActorStore:
         await self.ensure_topic()
         started = time.perf_counter()
         tp = TopicPartition(self.topic, partition)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.settings.broker),
+        consumer = AIOKafkaConsumer(**client_kwargs(self.settings),
                                     group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest",
                                     max_partition_fetch_bytes=STATE_MAX_MESSAGE_BYTES,

@@ -15,7 +15,8 @@ import sys
 import time
 from typing import IO, Any
 
-from detectors.settings import Settings, bootstrap_servers
+from detectors.settings import Settings
+from stream.kafka_security import client_kwargs
 
 
 async def topic_partitions(admin: Any, topics: list[str], timeout_s: float = 60.0
@@ -54,7 +55,7 @@ async def create_topics(settings: Settings, partitions: int | None = None,
         settings.context_topic: NewTopic(settings.context_topic, 1, replication_factor,
                                          topic_configs={"cleanup.policy": "compact"}),
     }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker))
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

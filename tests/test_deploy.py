@@ -200,6 +200,72 @@ def test_kustomization_lists_every_manifest() -> None:
     assert sorted(kust["resources"]) == sorted(f.name for f in K8S.glob("*.yml"))
 
 
+# --- secrets are mounted files, never environment values (issue 17) -----------------------
+
+SECURED = COMPOSE_DIR / "docker-compose.secured.yml"
+# A name that says it holds a secret; the settings that name a secret's file end in FILE.
+SECRETISH = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|_KEY\b|PRIVATE", re.IGNORECASE)
+
+
+def _secret_values(env: dict[str, Any]) -> set[str]:
+    """Variables that look like they carry a secret's value rather than its file."""
+    return {k for k in env if SECRETISH.search(k) and not k.upper().endswith("FILE")}
+
+
+def test_the_secured_compose_overlay_mounts_every_secret_as_a_file() -> None:
+    proc = _check_jsonschema(SECURED)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    overlay = yaml.safe_load(SECURED.read_text())
+    base = _compose()["services"]
+    declared = overlay["secrets"]
+    assert all(set(spec) == {"file"} and spec["file"].startswith("./secrets/")
+               for spec in declared.values()), declared  # files, not environment sources
+    for name, svc in overlay["services"].items():
+        assert name in base, f"the overlay adds an unknown service {name}"
+        env = svc["environment"]
+        assert not _secret_values(env), f"{name}: secret values in env {_secret_values(env)}"
+        unknown = {k for k in env if k.startswith("SNOOPWATCH_")} - SETTINGS_VARS
+        assert not unknown, f"{name}: not snoopwatch settings: {unknown}"
+        mounted = set(svc["secrets"])
+        assert mounted <= set(declared), name
+        files = {k: v for k, v in env.items() if k.endswith("FILE") and v}
+        assert files, name
+        for k, path in files.items():
+            assert path.startswith("/run/secrets/") and path.removeprefix("/run/secrets/") \
+                in mounted, f"{name}: {k}={path} is not a secret mounted in it"
+    worker = overlay["services"]["worker"]["environment"]
+    assert worker["SNOOPWATCH_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert worker["SNOOPWATCH_WEB_TOKEN_FILE"] and worker["SNOOPWATCH_WEB_ALLOW_OPEN"] == "0"
+    for name, svc in base.items():  # the base stack holds no secret value either
+        assert not _secret_values(svc.get("environment") or {}), name
+    assert "deploy/compose/secrets/" in (REPO / ".gitignore").read_text()
+
+
+def test_k8s_secrets_are_a_mounted_secret_volume_never_env() -> None:
+    m = _manifests()
+    config = m["configmap.yml"]["data"]
+    assert not _secret_values(config), _secret_values(config)
+    files = {k: v for k, v in config.items() if k.endswith("FILE") and v}
+    assert {"SNOOPWATCH_SASL_PASSWORD_FILE", "SNOOPWATCH_WEB_TOKEN_FILE"} <= set(files)
+    assert config["SNOOPWATCH_SECURITY_PROTOCOL"] == "SASL_SSL"
+    using = 0
+    for fname, doc in m.items():
+        spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec.get("containers", []):
+            assert "env" not in c, f"{fname}: env values (secrets go in the mounted Secret)"
+            if not any("configMapRef" in e for e in c.get("envFrom", [])):
+                continue
+            using += 1
+            assert all("secretRef" not in e for e in c["envFrom"]), fname
+            secret_dirs = [vm["mountPath"] for vm in c.get("volumeMounts", [])
+                           if "secret" in volumes.get(vm["name"], {}) and vm.get("readOnly")]
+            for k, path in files.items():
+                assert any(path.startswith(d.rstrip("/") + "/") for d in secret_dirs), \
+                    f"{fname}: {k}={path} is not in a mounted Secret"
+    assert using >= 3  # worker, forwarder, topics job
+
+
 # --- the compose stack's Kafka, for real -------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 # Local single-node Kafka (KRaft, no ZooKeeper) for snoopwatch development and tests.
 #
 #   kafka.sh up            start the broker (idempotent) and wait until it serves metadata
+#   kafka.sh up --secured  ... plus SASL_SSL, SSL (mTLS) and SASL_PLAINTEXT listeners, with a
+#                          throw-away CA and SCRAM users (or SNOOPWATCH_KAFKA_SECURED=1)
 #   kafka.sh down [--wipe] stop it (idempotent); --wipe also deletes its data (topics, offsets)
 #   kafka.sh status        exit 0 and print the pid if the broker serves metadata, else exit 1
 #   kafka.sh logs [ARGS]   tail the broker log; ARGS go to tail, e.g. `logs -f` or `logs -n 500`
@@ -27,11 +29,22 @@ TOOLS_LOG4J_FILE=$KAFKA_STATE/tools-log4j.properties
 MAVEN_LOG=$KAFKA_STATE/maven.log
 LOCK_FILE=$KAFKA_STATE/.kafka.sh.lock
 LIB_MARKER=$LIB_DIR/.snoopwatch-lib-complete
+# Secured mode: the broker's keystore, truststore and CA key stay in SECURE_DIR; what a client
+# needs (CA certificate, client certificate and key, the SCRAM user's password file) goes to
+# CLIENT_DIR, which tests and local runs point SNOOPWATCH_SSL_* / SNOOPWATCH_SASL_* at.
+SECURE_DIR=$KAFKA_STATE/secured
+CLIENT_DIR=$SECURE_DIR/client
+SECURED=${SNOOPWATCH_KAFKA_SECURED:-0}
+SASL_USER=snoopwatch
 
 HOST=127.0.0.1
 NODE_ID=1
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+# Secured listeners (only with --secured), by default right above the controller port.
+KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-$((KAFKA_PORT + 2))}
+KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-$((KAFKA_PORT + 3))}
+KAFKA_SASL_PLAINTEXT_PORT=${KAFKA_SASL_PLAINTEXT_PORT:-$((KAFKA_PORT + 4))}
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-60}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 MAVEN_TIMEOUT=${KAFKA_MAVEN_TIMEOUT:-600}
@@ -53,7 +66,7 @@ is_uint() {
 
 check_settings() {
     local name value
-    for name in KAFKA_PORT KAFKA_CONTROLLER_PORT; do
+    for name in KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_SASL_SSL_PORT KAFKA_SSL_PORT KAFKA_SASL_PLAINTEXT_PORT; do
         value=${!name}
         # Kubernetes injects KAFKA_PORT=tcp://host:port for a service named "kafka".
         if ! is_uint "$value" || ((value < 1 || value > 65535)); then
@@ -62,6 +75,13 @@ check_settings() {
     done
     [[ $KAFKA_PORT != "$KAFKA_CONTROLLER_PORT" ]] ||
         die "KAFKA_PORT and KAFKA_CONTROLLER_PORT are both $KAFKA_PORT; they must differ"
+    [[ $SECURED == 0 || $SECURED == 1 ]] || die "SNOOPWATCH_KAFKA_SECURED='$SECURED' must be 0 or 1"
+    if ((SECURED)); then
+        local ports
+        ports=$(printf '%s\n' "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_SSL_PORT" \
+            "$KAFKA_SSL_PORT" "$KAFKA_SASL_PLAINTEXT_PORT" | sort | uniq -d)
+        [[ -z $ports ]] || die "port $ports is given to two listeners; the five ports must differ"
+    fi
     for name in START_TIMEOUT STOP_TIMEOUT MAVEN_TIMEOUT; do
         is_uint "${!name}" || die "KAFKA_${name}='${!name}' is not a whole number of seconds"
     done
@@ -210,6 +230,112 @@ format_storage() {
         die "StorageTool format failed: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
 }
 
+# --- Secured mode: throw-away CA, certificates, SCRAM users -----------------------------------
+
+# Made once per state dir (kept across restarts, so clients' files stay valid); `down --wipe`
+# deletes them with the data. Keys and passwords are mode 600.
+make_secrets() {
+    [[ -f $CLIENT_DIR/.complete ]] && return 0
+    command -v openssl >/dev/null || die "openssl not found; it is needed for 'up --secured' (apt-get install openssl)"
+    local keytool
+    keytool=$(dirname "$(readlink -f "$JAVA")")/keytool
+    [[ -x $keytool ]] || keytool=$(command -v keytool || true)
+    [[ -n $keytool ]] || die "keytool not found next to $JAVA; it comes with the JDK/JRE (apt-get install openjdk-17-jre-headless)"
+    rm -rf "$SECURE_DIR"
+    mkdir -p "$CLIENT_DIR"
+    chmod 700 "$SECURE_DIR"
+    local out rc=0
+    out=$(
+        set -e
+        umask 077
+        cd "$SECURE_DIR"
+        openssl rand -hex 24 >store-password
+        openssl rand -hex 24 >"$CLIENT_DIR/password"
+        echo "$SASL_USER" >"$CLIENT_DIR/username"
+        openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 30 -subj "/CN=snoopwatch local CA" \
+            -keyout ca.key -out "$CLIENT_DIR/ca.pem" 2>&1
+        # The broker's certificate names the loopback address and localhost (hostname checked).
+        openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=localhost" \
+            -keyout broker.key -out broker.csr 2>&1
+        printf 'subjectAltName=IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' "$HOST" >broker.ext
+        openssl x509 -req -in broker.csr -CA "$CLIENT_DIR/ca.pem" -CAkey ca.key -CAcreateserial \
+            -days 30 -sha256 -extfile broker.ext -out broker.pem 2>&1
+        openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile "$CLIENT_DIR/ca.pem" \
+            -name broker -out broker.p12 -passout file:store-password 2>&1
+        "$keytool" -importcert -noprompt -alias snoopwatch-ca -file "$CLIENT_DIR/ca.pem" \
+            -keystore truststore.p12 -storetype PKCS12 -storepass:file store-password 2>&1
+        # The client's certificate, for the SSL (mutual TLS) listener.
+        openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=$SASL_USER" \
+            -keyout "$CLIENT_DIR/client.key" -out client.csr 2>&1
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl x509 -req -in client.csr -CA "$CLIENT_DIR/ca.pem" -CAkey ca.key -CAcreateserial \
+            -days 30 -sha256 -extfile client.ext -out "$CLIENT_DIR/client.pem" 2>&1
+        rm -f broker.csr client.csr
+    ) || rc=$?
+    ((rc == 0)) || die "making the throw-away CA and certificates failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+    touch "$CLIENT_DIR/.complete"
+    info "made a throw-away CA, broker and client certificates and a SCRAM password in $SECURE_DIR"
+}
+
+# Replaces the template's listener lines by the four listeners and appends their security.
+secure_config() {
+    local store_pw user_pw h=$HOST
+    store_pw=$(cat "$SECURE_DIR/store-password")
+    user_pw=$(cat "$CLIENT_DIR/password")
+    sed -i -e '/^listeners=/d' -e '/^advertised\.listeners=/d' -e '/^listener\.security\.protocol\.map=/d' "$PROPS_FILE"
+    local plain_jaas="org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER=\"$user_pw\";"
+    local scram_jaas="org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    (
+        umask 077
+        cat >>"$PROPS_FILE" <<EOPROPS
+
+# --- Secured mode (kafka.sh up --secured): written by kafka.sh, holds secrets (mode 600) ---
+listeners=PLAINTEXT://$h:$KAFKA_PORT,CONTROLLER://$h:$KAFKA_CONTROLLER_PORT,SASL_SSL://$h:$KAFKA_SASL_SSL_PORT,SSL://$h:$KAFKA_SSL_PORT,SASL_PLAINTEXT://$h:$KAFKA_SASL_PLAINTEXT_PORT
+advertised.listeners=PLAINTEXT://$h:$KAFKA_PORT,SASL_SSL://$h:$KAFKA_SASL_SSL_PORT,SSL://$h:$KAFKA_SSL_PORT,SASL_PLAINTEXT://$h:$KAFKA_SASL_PLAINTEXT_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$SECURE_DIR/broker.p12
+ssl.keystore.password=$store_pw
+ssl.key.password=$store_pw
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$SECURE_DIR/truststore.p12
+ssl.truststore.password=$store_pw
+# Mutual TLS: the SSL listener admits only clients with a certificate from the local CA.
+listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.plain.sasl.jaas.config=$plain_jaas
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=$scram_jaas
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=$scram_jaas
+listener.name.sasl_plaintext.plain.sasl.jaas.config=$plain_jaas
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=$scram_jaas
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=$scram_jaas
+EOPROPS
+    )
+    chmod 600 "$PROPS_FILE"
+}
+
+# SCRAM-SHA-256 and -512 credentials for the user, with Kafka's own ConfigCommand (the
+# kafka-configs tool) over the PLAINTEXT listener; idempotent, so it runs on every secured up.
+# The password goes in through a file, never on a command line.
+add_scram_users() {
+    local pw cfg out mech rc=0
+    pw=$(cat "$CLIENT_DIR/password")
+    cfg=$SECURE_DIR/scram.properties
+    # One mechanism per call: the broker refuses to alter a user's credential twice in one request.
+    for mech in SCRAM-SHA-256 SCRAM-SHA-512; do
+        (umask 077 && printf '%s=password=%s\n' "$mech" "$pw" >"$cfg")
+        out=$(timeout 60 "$JAVA" -Xmx128m -cp "$LIB_DIR/*" -Dlog4j.configuration="file:$TOOLS_LOG4J_FILE" \
+            kafka.admin.ConfigCommand --bootstrap-server "$HOST:$KAFKA_PORT" --alter \
+            --entity-type users --entity-name "$SASL_USER" --add-config-file "$cfg" 2>&1 9>&-) || rc=$?
+        rm -f "$cfg"
+        ((rc == 0)) || die "creating the $mech user $SASL_USER failed: $(grep -m 1 -E 'Exception|Error' <<<"$out" | cut -c1-300)"
+    done
+}
+
+secured_summary() {
+    echo "kafka secured listeners on $HOST: SASL_SSL $KAFKA_SASL_SSL_PORT (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), SSL $KAFKA_SSL_PORT (client certificate required), SASL_PLAINTEXT $KAFKA_SASL_PLAINTEXT_PORT; user $SASL_USER; client files in $CLIENT_DIR"
+}
+
 # --- Processes and ports ---------------------------------------------------------------------
 
 cmdline_of() {
@@ -283,8 +409,9 @@ port_user() {
 }
 
 check_ports_free() {
-    local port who
-    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    local port who ports=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
+    ((SECURED)) && ports+=("$KAFKA_SASL_SSL_PORT" "$KAFKA_SSL_PORT" "$KAFKA_SASL_PLAINTEXT_PORT")
+    for port in "${ports[@]}"; do
         who=$(port_user "$port")
         [[ -z $who ]] ||
             die "port $HOST:$port is already in use by $who, not by this script's broker; stop it or set KAFKA_PORT/KAFKA_CONTROLLER_PORT"
@@ -415,9 +542,13 @@ cmd_up() {
         port=$(running_port)
         [[ $port == "$KAFKA_PORT" ]] ||
             die "kafka from $KAFKA_STATE already runs on $HOST:$port (pid $pid), not on KAFKA_PORT=$KAFKA_PORT; run 'kafka.sh down' first"
+        if ((SECURED)) && ! grep -q '^listeners=.*SASL_SSL://' "$PROPS_FILE"; then
+            die "kafka from $KAFKA_STATE already runs on $HOST:$port (pid $pid) without the secured listeners; run 'kafka.sh down' first"
+        fi
         ensure_lib
         choose_probe
         wait_ready "$pid" "$port"
+        ((SECURED)) && secured_summary
         echo "kafka already running on $HOST:$port (pid $pid)"
         return 0
     fi
@@ -425,6 +556,10 @@ cmd_up() {
     check_ports_free
     ensure_lib
     render_config
+    if ((SECURED)); then
+        make_secrets
+        secure_config
+    fi
     format_storage
     choose_probe
     rotate_log
@@ -456,6 +591,10 @@ cmd_up() {
     echo "$pid" >"$PID_FILE"
     info "started broker pid $pid, waiting up to ${START_TIMEOUT}s for it to serve metadata ..."
     wait_ready "$pid" "$KAFKA_PORT"
+    if ((SECURED)); then
+        add_scram_users
+        secured_summary
+    fi
     echo "kafka running on $HOST:$KAFKA_PORT (pid $pid, ready in $((SECONDS - t0))s)"
 }
 
@@ -493,8 +632,8 @@ cmd_down() {
         echo "kafka stopped"
     fi
     if ((wipe)); then
-        rm -rf "$DATA_DIR"
-        echo "kafka data wiped ($DATA_DIR)"
+        rm -rf "$DATA_DIR" "$SECURE_DIR"
+        echo "kafka data wiped ($DATA_DIR${SECURE_DIR:+, $SECURE_DIR})"
     fi
 }
 
@@ -533,7 +672,14 @@ main() {
     local cmd=${1:-}
     (($#)) && shift
     case $cmd in
-        up) cmd_up "$@" ;;
+        up)
+            if [[ ${1:-} == --secured ]]; then
+                SECURED=1
+                shift
+            fi
+            (($# == 0)) || die "unknown option for up: $1"
+            cmd_up
+            ;;
         down) cmd_down "$@" ;;
         wipe) cmd_down --wipe ;;
         status) cmd_status "$@" ;;
