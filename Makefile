@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 # The detection core compiled with Cython (detectors/build.py), rebuilt when a source changes;
 # without a C compiler it says so and the core runs as pure Python.
-$(CORE_BUILD): $(STAMP) $(wildcard detectors/*.py)
+$(CORE_BUILD): $(STAMP) $(wildcard detectors/*.py detectors/signals/*.py)
 	@$(PY) -m detectors.build
 
 # Debian's Prometheus (with promtool) and Alertmanager, for deploy/ checks and the end-to-end

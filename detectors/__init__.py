@@ -18,13 +18,22 @@ import os
 import sys
 from pathlib import Path
 
-COMPILED = ("events", "models", "multivariate", "engine")
+# Dotted names are modules of a subpackage (``signals.volume``: detectors/signals/volume.py);
+# a package's __init__ (the signal registry) stays Python.
+COMPILED = ("events", "models", "multivariate", "engine", "signals.base", "signals.volume",
+            "signals.departing", "signals.off_hours", "signals.unjustified",
+            "signals.first_seen", "signals.multivariate", "signals.accumulated")
 MANIFEST = Path(__file__).with_name("compiled.json")
+
+
+def source_path(module: str) -> Path:
+    """``detectors/<module>.py`` (dots: subpackages)."""
+    return MANIFEST.parent.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def source_digest(module: str) -> str:
     """SHA-256 of ``detectors/<module>.py``, as the build records it."""
-    return hashlib.sha256(MANIFEST.with_name(f"{module}.py").read_bytes()).hexdigest()
+    return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
 
 
 def _current_builds() -> frozenset[str]:
@@ -47,11 +56,15 @@ class _SourceUnlessCurrent(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path: object = None, target: object = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        package, _, module = fullname.rpartition(".")
-        if package != __name__ or module not in COMPILED or module in CURRENT:
+        if not fullname.startswith(_PREFIX):
+            return None
+        module = fullname[len(_PREFIX):]
+        if module not in COMPILED or module in CURRENT:
             return None  # the usual finders: the compiled build, if present
-        return importlib.util.spec_from_file_location(fullname,
-                                                      MANIFEST.with_name(f"{module}.py"))
+        return importlib.util.spec_from_file_location(fullname, source_path(module))
+
+
+_PREFIX = __name__ + "."
 
 
 CURRENT = _current_builds()
@@ -62,8 +75,8 @@ if not any(isinstance(f, _SourceUnlessCurrent) for f in sys.meta_path):
 def core_build() -> str:
     """Which build of the core this process runs: ``compiled``, ``pure Python`` or ``mixed``
     (some modules stale). Imports the core."""
-    from detectors import engine, events, models, multivariate
+    import importlib
 
-    kinds = {m.__file__.endswith(".py") for m in (engine, events, models, multivariate)
-             if m.__file__}
+    kinds = {m.__file__.endswith(".py") for m in
+             (importlib.import_module(f"{__name__}.{name}") for name in COMPILED) if m.__file__}
     return "mixed" if len(kinds) > 1 else "pure Python" if True in kinds else "compiled"

@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 
-from detectors import COMPILED, MANIFEST, source_digest
+from detectors import COMPILED, MANIFEST, source_digest, source_path
 
 HERE = MANIFEST.parent
 
@@ -28,7 +28,8 @@ def clean() -> None:
     """Remove every compiled module and the manifest."""
     MANIFEST.unlink(missing_ok=True)
     for module in COMPILED:
-        for built in HERE.glob(f"{module}.*.so"):
+        path = source_path(module)
+        for built in path.parent.glob(f"{path.stem}.*.so"):
             built.unlink()
 
 
@@ -43,7 +44,7 @@ def build() -> str:
         return f"core: pure Python (Cython is not installed: {err})"
     clean()  # never leave a half-built mix behind
     with tempfile.TemporaryDirectory(prefix="snoopwatch-build-") as tmp:
-        exts = [Extension(f"detectors.{m}", [str(HERE / f"{m}.py")]) for m in COMPILED]
+        exts = [Extension(f"detectors.{m}", [str(source_path(m))]) for m in COMPILED]
         log = io.StringIO()
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):

@@ -7,7 +7,10 @@ which in a scaled-out worker is a random sample of each group. Time is event
 time only; nothing reads the wall clock, so a replay of the same file gives the
 same output.
 
-Signals per event (each a river-style detector in :mod:`detectors.models`):
+The engine is an orchestrator: each signal is one module under :mod:`detectors.signals`
+behind one contract (:class:`detectors.signals.Signal`), run in registry order through
+explicit phases per event: roll the hour/day, count, score, learn, then risk and alert
+(see :mod:`detectors.signals.base`). The signals (detectors in :mod:`detectors.models`):
 
 - ``volume`` / ``egress``: the running hour's records, distinct customers,
   egress records and bytes against the actor's own normal hour (its peers'
@@ -54,99 +57,56 @@ True
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import math
 import pickle
 import zlib
 from collections import OrderedDict, deque
-from dataclasses import MISSING, dataclass, field, fields
-from datetime import UTC, date, datetime
-from sys import intern
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
-from detectors.models import (
-    UNITS,
-    DailyCount,
-    DayPeaks,
-    FirstSeen,
-    Reason,
-    RunningStats,
-    TicketHabit,
-    TimeOfWeek,
-    VolumeBaseline,
-    saturate,
-)
-from detectors.multivariate import StreamingOutlier
+from detectors.models import DayPeaks, Reason
 from detectors.settings import Settings
+from detectors.signals import REGISTRY, Context, Signal
+from detectors.signals.accumulated import LONG_TERM_SCALE, Accumulated
+from detectors.signals.base import (
+    DAY_MS,
+    HOUR_MS,
+    LONG_TERM_CAP,
+    overrides,
+    rfc3339,
+    specificity,
+)
+from detectors.signals.base import restore_slots as _restore_slots
+from detectors.signals.first_seen import network_of
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
+# (HOUR_MS, DAY_MS, LONG_TERM_CAP, LONG_TERM_SCALE, rfc3339, specificity and network_of are
+# re-exported: callers import them from here.)
+__all__ = ["DAY_MS", "HOUR_MS", "LONG_TERM_CAP", "LONG_TERM_SCALE", "ActorState", "Alert",
+           "Engine", "Frozen", "PeerGroup", "Verdict", "network_of", "rfc3339", "severity_of",
+           "specificity"]
+
 MAX_EVIDENCE = 50
-# A ticketed contact with a customer justifies unticketed reads of it for this long.
-TICKET_CONTEXT_MS = DAY_MS
-# An unticketed read followed this soon by a ticketed one was a forgotten ticket.
-LATE_TICKET_MS = HOUR_MS
-_TAKEN_BACK = (0.0, 0.0)  # a pending look's (weight, count) once its suspicion is withdrawn
-MAX_TICKETED = 64  # recent ticketed customers remembered per actor
-# a team shares a queue with the teams holding at least this share (and this many) of the
-# customers it shares at all: another region's team meets it only by chance
-QUEUE_LINK_SHARE, QUEUE_MIN_LINKS = 0.1, 5
 LONG_TERM_QUIET_MS = 6 * HOUR_MS  # its share of the risk halves per quiet 6 h
-LONG_TERM_CAP = 6.0  # long-term risk is ~0.9 here, and forgets a burst within a week
-# The long-term sum counts above 1.0; this much above it is a long-term score of 0.63.
-LONG_TERM_SCALE = 1.75
 # Severity bands of the risk score (0-100); an alert opens at the configured threshold.
 SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low"))
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
-VOLUME_FEATURES = ("records", "customers")
-EGRESS_FEATURES = ("egress", "egress_bytes")
-# egress by a group that has worked this many hours but (almost) never exported
-RARE_MIN_HOURS, RARE_FACTOR = 500, 2000  # from 100k records an hour
-# A volume score above this puts the actor among its group's hot ones for a day (the
-# group's busy day: see _volume_signal).
-HOT_SCORE = 0.2
-EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
-DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}
 EPISODE_QUIET_MS = DAY_MS  # an alert episode ends after this long below half the bar
-LONG_TERM_GAIN_PER_HOUR = 1.0  # bursts are the short-term levels' job
-# What the multivariate model sees of each finished actor-hour.
-HOUR_FEATURES = ("records", "customers", "egress", "egress_bytes", "unjustified", "novel",
-                 "offhours", "denied")
-MULTIVARIATE_TOLERATED = 3.0  # model units; ~1 is the 90th percentile of normal hours
-MULTIVARIATE_WEIGHT = 0.5  # it corroborates; alone it never makes an alert
 # Finished actor-days before the false-alert budget's bar applies: its bulk must be known
 # (about 50 people's first fortnight).
 BUDGET_MIN_DAYS = 500
-# Every signal's name (its alerts' ``reasons[].detector`` prefix), for SNOOPWATCH_DISABLED_SIGNALS.
-SIGNALS = ("volume", "egress", "daily_egress", "first_seen", "unjustified", "vip", "off_hours",
-           "departing", "multivariate", "accumulated")
 
 
-def specificity(share: float) -> float:
-    """How telling an unticketed read is, from the share of the actor's reads with a ticket.
-
-    Only actors who nearly always work under tickets make a missing one meaningful:
-
-    >>> [round(specificity(s), 2) for s in (0.3, 0.6, 0.9, 0.97, 1.0)]
-    [0.0, 0.04, 0.64, 0.88, 1.0]
-    """
-    return max(0.0, (share - 0.5) / 0.5) ** 2
+def signal_names(registry: list[type[Signal]] | None = None) -> tuple[str, ...]:
+    """Every level a registered signal raises (its alerts' ``reasons[].detector`` prefix), for
+    SNOOPWATCH_DISABLED_SIGNALS."""
+    names: list[str] = []
+    for cls in REGISTRY if registry is None else registry:
+        names.extend(cls.raises or (cls.name,))
+    return tuple(names)
 
 
-def _bump(counts: dict[str, int], key: str) -> None:
-    counts[key] = counts.get(key, 0) + 1
-
-
-def _busy_day(dl: DailyCount) -> bool:
-    """Today's count is over twice the usual rate and beyond its Poisson noise (two sigma):
-    two downloads by someone who makes one most days is chance, not a busy day."""
-    rate = dl.rate
-    return dl.usual.n >= dl.min_days and dl.today > max(2 * rate, rate + 2 * math.sqrt(rate))
-
-
-def _fmt_count(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 10 or v == int(v) else f"{v:.1f}"
+SIGNALS = signal_names()  # (as registered at import; Engine reads the registry when made)
 
 
 def severity_of(risk: float) -> str:
@@ -155,25 +115,6 @@ def severity_of(risk: float) -> str:
     ('low', 'medium', 'high', 'critical')
     """
     return next(name for floor, name in SEVERITIES if risk >= floor)
-
-
-def rfc3339(ms: int) -> str:
-    """Epoch milliseconds as an RFC 3339 UTC string with milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-def network_of(ip: str | None) -> str | None:
-    """The /24 (IPv4) or /48 (IPv6) an address belongs to: staff move within one.
-
-    >>> network_of("10.1.2.3"), network_of("2001:db8:1:2::5")
-    ('10.1.2.0/24', '2001:db8:1::/48')
-    """
-    if ip is None:
-        return None
-    if "." in ip and ":" not in ip:  # fast path for IPv4, the common case
-        return ip[:ip.rfind(".")] + ".0/24"
-    return str(ipaddress.ip_network(f"{ip}/48", strict=False))
 
 
 @dataclass(slots=True)
@@ -218,104 +159,40 @@ class Verdict:
     alert: Alert | None = None
 
 
-def _volume(s: Settings, min_hours: int) -> VolumeBaseline:
-    return VolumeBaseline(VOLUME_FEATURES, {f: s.volume_min_count for f in VOLUME_FEATURES},
-                          min_hours=min_hours)
-
-
-def _egress(min_hours: int) -> VolumeBaseline:
-    return VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN, min_hours=min_hours, name="egress")
-
-
-def _daily_egress(min_days: int) -> VolumeBaseline:
-    return VolumeBaseline(EGRESS_FEATURES, DAILY_EGRESS_MIN, min_hours=min_days,
-                          name="daily_egress", period="day")
-
-
-def _restore_slots(obj: Any, state: Any) -> None:
-    """Unpickle a slots dataclass; fields added since the record was written take their
-    defaults, so a worker can read the state topic an older version wrote."""
-    values = state[1] if isinstance(state, tuple) else state
-    for f in fields(obj):
-        if f.name in values:
-            value = values[f.name]
-        elif f.default is not MISSING:
-            value = f.default
-        elif f.default_factory is not MISSING:
-            value = f.default_factory()
-        else:
-            raise pickle.UnpicklingError(f"{type(obj).__name__}: no {f.name} in the record")
-        object.__setattr__(obj, f.name, value)
-
-
 @dataclass(slots=True)
 class PeerGroup:
     """What is normal for a role, pooled over the actors of that role."""
 
-    volume: VolumeBaseline
-    egress: VolumeBaseline
-    daily: VolumeBaseline
-    first_seen: FirstSeen
-    tickets: TicketHabit
-    hours: TimeOfWeek
+    # signal name -> that signal's state for the group (Signal.new_peer), registry order
+    signals: dict[str, Any] = field(default_factory=dict)
+    # Who of the group ran unusually hot (volume) or exported off hours, in the last day:
+    # the group's busy day or night, shared by the volume-type and off-hours signals.
     hot: OrderedDict = field(default_factory=OrderedDict)  # actor -> last time it ran hot
     night: OrderedDict = field(default_factory=OrderedDict)  # actor -> last off-hours egress
     # Running quantile of its actors' hourly peak risk: the group's adaptive alert bar.
     risk: Any = None
     risk_hours: int = 0
-    # The multivariate model of the group's actor-hours (see _hour_model).
-    model: StreamingOutlier | None = None
 
-    __setstate__ = _restore_slots
-
-    @classmethod
-    def new(cls, s: Settings, name: str = "") -> PeerGroup:
-        from river import stats
-
-        return cls(risk=stats.Quantile(s.adaptive_quantile),
-                   model=StreamingOutlier(seed=s.seed + zlib.crc32(name.encode())),
-                   volume=_volume(s, 4 * s.min_history_hours),
-                   egress=_egress(4 * s.min_history_hours),
-                   daily=_daily_egress(20),
-                   first_seen=FirstSeen(min_events=10 * s.min_history_events, max_values=1024),
-                   tickets=TicketHabit(min_events=3 * s.min_history_events),
-                   hours=TimeOfWeek(min_events=10 * s.min_history_events))
+    def __setstate__(self, state: Any) -> None:
+        _restore_slots(self, _migrate_peer(state))
 
 
 @dataclass(slots=True)
 class ActorState:
-    """Everything snoopwatch remembers about one actor."""
+    """Everything snoopwatch remembers about one actor: the engine's running hour and day,
+    its risk levels and alert episode, and each signal's own state (``signals``)."""
 
     actor: str
     peer: str
-    volume: VolumeBaseline
-    egress: VolumeBaseline
-    daily: VolumeBaseline
-    first_seen: FirstSeen
-    tickets: TicketHabit
-    hours: TimeOfWeek
+    # signal name -> that signal's state for the actor (Signal.new_actor), registry order
+    signals: dict[str, Any] = field(default_factory=dict)
     role: str | None = None
-    # share of its customer accesses that are customers other teams serve
-    foreign: RunningStats = field(default_factory=lambda: RunningStats(0.02))
     hour: int = -1
-    hour_counts: dict[str, int] = field(default_factory=dict)
-    hour_long_gain: float = 0.0  # long-term weight added in the running hour
+    hour_counts: dict[str, int] = field(default_factory=dict)  # the running hour's counts
     day: int = -1
-    day_counts: dict[str, int] = field(default_factory=dict)
-    # downloads and exports per active day: what a departing actor's last days are judged by
-    downloads: DailyCount = field(default_factory=DailyCount)
-    leaving_streak: int = 0  # busy download days in a row while leaving
-    # unjustified customers per active day: a sustained rise is low-and-slow scraping
-    unjustified_days: DailyCount = field(
-        default_factory=lambda: DailyCount(floor=0.3, min_days=3))
+    day_counts: dict[str, int] = field(default_factory=dict)  # the running day's egress
     hour_customers: set[str] = field(default_factory=set)
-    ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
-    # customer -> (last look, long-term weight, unjustified count) of an unticketed look
-    pending: dict[str, tuple[int, float, float]] = field(default_factory=dict)
-    unjustified: float = 0.0  # decaying count of unjustified customer reads
-    customer_reads: float = 0.0  # decaying count of all customer reads
-    unjustified_customers: set[str] | None = None  # created on the first one (memory)
-    long_term: float = 0.0  # slow-decaying sum of specific weak signals
+    long_term: float = 0.0  # slow-decaying sum of specific weak signals ("accumulated")
     levels: dict[str, float] = field(default_factory=dict)  # detector -> decaying score
     # detector -> (its score then, the reasons behind its current level)
     reasons: dict[str, tuple[float, list[Reason]]] = field(default_factory=dict)
@@ -328,7 +205,56 @@ class ActorState:
     episode_high_ms: int = 0  # the open episode's last event with risk >= half the bar
     episode_id: str = ""  # the open episode's id: every alert of one episode carries it
 
-    __setstate__ = _restore_slots
+    def __setstate__(self, state: Any) -> None:
+        _restore_slots(self, _migrate_actor(state))
+
+
+# A state written before the signals had their own modules (every signal's state a field of
+# ActorState / PeerGroup) is moved into ``signals`` on restore: field -> (signal, attribute).
+_OLD_ACTOR_FIELDS = {"volume": "volume", "egress": "egress", "daily": "daily_egress",
+                     "first_seen": "first_seen", "hours": "off_hours"}
+_OLD_UNJUSTIFIED = ("tickets", "foreign", "unjustified_days", "ticketed", "pending",
+                    "unjustified", "customer_reads", "unjustified_customers", "hour_long_gain")
+_OLD_PEER_FIELDS = {"volume": "volume", "egress": "egress", "daily": "daily_egress",
+                    "first_seen": "first_seen", "hours": "off_hours", "tickets": "unjustified",
+                    "model": "multivariate"}
+
+
+def _values(state: Any) -> dict[str, Any]:
+    return dict(state[1] if isinstance(state, tuple) else state)
+
+
+def _migrate_actor(state: Any) -> dict[str, Any]:
+    values = _values(state)
+    if "signals" in values or "volume" not in values:
+        return values
+    from detectors.signals.departing import DepartingState
+    from detectors.signals.unjustified import UnjustifiedState
+
+    signals = {new: values.pop(old) for old, new in _OLD_ACTOR_FIELDS.items() if old in values}
+    dep = DepartingState()
+    for name in ("downloads", "leaving_streak"):
+        if name in values:
+            setattr(dep, name, values.pop(name))
+    uj = UnjustifiedState(values.pop("tickets"))
+    for name in _OLD_UNJUSTIFIED[1:]:
+        if name in values:
+            setattr(uj, name, values.pop(name))
+    signals["departing"], signals["unjustified"] = dep, uj
+    values["signals"] = {name: signals[name] for name in _REGISTRY_ORDER if name in signals}
+    return values
+
+
+def _migrate_peer(state: Any) -> dict[str, Any]:
+    values = _values(state)
+    if "signals" in values or "volume" not in values:
+        return values
+    signals = {new: values.pop(old) for old, new in _OLD_PEER_FIELDS.items() if old in values}
+    values["signals"] = {name: signals[name] for name in _REGISTRY_ORDER if name in signals}
+    return values
+
+
+_REGISTRY_ORDER = tuple(cls.name for cls in REGISTRY)
 
 
 class Frozen:
@@ -360,20 +286,45 @@ class Engine:
         self.peers: dict[str, PeerGroup] = {}
         self.vip_customers: set[str] = set()
         self.departing: dict[str, ContextEntry] = {}
-        # customer -> bit set of the teams that served it under a ticket (the "queue" map)
-        self.customer_teams: dict[str, int] = {}
-        self.teams: dict[str, int] = {}
-        # team -> {other team: customers both served}: shifts of one region share a queue
-        self.team_links: dict[int, dict[int, int]] = {}
-        self._queues: dict[int, int] = {}  # team bit -> bits of the teams sharing its queue
-        unknown = set(self.settings.disabled) - set(SIGNALS)
+        # One instance of each registered signal, in registry order (it holds any
+        # engine-wide state of its own, such as unjustified's queue map).
+        self.signals: list[Signal] = [cls(self.settings) for cls in REGISTRY]
+        known = signal_names(list(REGISTRY))
+        unknown = set(self.settings.disabled) - set(known)
         if unknown:
             raise ValueError(f"SNOOPWATCH_DISABLED_SIGNALS: unknown signal(s) "
-                             f"{', '.join(sorted(unknown))}; known: {', '.join(SIGNALS)}")
+                             f"{', '.join(sorted(unknown))}; known: {', '.join(known)}")
         self._disabled = frozenset(self.settings.disabled)
+        by_name = {sig.name: sig for sig in self.signals}
+        self._unjustified = by_name.get("unjustified")
+        acc = by_name.get("accumulated")
+        self._accumulated = acc if isinstance(acc, Accumulated) else Accumulated(self.settings)
+        # Each phase calls only the signals taking part in it (bound methods, looked up once).
+        self._end_hour = [sig.end_hour for sig in self.signals if overrides(sig, "end_hour")]
+        self._end_day = [sig.end_day for sig in self.signals if overrides(sig, "end_day")]
+        self._scorers = [sig.score_one for sig in self.signals if overrides(sig, "score_one")]
+        self._learners = [sig.learn_one for sig in self.signals if overrides(sig, "learn_one")]
+        self._actor_signals = [sig for sig in self.signals if overrides(sig, "new_actor")]
+        self._peer_signals = [sig for sig in self.signals if overrides(sig, "new_peer")]
         # Every finished actor-day's peak risk: what the false-alert budget's bar is read from.
         self.day_peaks = DayPeaks()
         self._budget_bar: tuple[int, float] = (-1, 0.0)  # (day it was read, the bar)
+
+    # The customer -> teams queue map is the unjustified signal's; checkpoints read it here.
+    @property
+    def customer_teams(self) -> dict[str, int]:
+        return self._unjustified.queues.customer_teams if self._unjustified else {}
+
+    @property
+    def teams(self) -> dict[str, int]:
+        return self._unjustified.queues.teams if self._unjustified else {}
+
+    @property
+    def team_links(self) -> dict[int, dict[int, int]]:
+        return self._unjustified.queues.team_links if self._unjustified else {}
+
+    def _queue(self, team: str | None) -> int:
+        return self._unjustified.queues.queue(team) if self._unjustified else 0
 
     @property
     def tracked_actors(self) -> int:
@@ -392,15 +343,25 @@ class Engine:
             self.departing[entry.id] = entry
 
     def _profile(self) -> dict[str, Any]:
-        """Fresh per-actor baselines: for a new actor, or one that changed role."""
-        s = self.settings
-        return {"volume": _volume(s, s.min_history_hours),
-                "egress": _egress(s.min_history_hours),
-                "daily": _daily_egress(5),
-                "first_seen": FirstSeen(min_events=s.min_history_events,
-                                        max_values=s.max_profile_values),
-                "tickets": TicketHabit(min_events=3 * s.min_history_events),
-                "hours": TimeOfWeek(min_events=2 * s.min_history_events)}
+        """Fresh per-actor signal states (registry order): for a new actor."""
+        return {sig.name: sig.new_actor() for sig in self._actor_signals}
+
+    def new_actor(self, actor: str, peer: str) -> ActorState:
+        """A fresh state for ``actor`` in peer group ``peer`` (not yet tracked)."""
+        return ActorState(actor=actor, peer=peer, signals=self._profile())
+
+    def leaving(self, actor: str, t: int) -> ContextEntry | None:
+        """The actor's watchlist entry while it is leaving (from two weeks before notice)."""
+        entry = self.departing.get(actor)
+        if entry is None:
+            return None
+        if entry.notice_ms is not None and t < entry.notice_ms - 14 * DAY_MS:
+            return None
+        if entry.last_day is not None:
+            end = date.fromisoformat(entry.last_day)
+            if t >= (end.toordinal() - 719162 + 1) * DAY_MS:
+                return None
+        return entry
 
     def state_of(self, actor: str) -> ActorState | None:
         """The actor's state (thawed if it was frozen), or None if it is not tracked."""
@@ -427,15 +388,14 @@ class Engine:
         st = self.state_of(ev.actor)
         self._keep_warm(ev.actor)
         if st is None:
-            st = ActorState(actor=ev.actor, peer=ev.role or ev.team or "unknown",
-                            **self._profile())
+            st = self.new_actor(ev.actor, ev.role or ev.team or "unknown")
             self.actors[ev.actor] = st
         elif ev.role and st.role is not None and ev.role != st.role:
             # A role change: the old normal no longer applies. Judge the actor against
             # its new peers until it has a history in the new role.
             st.peer = ev.role
-            for name, model in self._profile().items():
-                setattr(st, name, model)
+            for sig in self._actor_signals:
+                st.signals[sig.name] = sig.new_role(st.signals[sig.name])
             st.long_term = 0.0  # it was measured against the old role's habits
         if ev.role:
             st.role = ev.role
@@ -444,7 +404,11 @@ class Engine:
     def _peer(self, key: str) -> PeerGroup:
         peer = self.peers.get(key)
         if peer is None:
-            peer = self.peers[key] = PeerGroup.new(self.settings, key)
+            from river import stats
+
+            peer = self.peers[key] = PeerGroup(
+                signals={sig.name: sig.new_peer(key) for sig in self._peer_signals},
+                risk=stats.Quantile(self.settings.adaptive_quantile))
         return peer
 
     def process(self, ev: AccessEvent) -> Verdict:
@@ -452,80 +416,48 @@ class Engine:
         st = self._state(ev)
         peer = self._peer(st.peer)
         t = ev.time_ms
-        decay = self._decay(st, t)
+        ctx = Context(self, st, peer, t)
+        # --- 1. roll: decay the levels, age the episode, end the hour / day --------------
+        ctx.decay = self._decay(st, t)
         if st.open_severity is not None:
             self._age_episode(st, peer, t)
-        self._roll_hour(st, peer, t)
+        self._roll_hour(ctx, t)
+        ctx.contributed = False  # (a level raised at the hour's end is not this event's)
+
+        # --- 2. count: the running hour's and day's counts, the context -----------------
         # An event of an hour already rolled (out of order: input not keyed by actor, or a
         # backlog drained unevenly) is judged on its own, but not counted into the running
         # hour or day: a pile of late events is not a burst.
-        late = t // HOUR_MS < st.hour
-
-        # --- hourly volume, own normal (peers' while the actor is new) -------------
-        hc = {} if late else st.hour_counts
+        late = ctx.late = t // HOUR_MS < st.hour
+        hc = ctx.counts = {} if late else st.hour_counts
+        ctx.ev = ev
         if ev.outcome != "success":
-            _bump(hc, "denied")
-        if not ev.is_egress:  # egress volume has a detector of its own
+            hc["denied"] = hc.get("denied", 0) + 1
+        if not ev.is_egress:  # egress volume has a signal of its own
             hc["records"] = hc.get("records", 0) + ev.records
-        customer = ev.customer_id
-        fresh = customer is not None and customer not in st.hour_customers
+        customer = ctx.customer = ev.customer_id
+        fresh = ctx.fresh = customer is not None and customer not in st.hour_customers
         if fresh and not late and len(st.hour_customers) < s.max_tracked_customers:
             st.hour_customers.add(customer)
-        contributed = False
         if not late:
             hc["customers"] = len(st.hour_customers)
-            contributed = self._volume_signal(st, peer, st.volume, peer.volume, hc, 0.0, t)
-        if ev.is_egress and not late:
-            hc["egress"] = hc.get("egress", 0) + ev.records
-            hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
-            # Departing staff: most leave quietly, so the list only lowers the tolerance.
-            leaving = self._departing(ev.actor, t)
-            slack = -1.0 if leaving else 0.0
-            st.downloads.add()
-            if leaving:
-                contributed |= self._leaving_downloads(st, leaving)
-            contributed |= self._volume_signal(st, peer, st.egress, peer.egress, hc, slack, t)
-            dc = st.day_counts
-            dc["egress"] = dc.get("egress", 0) + ev.records
-            dc["egress_bytes"] = dc.get("egress_bytes", 0) + (ev.bytes or 0)
-            contributed |= self._volume_signal(st, peer, st.daily, peer.daily, dc, slack, t)
-
-        # Hours are personal (shifts, time zones): judged only once the actor has its own.
-        judged = (customer is not None or ev.is_egress) and st.hours.n >= st.hours.min_events
-        off = 0.5 * st.hours.score_one(t) if judged else 0.0
-
-        # --- unjustified customer access -------------------------------------------
-        if customer is not None:
-            contributed |= self._justification(st, peer, ev, customer, decay, fresh, off)
-
-        # --- first-seen traits, against the actor and its peers ---------------------
-        # Interned: the profiles of thousands of actors share one copy of each value.
-        network = network_of(ev.source_ip)
-        traits = {"access": intern(f"{ev.action}:{ev.resource_type}"),
-                  "client": intern(ev.client) if ev.client else None,
-                  "network": intern(network) if network else None,
-                  "fields": intern(",".join(sorted(ev.fields))) if ev.fields else None}
-        contributed |= self._first_seen(st, peer, traits)
-        st.first_seen.learn_one(traits)
-        peer.first_seen.learn_one(traits)
-
-        # --- time of week -----------------------------------------------------------
-        if off > 0.01:
-            _bump(hc, "offhours")
-            when, usual = rfc3339(t)[11:16], st.hours.usual_hours()
-            contributed |= self._raise(st, "off_hours", off, [Reason(
-                "off_hours", off, f"worked at {when} UTC; usually {usual}", when, usual)])
             if ev.is_egress:
-                # Several of the group exporting off their hours the same day (a quarter
-                # close worked late) is the group's night: it adds less up over days.
-                others = self._others_in(peer.night, st, t)
-                add = off / (1 + others / 2) if others >= 2 else off
-                st.long_term = min(st.long_term + add, LONG_TERM_CAP)
-        # Learn working hours from every access, though only data access is judged.
-        st.hours.learn_one(t)
-        peer.hours.learn_one(t)
+                hc["egress"] = hc.get("egress", 0) + ev.records
+                hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
+                dc = st.day_counts
+                dc["egress"] = dc.get("egress", 0) + ev.records
+                dc["egress_bytes"] = dc.get("egress_bytes", 0) + (ev.bytes or 0)
+                # Departing staff: most leave quietly, so the list only lowers the tolerance.
+                ctx.leaving = self.leaving(ev.actor, t)
 
-        if contributed:
+        # --- 3. score, 4. learn: every signal, in registry order -------------------------
+        for score_one in self._scorers:
+            score_one(ctx)
+        for learn_one in self._learners:
+            learn_one(ctx)
+
+        # --- 5. risk and alert -------------------------------------------------------------
+        if ctx.contributed:
             st.last_signal_ms = t
             if st.evidence is None:
                 st.evidence = deque(maxlen=MAX_EVIDENCE)
@@ -534,319 +466,6 @@ class Engine:
         st.hour_peak = max(st.hour_peak, risk)
         st.day_peak = max(st.day_peak, risk)
         return Verdict(score=risk, alert=self._maybe_alert(st, peer, ev, risk))
-
-    # --- signals -------------------------------------------------------------------
-
-    def _rare_egress(self, st: ActorState, own: VolumeBaseline, counts: dict[str, int],
-                     seen: int, active: int) -> bool:
-        """Egress by an actor of a group that (almost) never has any: only its size counts,
-        from ``RARE_FACTOR`` times the smallest amount the baseline counts at all."""
-        score = max(saturate(math.log(max(counts.get(f, 0), 1)
-                                      / (RARE_FACTOR * own.min_counts[f])), 1.0)
-                    for f in own.features)
-        if score <= 0.01:
-            return False
-        shown = ", ".join(f"{_fmt_count(counts.get(f, 0))} {UNITS[f]}"
-                          for f in own.features)
-        desc = (f"{shown} in one {own.period}; their peers rarely do any "
-                f"({seen} of {active} active hours)")
-        return self._raise(st, own.name, score, [Reason(
-            own.name, score, desc, {f: counts.get(f, 0) for f in own.features},
-            {"peer_periods_with_egress": seen, "peer_active_hours": active})])
-
-    def _volume_signal(self, st: ActorState, peer: PeerGroup, own: VolumeBaseline,
-                       peers: VolumeBaseline, counts: dict[str, int], slack: float, t: int
-                       ) -> bool:
-        floors = None
-        ask_peers = False
-        if own.hours >= own.min_hours:
-            model, whose, z0 = own, "usually", own.z0 + slack
-            if peers.hours >= peers.min_hours:
-                # An actor can vary as much as its peers do, whatever its short past shows.
-                floors = {f: 0.75 * peers.stats[f].std for f in own.features}
-                ask_peers = slack == 0.0
-        elif (own.name == "egress" and peers.hours < peers.min_hours
-              and peer.volume.hours >= RARE_MIN_HOURS):
-            # Neither the actor nor its long-working peers do this (engineers exporting):
-            # there is no spread to judge by, only the size against the smallest that counts.
-            return self._rare_egress(st, own, counts, peers.hours, peer.volume.hours)
-        else:  # cold start: judged against peers, with extra tolerance
-            model, whose, z0 = peers, "peers usually", peers.z0 + 1.0 + slack
-        score = model.score_one(counts, z0, floors)
-        peer_factor = 1.0
-        if ask_peers and score > 0.01:
-            # Unusual for the actor but ordinary for its peers (a first scheduled export, a
-            # big report) counts for less than unusual for both.
-            peer_factor = 0.3 + 0.7 * peers.score_one(counts)
-            score *= peer_factor
-        if score <= 0.01:
-            return False
-        # When several of the group are unusual at once (quarter end, a new tool), it is
-        # the group's day, not this actor's: discount by how many others are running hot.
-        others = self._others_in(peer.hot, st, t) if score > HOT_SCORE else 0
-        if others < 2:
-            others = 0  # one busy colleague is a coincidence, not the group's day
-        if others:
-            score /= 1 + others / 2
-        reasons = model.explain(counts, z0, whose, floors)
-        for r in reasons:
-            r.score = score
-            if peer_factor < 0.5:
-                r.description += " (not unusual for their peers)"
-            if others:
-                r.description += f" ({others} peers also unusually busy today)"
-        return self._raise(st, own.name, score, reasons)
-
-    @staticmethod
-    def _others_in(recent: OrderedDict, st: ActorState, t: int) -> int:
-        """Put the actor in ``recent`` (actor -> last time) and count the others there in
-        the last day."""
-        recent[st.actor] = t
-        recent.move_to_end(st.actor)
-        while recent and next(iter(recent.values())) < t - DAY_MS:
-            recent.popitem(last=False)
-        return len(recent) - 1
-
-    def _justification(self, st: ActorState, peer: PeerGroup, ev: AccessEvent, customer: str,
-                       decay: float, fresh: bool, off: float) -> bool:
-        """Unticketed reads, counted per customer: one forgotten ticket is one customer."""
-        t = ev.time_ms
-        habit = {"customer": True, "ticketed": bool(ev.ticket)}
-        st.customer_reads *= decay
-        st.unjustified *= decay
-        if fresh:
-            st.customer_reads += 1.0
-        tickets = st.tickets if st.tickets.rate.n >= st.tickets.min_events else peer.tickets
-        contributed = False
-        served_by = self.customer_teams.get(customer, 0)
-        in_queue = bool(served_by and served_by & self._queue(ev.team))
-        if served_by:
-            st.foreign.update(0.0 if in_queue else 1.0)
-        if ev.ticket:
-            self._served(customer, ev.team)
-            st.ticketed[customer] = t
-            if len(st.ticketed) > MAX_TICKETED:
-                del st.ticketed[next(iter(st.ticketed))]  # the oldest insertion
-            late = st.pending.pop(customer, None)
-            if late is not None and t - late[0] <= LATE_TICKET_MS:
-                # A forgotten ticket, supplied after all: take the suspicion back.
-                self._take_back(st, tickets, late)
-        elif off >= 0.3 or t - st.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS:
-            # (A day's ticketed contact justifies a later look, but not at an hour the actor
-            # never works: night views of customers it served are the camera-spying case.)
-            recent = st.pending.get(customer)
-            if recent is not None and t - recent[0] < LATE_TICKET_MS:
-                if off < 0.3 and recent[1:] != _TAKEN_BACK:
-                    # Looked at again within the hour, at an hour the actor works: a case
-                    # worked without its ticket, not a lookup (one read per customer).
-                    self._take_back(st, tickets, recent)
-                    recent = (t, *_TAKEN_BACK)
-                st.pending[customer] = (t, *recent[1:])  # the same look, still going on
-            else:
-                share = tickets.score_one(habit)
-                if share > 0:
-                    contributed = self._unjustified(st, tickets, customer, served_by,
-                                                    in_queue, share, t, off)
-        if fresh:
-            # Every customer pays back what the actor's own habit lets through
-            # unticketed, so the long-term sum only grows on more than that.
-            share = tickets.ticketed_share if tickets.rate.n >= tickets.min_events else 0.0
-            st.long_term = max(0.0, st.long_term - self.settings.long_term_weight
-                               * specificity(share) * (1.0 - share))
-        # Reads under suspicion count a quarter: low-and-slow must not quickly teach
-        # the actor that unticketed reads are normal, nor freeze an honest one forever.
-        suspicious = not ev.ticket and (st.levels.get("unjustified", 0.0) >= 0.3
-                                        or st.long_term >= 1.0)
-        weight = 0.25 if suspicious else 1.0
-        if fresh:  # per customer (-hour), like the unjustified count and its payback
-            st.tickets.learn_one(habit, weight)
-            peer.tickets.learn_one(habit, weight)
-        return contributed
-
-    def _unjustified(self, st: ActorState, tickets: TicketHabit, customer: str,
-                     served_by: int, in_queue: bool, share: float, t: int, off: float = 0.0
-                     ) -> bool:
-        """An unticketed read of ``customer`` (``served_by``: the teams that serve it under
-        tickets; ``in_queue``: one of them shares the actor's queue)."""
-        if t // HOUR_MS >= st.hour:  # not a late event (see process)
-            _bump(st.hour_counts, "unjustified")
-        if st.unjustified_customers is None:
-            st.unjustified_customers = set()
-        if len(st.unjustified_customers) < self.settings.max_tracked_customers:
-            st.unjustified_customers.add(customer)  # bounded, like the hour's customers
-        count = 1.0
-        if in_queue:
-            where, weight = "", 0.5  # a customer of the actor's own team's queue
-        else:
-            # Outside the population it serves: telling only for an actor who normally
-            # stays within its team's queue (not, say, a fraud investigator). A customer no
-            # team has served yet counts half as much: it may be the queue's next one.
-            inside = 1.0 - st.foreign.mean if st.foreign.n >= 20 else 1 / 6
-            if not served_by:
-                inside /= 2
-            where = (", outside its team's queue" if served_by
-                     else ", one no team has served under a ticket")
-            weight = 0.5 + 3.0 * inside
-            count = 1.0 + 1.5 * inside
-        st.unjustified += count
-        weight *= self.settings.long_term_weight * specificity(share)
-        vip = customer in self.vip_customers
-        if vip:
-            weight *= 4
-        # Capped per hour and overall: a burst is the short-term levels' job.
-        weight = min(weight, max(0.0, LONG_TERM_GAIN_PER_HOUR - st.hour_long_gain))
-        st.hour_long_gain += weight
-        st.long_term = min(st.long_term + weight, LONG_TERM_CAP)
-        st.pending[customer] = (t, weight, count)
-        if len(st.pending) > MAX_TICKETED:
-            del st.pending[next(iter(st.pending))]
-        n = len(st.unjustified_customers)
-        excess = st.unjustified - (1.0 - share) * st.customer_reads
-        # Unticketed and at an hour the actor never works: together worth more than apart.
-        score = min(1.0, specificity(share) * saturate(excess, 4.0) * (1.0 + off))
-        whose = "their" if tickets is st.tickets else "their peers'"
-        desc = (f"accessed {n} customers without a ticket or a ticketed contact (the last "
-                f"{customer}{where}); {round(100 * share)}% of {whose} customer "
-                "accesses carry one")
-        observed: dict[str, Any] = {"unticketed_customers": n, "last": customer}
-        expected: dict[str, Any] = {"ticketed_share": round(share, 3)}
-        # Day after day more of them than the actor's own rate: low-and-slow scraping.
-        days = st.unjustified_days
-        if t // DAY_MS >= st.day:
-            days.add()
-        trend = specificity(share) * days.score_one()
-        if trend > score:
-            score = trend
-            recent = days.today + sum(days.recent)
-            desc += (f"; {recent} such customers in the last {1 + len(days.recent)} active "
-                     f"days, usually {_fmt_count(days.rate)} a day")
-            observed["unticketed_last_days"] = recent
-            expected["unticketed_per_day"] = round(days.rate, 2)
-        contributed = self._raise(st, "unjustified", score, [Reason(
-            "unjustified", score, desc, observed, expected)])
-        if vip:
-            vip_score = 0.75 * share
-            contributed |= self._raise(st, "vip", vip_score, [Reason(
-                "vip", vip_score, f"read VIP customer {customer} without a ticket",
-                customer, "no VIP reads without a ticket")])
-        return contributed
-
-    @staticmethod
-    def _take_back(st: ActorState, tickets: TicketHabit, look: tuple) -> None:
-        """Withdraw the suspicion an unticketed look added (``look``: its pending record)."""
-        st.unjustified = max(0.0, st.unjustified - (look[2] if len(look) > 2 else 1.0))
-        if look[1:] != _TAKEN_BACK:
-            st.unjustified_days.today = max(0, st.unjustified_days.today - 1)
-        st.long_term = max(0.0, st.long_term - look[1])
-        share = tickets.ticketed_share
-        st.levels["unjustified"] = min(
-            st.levels.get("unjustified", 0.0),
-            specificity(share) * saturate(st.unjustified - (1.0 - share) * st.customer_reads, 4.0))
-
-    def _team_bit(self, team: str | None) -> int:
-        if team is None:
-            return 0
-        index = self.teams.get(team)
-        if index is None:
-            index = self.teams[team] = len(self.teams)
-        return 1 << index
-
-    def _queue(self, team: str | None) -> int:
-        """Bits of the teams whose customers ``team``'s are: itself and the teams it shares
-        customers with often (the other shifts of a region's queue), learned from tickets."""
-        bit = self._team_bit(team)
-        if not bit:
-            return 0
-        mask = self._queues.get(bit)
-        if mask is None:
-            links = self.team_links.get(bit.bit_length() - 1, {})
-            floor = max(QUEUE_MIN_LINKS, QUEUE_LINK_SHARE * sum(links.values()))
-            mask = bit
-            for other, n in links.items():
-                if n >= floor:
-                    mask |= 1 << other
-            self._queues[bit] = mask
-        return mask
-
-    def _served(self, customer: str, team: str | None) -> None:
-        """Remember which teams work this customer under tickets (a bounded LRU)."""
-        book = self.customer_teams
-        before = book.pop(customer, 0)
-        bit = self._team_bit(team)
-        book[customer] = before | bit
-        if len(book) > self.settings.max_customers:
-            del book[next(iter(book))]
-        if before and not before & bit:  # a customer new to this team: the teams share it
-            me = bit.bit_length() - 1
-            links = self.team_links
-            for other in range(before.bit_length()):
-                if before >> other & 1:
-                    mine, theirs = links.setdefault(me, {}), links.setdefault(other, {})
-                    mine[other] = mine.get(other, 0) + 1
-                    theirs[me] = theirs.get(me, 0) + 1
-            self._queues.clear()
-
-    def _first_seen(self, st: ActorState, peer: PeerGroup, traits: dict[str, str | None]
-                    ) -> bool:
-        own = st.first_seen
-        if own.n >= own.min_events:
-            reasons = own.explain(traits)
-            # What the actor's peers use commonly (a new tool for the team) counts far less.
-            for r in reasons:
-                trait = r.detector.removeprefix("first_seen_")
-                common = peer.first_seen.counts.get(trait, {}).get(traits[trait], 0)
-                if peer.first_seen.n and common / peer.first_seen.n >= 0.01:
-                    r.score *= 0.3
-                    r.description += " (common among peers)"
-        else:  # cold start: only what is rare for the peers too
-            reasons = peer.first_seen.explain(traits)
-            for r in reasons:
-                r.description = r.description.replace("usually", "peers usually")
-        if not reasons:
-            return False
-        _bump(st.hour_counts, "novel")
-        keep = 1.0
-        for r in reasons:
-            keep *= 1.0 - r.score
-        return self._raise(st, "first_seen", 1.0 - keep, reasons)
-
-    def _departing(self, actor: str, t: int) -> ContextEntry | None:
-        """The actor's watchlist entry while it is leaving (from two weeks before notice)."""
-        entry = self.departing.get(actor)
-        if entry is None:
-            return None
-        if entry.notice_ms is not None and t < entry.notice_ms - 14 * DAY_MS:
-            return None
-        if entry.last_day is not None:
-            end = date.fromisoformat(entry.last_day)
-            if t >= (end.toordinal() - 719162 + 1) * DAY_MS:
-                return None
-        return entry
-
-    def _leaving_downloads(self, st: ActorState, entry: ContextEntry) -> bool:
-        """A leaving actor downloading far more often than on its own ordinary days.
-
-        The count must be both a multiple of the actor's usual and well outside its own
-        day-to-day spread (or Poisson noise), so one extra download by someone who makes one
-        a day is not a signal, but a tripled habit is.
-        """
-        dl = st.downloads
-        # Honest leavers have busy days too; days in a row are what a last grab looks like.
-        # The last three active days together catch a rise no single day shows.
-        streak = st.leaving_streak
-        score = max(dl.day_score() * (1.0 if streak else 0.6), dl.score_one())
-        if streak and _busy_day(dl):
-            # Another busy day right after busy ones: each in a row doubles what is left.
-            score = max(score, 1.0 - 0.5 ** streak)
-        if score <= 0.01:
-            return False
-        leaves = f" (last day {entry.last_day})" if entry.last_day else ""
-        again = f", after {streak} such day{'s' if streak > 1 else ''} in a row" if streak else ""
-        desc = (f"is leaving{leaves} and made {dl.today} downloads or exports today{again}; "
-                f"usually {_fmt_count(dl.rate)} a day")
-        return self._raise(st, "departing", score, [Reason(
-            "departing", score, desc, {"downloads_today": dl.today},
-            {"downloads_per_day": round(dl.rate, 1)})])
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -869,78 +488,28 @@ class Engine:
             st.long_term *= long_factor
         return factor
 
-    def _roll_hour(self, st: ActorState, peer: PeerGroup, now_ms: int) -> None:
+    def _roll_hour(self, ctx: Context, now_ms: int) -> None:
+        st, peer = ctx.st, ctx.peer
         hour = now_ms // HOUR_MS
         if hour <= st.hour:
             return  # same hour, or a late event: it counts toward the running hour
-        if st.hour >= 0 and st.hour_counts:
-            counts = st.hour_counts
-            self._hour_model(st, peer, counts)
-            st.volume.learn_one(counts)
-            peer.volume.learn_one(counts)
-            if "egress" in counts:
-                st.egress.learn_one(counts)
-                peer.egress.learn_one(counts)
+        counts = st.hour_counts if st.hour >= 0 else {}
+        for end_hour in self._end_hour:
+            end_hour(ctx, counts)
+        if counts:
             peer.risk.update(st.hour_peak)
             peer.risk_hours += 1
         day = now_ms // DAY_MS
         if day > st.day:
             if st.day >= 0:
-                # A leaving actor's busy days are the suspicion itself: barely learned.
-                dl = st.downloads
-                busy = _busy_day(dl)
-                doubtful = busy and self._departing(st.actor, now_ms) is not None
-                dl.roll(0.1 if doubtful else 1.0)
-                st.leaving_streak = st.leaving_streak + 1 if doubtful else 0
-                # Likewise days of unjustified reads well above the actor's rate: a slow
-                # scraper must not teach its baseline that this is normal.
-                uj = st.unjustified_days
-                uj.roll(0.1 if uj.usual.n >= uj.min_days and uj.today > 2 * uj.rate else 1.0)
-            if st.day_counts:  # days with egress: the normal size of a day's downloads
-                st.daily.learn_one(st.day_counts)
-                peer.daily.learn_one(st.day_counts)
-            if st.day >= 0:
+                for end_day in self._end_day:
+                    end_day(ctx)
                 self.day_peaks.add(st.day_peak)
             st.day, st.day_counts, st.day_peak = day, {}, 0.0
         st.hour = hour
         st.hour_peak = 0.0
-        st.hour_long_gain = 0.0
         st.hour_counts = {}
         st.hour_customers = set()
-        if st.unjustified < 0.5:
-            st.unjustified_customers = None
-
-    def _hour_model(self, st: ActorState, peer: PeerGroup, counts: dict[str, int]) -> None:
-        """Score a finished actor-hour as a whole against the peer group's actor-hours.
-
-        The per-signal detectors judge one measure at a time; this model (an isolation
-        forest with a range-excess term) catches combinations no single one finds odd. It
-        runs once per actor-hour, not per event.
-        """
-        model = peer.model
-        if model is None:
-            return
-        x = {f: counts.get(f, 0) for f in HOUR_FEATURES}
-        score = model.score_one(x)
-        model.learn_one(x)
-        level = MULTIVARIATE_WEIGHT * saturate(score - MULTIVARIATE_TOLERATED, 2.0)
-        if level <= 0.01:
-            return
-        top = model.explain(x, top=3)
-        desc = "an hour unlike its peers' hours: " + ", ".join(
-            f"{c.feature} {_fmt_count(c.observed)} (peers' normal {_fmt_count(c.expected)})"
-            for c in top)
-        self._raise(st, "multivariate", level, [Reason(
-            "multivariate", level, desc, {c.feature: c.observed for c in top},
-            {c.feature: round(c.expected, 1) for c in top})])
-
-    def _raise(self, st: ActorState, name: str, score: float, reasons: list[Reason]) -> bool:
-        """Raise a detector's level to ``score`` if higher; True if the event contributed."""
-        if score <= 0.01 or name in self._disabled:
-            return False
-        st.levels[name] = max(score, st.levels.get(name, 0.0))
-        st.reasons[name] = (score, reasons)  # the latest observation explains the level
-        return True
 
     def _risk(self, st: ActorState, fade: bool = True) -> float:
         """Strongest signal first, each further one counting half as much as the last.
@@ -951,7 +520,7 @@ class Engine:
         # What accumulated over days sharpens the risk while the actor keeps raising
         # signals; between them (the quiet days after an episode) it fades within hours.
         long_score = (0.0 if "accumulated" in self._disabled
-                      else saturate(st.long_term - 1.0, LONG_TERM_SCALE))
+                      else self._accumulated.level(st))
         if not st.levels and long_score <= 0.01:
             return 0.0  # most actors, most of the time
         if fade:
@@ -1025,9 +594,12 @@ class Engine:
         customers = {c for _, c in evidence if c is not None} | st.hour_customers
         who = f"{ev.actor} ({st.role})" if st.role else ev.actor
         summary = f"{who} " + "; ".join(r.description for r in reasons[:3]) + "."
-        if st.volume.hours < st.volume.min_hours or st.tickets.rate.n < st.tickets.min_events:
+        volume = st.signals.get("volume")
+        uj = st.signals.get("unjustified")
+        if volume is not None and uj is not None and (
+                volume.hours < volume.min_hours or uj.tickets.rate.n < uj.tickets.min_events):
             # Cold start: an analyst should know the actor's own normal was not known yet.
-            summary += (f" (Their baseline is young: {st.volume.hours} active hours of their "
+            summary += (f" (Their baseline is young: {volume.hours} active hours of their "
                         "own history, judged against their peers.)")
         digest = hashlib.sha256(f"{ev.actor}\x00{ev.event_id}\x00{severity}".encode()).hexdigest()
         return Alert(alert_id=digest[:32], actor=ev.actor, role=st.role, time_ms=ev.time_ms,
@@ -1044,13 +616,9 @@ class Engine:
                 continue
             out.extend(Reason(r.detector, r.score * level / peak, r.description, r.observed,
                               r.expected) for r in reasons)
-        long_score = saturate(st.long_term - 1.0, LONG_TERM_SCALE)
-        if long_score > 0.01:
-            out.append(Reason("accumulated", long_score,
-                              "kept up unjustified or off-hours access over days "
-                              f"(weight {st.long_term:.1f}, halving every "
-                              f"{self.settings.long_half_life_s / 86400:g} days)",
-                              round(st.long_term, 2), "under 1.0"))
+        standing = self._accumulated.explain(st)
+        if standing is not None:
+            out.append(standing)
         return sorted(out, key=lambda r: -r.score)
 
     def expire_idle(self, now_ms: int) -> list[str]:
@@ -1060,7 +628,7 @@ class Engine:
         and is judged against its peers until it has a history again (never for being new).
 
         >>> eng = Engine(Settings(actor_ttl_s=3600))
-        >>> eng.actors["old"] = ActorState("old", "r", **eng._profile())
+        >>> eng.actors["old"] = eng.new_actor("old", "r")
         >>> eng.actors["old"].last_ms = 1_000
         >>> eng.expire_idle(2_000), eng.expire_idle(3_601_001), eng.tracked_actors
         ([], ['old'], 0)

@@ -48,6 +48,13 @@ def test_a_stale_build_is_never_used(tmp_path: Path) -> None:
         fh.write("\n# edited after the build\n")
     assert python(show, tmp_path).split() == ["py", "so", "mixed"]
     assert python(show, tmp_path, pure=True).split() == ["py", "py", "pure", "Python"]
+    # a signal module (a subpackage's) likewise
+    signal = ("import detectors, detectors.signals.volume as v; "
+              "print(v.__file__.rsplit('.', 1)[1], detectors.core_build())")
+    assert python(signal, tmp_path).split() == ["so", "mixed"]
+    with open(tmp_path / "detectors" / "signals" / "volume.py", "a") as fh:
+        fh.write("\n# edited after the build\n")
+    assert python(signal, tmp_path).split() == ["py", "mixed"]
 
 
 @needs_build
@@ -79,6 +86,7 @@ def test_an_installed_package_runs_the_compiled_core(tmp_path: Path) -> None:
                            "--disable-pip-version-check", "--target",
                            str(site), str(REPO)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(p.name.split(".")[0] for p in (site / "detectors").glob("*.so")) == sorted(
-        detectors.COMPILED)
+    built = (site / "detectors").rglob("*.so")  # the signal modules' too (detectors/signals)
+    assert sorted(str(p.relative_to(site / "detectors")).split(".")[0].replace("/", ".")
+                  for p in built) == sorted(detectors.COMPILED)
     assert python("import detectors; print(detectors.core_build())", site) == "compiled\n"

@@ -343,7 +343,7 @@ def test_a_days_ticketed_contact_justifies_a_later_look_but_not_at_night() -> No
         day8 = T0 + 8 * 24 * HOUR_MS
         eng.process(ev(i + 1, day8 + 12 * HOUR_MS, customer="served", ticket="T-x"))
         eng.process(ev(i + 2, day8 + hour * HOUR_MS, customer="served", ticket=None))
-        return eng.actors["ann"].unjustified
+        return eng.actors["ann"].signals["unjustified"].unjustified
 
     assert unjustified_after_second_look(16) == 0.0  # the same afternoon: justified
     assert unjustified_after_second_look(26) > 0.0   # 02:00 the next night: not
@@ -359,9 +359,10 @@ def test_forgotten_ticket_supplied_late_is_taken_back() -> None:
     eng.process(ev(i + 2, t + 120_000, customer="c-new", ticket="T-late"))
     assert st.long_term == 0.0
     # ...and reads of a customer the actor worked under a ticket today are justified.
-    before = st.unjustified
+    uj = st.signals["unjustified"]
+    before = uj.unjustified
     eng.process(ev(i + 3, t + 3 * HOUR_MS, customer="c-new", ticket=None))
-    assert st.unjustified <= before
+    assert uj.unjustified <= before
 
 
 def test_a_customer_worked_over_several_looks_is_not_a_lookup() -> None:
@@ -371,7 +372,7 @@ def test_a_customer_worked_over_several_looks_is_not_a_lookup() -> None:
     eng = Engine()
     i = ordinary_days(eng, days=6)
     st = eng.actors["ann"]
-    days = st.unjustified_days
+    days = st.signals["unjustified"].unjustified_days
     t = T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS
     eng.process(ev(i + 1, t, customer="c-case", ticket=None))
     assert st.long_term > 0 and days.today == 1
@@ -788,15 +789,37 @@ def test_busy_leaving_days_in_a_row_add_up_though_none_is_extreme() -> None:
 
 def test_a_state_written_before_a_field_existed_restores_with_its_default() -> None:
     """Checkpoints outlive upgrades: a record lacking a newer field (as an older version
-    wrote it) unpickles with the field's default, and the actor carries on."""
+    wrote it) unpickles with the field's default, and the actor carries on. A record written
+    before the signals had modules of their own (each signal's state a field of ActorState /
+    PeerGroup) is moved into ``signals`` as it is read."""
     eng = Engine()
     i = ordinary_days(eng, days=6)
     st = eng.actors["ann"]
     rebuild, args, (_, slots) = st.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[:3]
-    del slots["last_signal_ms"], slots["unjustified_days"]  # fields added later
+    sig = slots.pop("signals")
+    uj, dep = sig["unjustified"], sig["departing"]
+    slots.update(volume=sig["volume"], egress=sig["egress"], daily=sig["daily_egress"],
+                 first_seen=sig["first_seen"], hours=sig["off_hours"], tickets=uj.tickets,
+                 foreign=uj.foreign, ticketed=uj.ticketed, pending=uj.pending,
+                 unjustified=uj.unjustified, customer_reads=uj.customer_reads,
+                 unjustified_customers=uj.unjustified_customers,
+                 hour_long_gain=uj.hour_long_gain, downloads=dep.downloads,
+                 leaving_streak=dep.leaving_streak)
+    del slots["last_signal_ms"]  # fields added later: last_signal_ms, unjustified_days
     old = rebuild(*args)
     old.__setstate__((None, slots))
-    assert old.last_signal_ms == 0 and old.unjustified_days.usual.n == 0
+    assert old.last_signal_ms == 0 and old.signals["unjustified"].unjustified_days.usual.n == 0
+    assert old.signals["first_seen"] is sig["first_seen"] and old.signals["departing"].downloads \
+        is dep.downloads and list(old.signals) == list(st.signals)
+    peer = eng.peers["support_agent"]
+    rebuild, args, (_, pslots) = peer.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[:3]
+    psig = pslots.pop("signals")
+    pslots.update(volume=psig["volume"], egress=psig["egress"], daily=psig["daily_egress"],
+                  first_seen=psig["first_seen"], hours=psig["off_hours"],
+                  tickets=psig["unjustified"], model=psig["multivariate"])
+    old_peer = rebuild(*args)
+    old_peer.__setstate__((None, pslots))
+    assert old_peer.signals == psig and list(old_peer.signals) == list(psig)
     eng.actors["ann"] = old
     v = eng.process(ev(i + 1, T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS, customer="x", ticket=None))
     assert v.score > 0 and old.last_signal_ms > 0

@@ -44,7 +44,7 @@ def test_the_engine_forgets_actors_idle_past_the_ttl_in_event_time() -> None:
     assert set(engine.actors) == {"bob"}
     # ann returns: a fresh state, judged against her peers until she has a history again.
     verdict = engine.process(parse_event(event("ann", 99, T0 + 8 * DAY_MS)))
-    assert verdict.alert is None and engine.actors["ann"].first_seen.n == 1
+    assert verdict.alert is None and engine.actors["ann"].signals["first_seen"].n == 1
     assert Engine(Settings(actor_ttl_s=0)).expire_idle(T0 * 10) == []  # 0: never
 
 
@@ -109,7 +109,7 @@ def test_a_worker_deletes_the_checkpoint_of_an_idle_actor(tmp_path: Path) -> Non
     assert ann[0].value is not None and ann[-1].value is None
     (bob,) = [r for r in records if r.key == b"bob"][-1:]
     assert int(dict(bob.headers)[LAST_MS_HEADER]) == later[-1]["time"]
-    assert pickle.loads(bob.value)["state"].first_seen.n == 5
+    assert pickle.loads(bob.value)["state"].signals["first_seen"].n == 5
 
 
 def test_one_event_stamped_far_in_the_future_does_not_expire_everyone(

@@ -160,5 +160,6 @@ def test_the_worker_rides_out_a_30s_broker_outage_without_losing_events(
     final = {r.key: r.value for r in asyncio.run(read_topic(settings,
                                                             state_topic_name(settings)))
              if r.key != ENGINE_KEY}
-    learned = {k.decode(): pickle.loads(v)["state"].first_seen.n for k, v in final.items()}
+    learned = {k.decode(): pickle.loads(v)["state"].signals["first_seen"].n
+               for k, v in final.items()}
     assert learned == dict(Counter(ev["actor"] for ev in events))

@@ -163,7 +163,7 @@ def test_two_workers_split_the_actors_and_one_takes_over_when_the_other_is_kille
     # each actor's state has learned every one of its events exactly once (a cold start would
     # have fewer, a double count more).
     assert late.get(insider) == {survivor}
-    learned = {a: pickle.loads(v)["state"].first_seen.n for a, v in final.items() if v}
+    learned = {a: pickle.loads(v)["state"].signals["first_seen"].n for a, v in final.items() if v}
     assert learned == dict(Counter(ev["actor"] for ev in events))
 
     alerts = read_alerts(settings)

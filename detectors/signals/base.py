@@ -1,0 +1,184 @@
+"""The contract every signal implements, and the per-event context the engine hands it.
+
+A signal is one module under ``detectors/signals/``: a :class:`Signal` subclass holding its
+engine-wide state (if any) and making its per-actor and per-peer-group state, listed once in
+:data:`detectors.signals.REGISTRY`. The engine (:mod:`detectors.engine`) runs, per event:
+
+1. roll: on a new hour, every signal's :meth:`Signal.end_hour` (registry order), then, on a
+   new day, every :meth:`Signal.end_day`;
+2. count: the engine updates the running hour's and day's counts and fills the
+   :class:`Context`;
+3. score: every :meth:`Signal.score_one`, in registry order (each may raise its level);
+4. learn: every :meth:`Signal.learn_one`, in registry order;
+5. risk and alert: the levels combined, with the ``accumulated`` standing level.
+
+Only the hooks a signal overrides are called (the engine looks them up once), so a signal
+costs nothing in the phases it takes no part in.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections import OrderedDict
+from dataclasses import MISSING, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from detectors.models import DailyCount, Reason
+from detectors.settings import Settings
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+LONG_TERM_CAP = 6.0  # long-term risk is ~0.9 here, and forgets a burst within a week
+
+
+def rfc3339(ms: int) -> str:
+    """Epoch milliseconds as an RFC 3339 UTC string with milliseconds."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def specificity(share: float) -> float:
+    """How telling an unticketed read is, from the share of the actor's reads with a ticket.
+
+    Only actors who nearly always work under tickets make a missing one meaningful:
+
+    >>> [round(specificity(s), 2) for s in (0.3, 0.6, 0.9, 0.97, 1.0)]
+    [0.0, 0.04, 0.64, 0.88, 1.0]
+    """
+    return max(0.0, (share - 0.5) / 0.5) ** 2
+
+
+def bump(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def busy_day(dl: DailyCount) -> bool:
+    """Today's count is over twice the usual rate and beyond its Poisson noise (two sigma):
+    two downloads by someone who makes one most days is chance, not a busy day."""
+    rate = dl.rate
+    return dl.usual.n >= dl.min_days and dl.today > max(2 * rate, rate + 2 * math.sqrt(rate))
+
+
+def fmt_count(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 10 or v == int(v) else f"{v:.1f}"
+
+
+def others_in(recent: OrderedDict, actor: str, t: int) -> int:
+    """Put ``actor`` in ``recent`` (actor -> last time) and count the others there in the
+    last day."""
+    recent[actor] = t
+    recent.move_to_end(actor)
+    while recent and next(iter(recent.values())) < t - DAY_MS:
+        recent.popitem(last=False)
+    return len(recent) - 1
+
+
+def restore_slots(obj: Any, state: Any) -> None:
+    """Unpickle a slots dataclass; fields added since the record was written take their
+    defaults, so a worker can read the state topic an older version wrote."""
+    values = state[1] if isinstance(state, tuple) else state
+    for f in fields(obj):
+        if f.name in values:
+            value = values[f.name]
+        elif f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            raise pickle.UnpicklingError(f"{type(obj).__name__}: no {f.name} in the record")
+        object.__setattr__(obj, f.name, value)
+
+
+class Context:
+    """What one event brings to every signal: the cross-signal values live here, explicitly.
+
+    Filled by the engine before the score phase (``engine`` .. ``leaving``); ``off`` is the
+    off-hours signal's score of the event, set in its ``score_one`` (registry order puts it
+    before ``unjustified``, which weighs an unticketed read at a never-worked hour more).
+    Signals feed the actor's long-term sum (``ActorState.long_term``, the ``accumulated``
+    signal) and its hour's counts (``counts``: what the ``multivariate`` signal sees of the
+    finished hour, and the hourly volume baselines learn) directly on ``st``.
+    """
+
+    __slots__ = ("contributed", "counts", "customer", "decay", "disabled", "engine", "ev",
+                 "fresh", "late", "leaving", "off", "peer", "settings", "st", "t")
+
+    def __init__(self, engine: Any, st: Any, peer: Any, t: int) -> None:
+        self.engine = engine  # the Engine (watchlists: vip_customers, leaving(actor, t))
+        self.settings: Settings = engine.settings
+        self.disabled: frozenset[str] = engine._disabled
+        self.st = st  # the actor's ActorState (its signals' states: st.signals[name])
+        self.peer = peer  # its PeerGroup (the group's states: peer.signals[name])
+        self.t = t  # the event's time (epoch ms); in the roll phase, the time rolled to
+        self.ev: Any = None  # the AccessEvent (None in the roll phase)
+        self.late = False  # of an hour already rolled: judged, not counted
+        self.decay = 1.0  # the short-term levels' decay factor since the actor's last event
+        self.counts: dict[str, int] = {}  # the running hour's counts ({} for a late event)
+        self.customer: str | None = None
+        self.fresh = False  # the customer's first access this hour
+        self.leaving: Any = None  # the actor's departing watchlist entry while it leaves
+        self.off = 0.0  # the off-hours score (0.5 x how rarely the actor works at this hour)
+        self.contributed = False  # a signal raised its level on this event (see raise_)
+
+    def raise_(self, name: str, score: float, reasons: list[Reason]) -> bool:
+        """Raise the level ``name`` to ``score`` if higher; True if the event contributed."""
+        if score <= 0.01 or name in self.disabled:
+            return False
+        st = self.st
+        st.levels[name] = max(score, st.levels.get(name, 0.0))
+        st.reasons[name] = (score, reasons)  # the latest observation explains the level
+        self.contributed = True  # (the event joins the evidence; unused in the roll phase)
+        return True
+
+
+class Signal:
+    """One signal. Subclasses set :attr:`name` and override the hooks they need.
+
+    State: :meth:`new_actor` / :meth:`new_peer` return the signal's own per-actor /
+    per-peer-group state (kept in ``ActorState.signals[name]`` / ``PeerGroup.signals[name]``,
+    pickled with them, so it must pickle), or None for none. Engine-wide state (a map
+    learned across actors) lives on the instance: the engine makes one per signal.
+    """
+
+    name: str = ""
+    # The level (reason) names it raises: SNOOPWATCH_DISABLED_SIGNALS takes these.
+    raises: tuple[str, ...] = ()
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def levels(self) -> tuple[str, ...]:
+        return self.raises or (self.name,)
+
+    def new_actor(self) -> Any:
+        """A new actor's state (None: the signal keeps none per actor)."""
+        return None
+
+    def new_peer(self, key: str) -> Any:
+        """A new peer group's state (``key``: the group's name)."""
+        return None
+
+    def new_role(self, state: Any) -> Any:
+        """The actor's state after a role change: by default a fresh one (its old normal no
+        longer applies); a signal keeps what is not about the role."""
+        return self.new_actor()
+
+    def score_one(self, ctx: Context) -> None:
+        """Score the event, raising the signal's level if it is unusual (``ctx.raise_``).
+        May keep the running counts its score needs (observe, then score)."""
+
+    def learn_one(self, ctx: Context) -> None:
+        """Learn the event, after every signal has scored it."""
+
+    def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
+        """The actor's hour ended (``counts``: its counts; empty if nothing was counted)."""
+
+    def end_day(self, ctx: Context) -> None:
+        """The actor's day ended (``ctx.st.day`` still the finished day)."""
+
+
+def overrides(sig: Signal, hook: str) -> bool:
+    """Whether ``sig`` implements ``hook`` (the engine calls only those)."""
+    return getattr(type(sig), hook) is not getattr(Signal, hook)

@@ -1,0 +1,75 @@
+"""``departing``: staff on the departing watchlist downloading far more often than on their
+own days. Being on the list is never an alert by itself; it only lowers the egress
+baselines' tolerance (``Context.leaving``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from detectors.models import DailyCount, Reason
+from detectors.signals.base import Context, Signal, busy_day, fmt_count, restore_slots
+
+
+@dataclass(slots=True)
+class DepartingState:
+    """Downloads and exports per active day: what a departing actor's last days are judged
+    by (kept across a role change)."""
+
+    downloads: DailyCount = field(default_factory=DailyCount)
+    leaving_streak: int = 0  # busy download days in a row while leaving
+
+    __setstate__ = restore_slots
+
+
+class Departing(Signal):
+    name = "departing"
+
+    def new_actor(self) -> DepartingState:
+        return DepartingState()
+
+    def new_role(self, state: DepartingState) -> DepartingState:
+        return state
+
+    def score_one(self, ctx: Context) -> None:
+        if ctx.late or not ctx.ev.is_egress:
+            return
+        state = ctx.st.signals["departing"]
+        state.downloads.add()
+        if ctx.leaving is not None:
+            self._leaving_downloads(ctx, state, ctx.leaving)
+
+    @staticmethod
+    def _leaving_downloads(ctx: Context, state: DepartingState, entry: object) -> bool:
+        """A leaving actor downloading far more often than on its own ordinary days.
+
+        The count must be both a multiple of the actor's usual and well outside its own
+        day-to-day spread (or Poisson noise), so one extra download by someone who makes one
+        a day is not a signal, but a tripled habit is.
+        """
+        dl = state.downloads
+        # Honest leavers have busy days too; days in a row are what a last grab looks like.
+        # The last three active days together catch a rise no single day shows.
+        streak = state.leaving_streak
+        score = max(dl.day_score() * (1.0 if streak else 0.6), dl.score_one())
+        if streak and busy_day(dl):
+            # Another busy day right after busy ones: each in a row doubles what is left.
+            score = max(score, 1.0 - 0.5 ** streak)
+        if score <= 0.01:
+            return False
+        last_day = entry.last_day  # type: ignore[attr-defined]
+        leaves = f" (last day {last_day})" if last_day else ""
+        again = f", after {streak} such day{'s' if streak > 1 else ''} in a row" if streak else ""
+        desc = (f"is leaving{leaves} and made {dl.today} downloads or exports today{again}; "
+                f"usually {fmt_count(dl.rate)} a day")
+        return ctx.raise_("departing", score, [Reason(
+            "departing", score, desc, {"downloads_today": dl.today},
+            {"downloads_per_day": round(dl.rate, 1)})])
+
+    def end_day(self, ctx: Context) -> None:
+        # A leaving actor's busy days are the suspicion itself: barely learned.
+        state = ctx.st.signals["departing"]
+        dl = state.downloads
+        busy = busy_day(dl)
+        doubtful = busy and ctx.engine.leaving(ctx.st.actor, ctx.t) is not None
+        dl.roll(0.1 if doubtful else 1.0)
+        state.leaving_streak = state.leaving_streak + 1 if doubtful else 0

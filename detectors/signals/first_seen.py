@@ -1,0 +1,73 @@
+"""``first_seen``: an action, client, network or set of sensitive fields the actor rarely or
+never used, discounted when its peers use it commonly (its reasons are ``first_seen_<trait>``);
+while the actor is new, only what is rare for its peers too."""
+
+from __future__ import annotations
+
+import ipaddress
+from sys import intern
+
+from detectors.models import FirstSeen as FirstSeenModel
+from detectors.signals.base import Context, Signal, bump
+
+
+def network_of(ip: str | None) -> str | None:
+    """The /24 (IPv4) or /48 (IPv6) an address belongs to: staff move within one.
+
+    >>> network_of("10.1.2.3"), network_of("2001:db8:1:2::5")
+    ('10.1.2.0/24', '2001:db8:1::/48')
+    """
+    if ip is None:
+        return None
+    if "." in ip and ":" not in ip:  # fast path for IPv4, the common case
+        return ip[:ip.rfind(".")] + ".0/24"
+    return str(ipaddress.ip_network(f"{ip}/48", strict=False))
+
+
+class FirstSeen(Signal):
+    name = "first_seen"
+
+    def new_actor(self) -> FirstSeenModel:
+        s = self.settings
+        return FirstSeenModel(min_events=s.min_history_events, max_values=s.max_profile_values)
+
+    def new_peer(self, key: str) -> FirstSeenModel:
+        return FirstSeenModel(min_events=10 * self.settings.min_history_events, max_values=1024)
+
+    def score_one(self, ctx: Context) -> None:
+        # Scores, then learns: no other signal reads these profiles.
+        ev = ctx.ev
+        # Interned: the profiles of thousands of actors share one copy of each value.
+        network = network_of(ev.source_ip)
+        traits = {"access": intern(f"{ev.action}:{ev.resource_type}"),
+                  "client": intern(ev.client) if ev.client else None,
+                  "network": intern(network) if network else None,
+                  "fields": intern(",".join(sorted(ev.fields))) if ev.fields else None}
+        own, peers = ctx.st.signals["first_seen"], ctx.peer.signals["first_seen"]
+        self._judge(ctx, own, peers, traits)
+        own.learn_one(traits)
+        peers.learn_one(traits)
+
+    @staticmethod
+    def _judge(ctx: Context, own: FirstSeenModel, peers: FirstSeenModel,
+               traits: dict[str, str | None]) -> None:
+        if own.n >= own.min_events:
+            reasons = own.explain(traits)
+            # What the actor's peers use commonly (a new tool for the team) counts far less.
+            for r in reasons:
+                trait = r.detector.removeprefix("first_seen_")
+                common = peers.counts.get(trait, {}).get(traits[trait], 0)
+                if peers.n and common / peers.n >= 0.01:
+                    r.score *= 0.3
+                    r.description += " (common among peers)"
+        else:  # cold start: only what is rare for the peers too
+            reasons = peers.explain(traits)
+            for r in reasons:
+                r.description = r.description.replace("usually", "peers usually")
+        if not reasons:
+            return
+        bump(ctx.st.hour_counts, "novel")  # (late events too, as ever)
+        keep = 1.0
+        for r in reasons:
+            keep *= 1.0 - r.score
+        ctx.raise_("first_seen", 1.0 - keep, reasons)

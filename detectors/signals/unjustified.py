@@ -1,0 +1,294 @@
+"""``unjustified`` and ``vip``: customer reads without a ticket and with no ticketed contact
+with that customer in the last day (none at hours the actor never works), beyond the actor's
+own habit, and their daily count rising above its own rate; ``vip``: such reads of customers
+on the VIP watchlist.
+
+Engine-wide it learns which teams serve which customers under tickets (the "queue" map,
+:class:`QueueMap`): a read outside the actor's team's queue is more telling. Each unjustified
+read also adds to the actor's long-term sum (``ActorState.long_term``), and every customer
+pays back what the actor's own habit lets through unticketed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors.models import DailyCount, Reason, RunningStats, TicketHabit, saturate
+from detectors.signals.base import (
+    DAY_MS,
+    HOUR_MS,
+    LONG_TERM_CAP,
+    Context,
+    Signal,
+    bump,
+    fmt_count,
+    restore_slots,
+    specificity,
+)
+
+# A ticketed contact with a customer justifies unticketed reads of it for this long.
+TICKET_CONTEXT_MS = DAY_MS
+# An unticketed read followed this soon by a ticketed one was a forgotten ticket.
+LATE_TICKET_MS = HOUR_MS
+_TAKEN_BACK = (0.0, 0.0)  # a pending look's (weight, count) once its suspicion is withdrawn
+MAX_TICKETED = 64  # recent ticketed customers remembered per actor
+# a team shares a queue with the teams holding at least this share (and this many) of the
+# customers it shares at all: another region's team meets it only by chance
+QUEUE_LINK_SHARE, QUEUE_MIN_LINKS = 0.1, 5
+LONG_TERM_GAIN_PER_HOUR = 1.0  # bursts are the short-term levels' job
+
+
+@dataclass(slots=True)
+class UnjustifiedState:
+    """One actor's ticket habit and the unticketed reads it is judged on."""
+
+    tickets: TicketHabit  # its share of customer reads with a ticket (reset on a role change)
+    # share of its customer accesses that are customers other teams serve
+    foreign: RunningStats = field(default_factory=lambda: RunningStats(0.02))
+    # unjustified customers per active day: a sustained rise is low-and-slow scraping
+    unjustified_days: DailyCount = field(
+        default_factory=lambda: DailyCount(floor=0.3, min_days=3))
+    ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
+    # customer -> (last look, long-term weight, unjustified count) of an unticketed look
+    pending: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    unjustified: float = 0.0  # decaying count of unjustified customer reads
+    customer_reads: float = 0.0  # decaying count of all customer reads
+    unjustified_customers: set[str] | None = None  # created on the first one (memory)
+    hour_long_gain: float = 0.0  # long-term weight added in the running hour
+
+    __setstate__ = restore_slots
+
+
+class QueueMap:
+    """Which teams serve which customers under tickets, and so which teams share a queue."""
+
+    def __init__(self, max_customers: int) -> None:
+        self.max_customers = max_customers
+        # customer -> bit set of the teams that served it under a ticket (the "queue" map)
+        self.customer_teams: dict[str, int] = {}
+        self.teams: dict[str, int] = {}
+        # team -> {other team: customers both served}: shifts of one region share a queue
+        self.team_links: dict[int, dict[int, int]] = {}
+        self.queues: dict[int, int] = {}  # team bit -> bits of the teams sharing its queue
+
+    def team_bit(self, team: str | None) -> int:
+        if team is None:
+            return 0
+        index = self.teams.get(team)
+        if index is None:
+            index = self.teams[team] = len(self.teams)
+        return 1 << index
+
+    def queue(self, team: str | None) -> int:
+        """Bits of the teams whose customers ``team``'s are: itself and the teams it shares
+        customers with often (the other shifts of a region's queue), learned from tickets."""
+        bit = self.team_bit(team)
+        if not bit:
+            return 0
+        mask = self.queues.get(bit)
+        if mask is None:
+            links = self.team_links.get(bit.bit_length() - 1, {})
+            floor = max(QUEUE_MIN_LINKS, QUEUE_LINK_SHARE * sum(links.values()))
+            mask = bit
+            for other, n in links.items():
+                if n >= floor:
+                    mask |= 1 << other
+            self.queues[bit] = mask
+        return mask
+
+    def served(self, customer: str, team: str | None) -> None:
+        """Remember which teams work this customer under tickets (a bounded LRU)."""
+        book = self.customer_teams
+        before = book.pop(customer, 0)
+        bit = self.team_bit(team)
+        book[customer] = before | bit
+        if len(book) > self.max_customers:
+            del book[next(iter(book))]
+        if before and not before & bit:  # a customer new to this team: the teams share it
+            me = bit.bit_length() - 1
+            links = self.team_links
+            for other in range(before.bit_length()):
+                if before >> other & 1:
+                    mine, theirs = links.setdefault(me, {}), links.setdefault(other, {})
+                    mine[other] = mine.get(other, 0) + 1
+                    theirs[me] = theirs.get(me, 0) + 1
+            self.queues.clear()
+
+
+class Unjustified(Signal):
+    """Unticketed reads, counted per customer: one forgotten ticket is one customer."""
+
+    name = "unjustified"
+    raises = ("unjustified", "vip")
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.queues = QueueMap(settings.max_customers)
+
+    def _habit(self) -> TicketHabit:
+        return TicketHabit(min_events=3 * self.settings.min_history_events)
+
+    def new_actor(self) -> UnjustifiedState:
+        return UnjustifiedState(self._habit())
+
+    def new_peer(self, key: str) -> TicketHabit:
+        return self._habit()
+
+    def new_role(self, state: UnjustifiedState) -> UnjustifiedState:
+        state.tickets = self._habit()  # the rest is about the actor, not its role
+        return state
+
+    def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
+        state = ctx.st.signals["unjustified"]
+        state.hour_long_gain = 0.0
+        if state.unjustified < 0.5:
+            state.unjustified_customers = None
+
+    def end_day(self, ctx: Context) -> None:
+        # Days of unjustified reads well above the actor's rate: a slow scraper must not
+        # teach its baseline that this is normal.
+        uj = ctx.st.signals["unjustified"].unjustified_days
+        uj.roll(0.1 if uj.usual.n >= uj.min_days and uj.today > 2 * uj.rate else 1.0)
+
+    def score_one(self, ctx: Context) -> None:
+        # Scores, then learns the ticket habit: how suspicious this read is decides how much
+        # it teaches (and off-hours' long-term gain, in its learn_one, comes after).
+        customer = ctx.customer
+        if customer is None:
+            return
+        st, ev, t, off = ctx.st, ctx.ev, ctx.t, ctx.off
+        state: UnjustifiedState = st.signals["unjustified"]
+        peer_tickets = ctx.peer.signals["unjustified"]
+        decay, fresh = ctx.decay, ctx.fresh
+        habit = {"customer": True, "ticketed": bool(ev.ticket)}
+        state.customer_reads *= decay
+        state.unjustified *= decay
+        if fresh:
+            state.customer_reads += 1.0
+        tickets = state.tickets if state.tickets.rate.n >= state.tickets.min_events \
+            else peer_tickets
+        queues = self.queues
+        served_by = queues.customer_teams.get(customer, 0)
+        in_queue = bool(served_by and served_by & queues.queue(ev.team))
+        if served_by:
+            state.foreign.update(0.0 if in_queue else 1.0)
+        if ev.ticket:
+            queues.served(customer, ev.team)
+            state.ticketed[customer] = t
+            if len(state.ticketed) > MAX_TICKETED:
+                del state.ticketed[next(iter(state.ticketed))]  # the oldest insertion
+            late = state.pending.pop(customer, None)
+            if late is not None and t - late[0] <= LATE_TICKET_MS:
+                # A forgotten ticket, supplied after all: take the suspicion back.
+                _take_back(st, state, tickets, late)
+        elif (off >= 0.3
+              or t - state.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS):
+            # (A day's ticketed contact justifies a later look, but not at an hour the actor
+            # never works: night views of customers it served are the camera-spying case.)
+            recent = state.pending.get(customer)
+            if recent is not None and t - recent[0] < LATE_TICKET_MS:
+                if off < 0.3 and recent[1:] != _TAKEN_BACK:
+                    # Looked at again within the hour, at an hour the actor works: a case
+                    # worked without its ticket, not a lookup (one read per customer).
+                    _take_back(st, state, tickets, recent)
+                    recent = (t, *_TAKEN_BACK)
+                state.pending[customer] = (t, *recent[1:])  # the same look, still going on
+            else:
+                share = tickets.score_one(habit)
+                if share > 0:
+                    self._unjustified(ctx, state, tickets, customer, served_by, in_queue,
+                                      share)
+        if fresh:
+            # Every customer pays back what the actor's own habit lets through
+            # unticketed, so the long-term sum only grows on more than that.
+            share = tickets.ticketed_share if tickets.rate.n >= tickets.min_events else 0.0
+            st.long_term = max(0.0, st.long_term - self.settings.long_term_weight
+                               * specificity(share) * (1.0 - share))
+        # Reads under suspicion count a quarter: low-and-slow must not quickly teach
+        # the actor that unticketed reads are normal, nor freeze an honest one forever.
+        suspicious = not ev.ticket and (st.levels.get("unjustified", 0.0) >= 0.3
+                                        or st.long_term >= 1.0)
+        weight = 0.25 if suspicious else 1.0
+        if fresh:  # per customer (-hour), like the unjustified count and its payback
+            state.tickets.learn_one(habit, weight)
+            peer_tickets.learn_one(habit, weight)
+
+    def _unjustified(self, ctx: Context, state: UnjustifiedState, tickets: TicketHabit,
+                     customer: str, served_by: int, in_queue: bool, share: float) -> None:
+        """An unticketed read of ``customer`` (``served_by``: the teams that serve it under
+        tickets; ``in_queue``: one of them shares the actor's queue)."""
+        st, t, off = ctx.st, ctx.t, ctx.off
+        if t // HOUR_MS >= st.hour:  # not a late event (see Engine.process)
+            bump(st.hour_counts, "unjustified")
+        if state.unjustified_customers is None:
+            state.unjustified_customers = set()
+        if len(state.unjustified_customers) < self.settings.max_tracked_customers:
+            state.unjustified_customers.add(customer)  # bounded, like the hour's customers
+        count = 1.0
+        if in_queue:
+            where, weight = "", 0.5  # a customer of the actor's own team's queue
+        else:
+            # Outside the population it serves: telling only for an actor who normally
+            # stays within its team's queue (not, say, a fraud investigator). A customer no
+            # team has served yet counts half as much: it may be the queue's next one.
+            inside = 1.0 - state.foreign.mean if state.foreign.n >= 20 else 1 / 6
+            if not served_by:
+                inside /= 2
+            where = (", outside its team's queue" if served_by
+                     else ", one no team has served under a ticket")
+            weight = 0.5 + 3.0 * inside
+            count = 1.0 + 1.5 * inside
+        state.unjustified += count
+        weight *= self.settings.long_term_weight * specificity(share)
+        vip = customer in ctx.engine.vip_customers
+        if vip:
+            weight *= 4
+        # Capped per hour and overall: a burst is the short-term levels' job.
+        weight = min(weight, max(0.0, LONG_TERM_GAIN_PER_HOUR - state.hour_long_gain))
+        state.hour_long_gain += weight
+        st.long_term = min(st.long_term + weight, LONG_TERM_CAP)
+        state.pending[customer] = (t, weight, count)
+        if len(state.pending) > MAX_TICKETED:
+            del state.pending[next(iter(state.pending))]
+        n = len(state.unjustified_customers)
+        excess = state.unjustified - (1.0 - share) * state.customer_reads
+        # Unticketed and at an hour the actor never works: together worth more than apart.
+        score = min(1.0, specificity(share) * saturate(excess, 4.0) * (1.0 + off))
+        whose = "their" if tickets is state.tickets else "their peers'"
+        desc = (f"accessed {n} customers without a ticket or a ticketed contact (the last "
+                f"{customer}{where}); {round(100 * share)}% of {whose} customer "
+                "accesses carry one")
+        observed: dict[str, Any] = {"unticketed_customers": n, "last": customer}
+        expected: dict[str, Any] = {"ticketed_share": round(share, 3)}
+        # Day after day more of them than the actor's own rate: low-and-slow scraping.
+        days = state.unjustified_days
+        if t // DAY_MS >= st.day:
+            days.add()
+        trend = specificity(share) * days.score_one()
+        if trend > score:
+            score = trend
+            recent = days.today + sum(days.recent)
+            desc += (f"; {recent} such customers in the last {1 + len(days.recent)} active "
+                     f"days, usually {fmt_count(days.rate)} a day")
+            observed["unticketed_last_days"] = recent
+            expected["unticketed_per_day"] = round(days.rate, 2)
+        ctx.raise_("unjustified", score, [Reason("unjustified", score, desc, observed, expected)])
+        if vip:
+            vip_score = 0.75 * share
+            ctx.raise_("vip", vip_score, [Reason(
+                "vip", vip_score, f"read VIP customer {customer} without a ticket",
+                customer, "no VIP reads without a ticket")])
+
+
+def _take_back(st: Any, state: UnjustifiedState, tickets: TicketHabit, look: tuple) -> None:
+    """Withdraw the suspicion an unticketed look added (``look``: its pending record)."""
+    state.unjustified = max(0.0, state.unjustified - (look[2] if len(look) > 2 else 1.0))
+    if look[1:] != _TAKEN_BACK:
+        state.unjustified_days.today = max(0, state.unjustified_days.today - 1)
+    st.long_term = max(0.0, st.long_term - look[1])
+    share = tickets.ticketed_share
+    st.levels["unjustified"] = min(
+        st.levels.get("unjustified", 0.0),
+        specificity(share) * saturate(state.unjustified - (1.0 - share) * state.customer_reads,
+                                      4.0))

@@ -1,0 +1,171 @@
+"""``volume``, ``egress``, ``daily_egress``: the running hour's (day's) counts against the
+actor's own normal hour (day), its peers' while it is new.
+
+One :class:`~detectors.models.VolumeBaseline` per actor and per peer group each: records and
+distinct customers an hour; egress records and bytes an hour; the same a day (days with any
+egress). When several of a group run hot the same day it is the group's day
+(``PeerGroup.hot``, shared by the three).
+"""
+
+from __future__ import annotations
+
+import math
+
+from detectors.models import UNITS, Reason, VolumeBaseline, saturate
+from detectors.signals.base import Context, Signal, fmt_count, others_in
+
+VOLUME_FEATURES = ("records", "customers")
+EGRESS_FEATURES = ("egress", "egress_bytes")
+# egress by a group that has worked this many hours but (almost) never exported
+RARE_MIN_HOURS, RARE_FACTOR = 500, 2000  # from 100k records an hour
+# A volume score above this puts the actor among its group's hot ones for a day (the
+# group's busy day: see VolumeSignal.judge).
+HOT_SCORE = 0.2
+EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
+DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}
+
+
+class VolumeSignal(Signal):
+    """A count baseline, judged per event against the running period's counts."""
+
+    def judge(self, ctx: Context, own: VolumeBaseline, peers: VolumeBaseline,
+              counts: dict[str, int], slack: float) -> bool:
+        floors = None
+        ask_peers = False
+        if own.hours >= own.min_hours:
+            model, whose, z0 = own, "usually", own.z0 + slack
+            if peers.hours >= peers.min_hours:
+                # An actor can vary as much as its peers do, whatever its short past shows.
+                floors = {f: 0.75 * peers.stats[f].std for f in own.features}
+                ask_peers = slack == 0.0
+        elif (own.name == "egress" and peers.hours < peers.min_hours
+              and ctx.peer.signals["volume"].hours >= RARE_MIN_HOURS):
+            # Neither the actor nor its long-working peers do this (engineers exporting):
+            # there is no spread to judge by, only the size against the smallest that counts.
+            return self._rare(ctx, own, counts, peers.hours, ctx.peer.signals["volume"].hours)
+        else:  # cold start: judged against peers, with extra tolerance
+            model, whose, z0 = peers, "peers usually", peers.z0 + 1.0 + slack
+        score = model.score_one(counts, z0, floors)
+        peer_factor = 1.0
+        if ask_peers and score > 0.01:
+            # Unusual for the actor but ordinary for its peers (a first scheduled export, a
+            # big report) counts for less than unusual for both.
+            peer_factor = 0.3 + 0.7 * peers.score_one(counts)
+            score *= peer_factor
+        if score <= 0.01:
+            return False
+        # When several of the group are unusual at once (quarter end, a new tool), it is
+        # the group's day, not this actor's: discount by how many others are running hot.
+        others = others_in(ctx.peer.hot, ctx.st.actor, ctx.t) if score > HOT_SCORE else 0
+        if others < 2:
+            others = 0  # one busy colleague is a coincidence, not the group's day
+        if others:
+            score /= 1 + others / 2
+        reasons = model.explain(counts, z0, whose, floors)
+        for r in reasons:
+            r.score = score
+            if peer_factor < 0.5:
+                r.description += " (not unusual for their peers)"
+            if others:
+                r.description += f" ({others} peers also unusually busy today)"
+        return ctx.raise_(own.name, score, reasons)
+
+    @staticmethod
+    def _rare(ctx: Context, own: VolumeBaseline, counts: dict[str, int], seen: int,
+              active: int) -> bool:
+        """Egress by an actor of a group that (almost) never has any: only its size counts,
+        from ``RARE_FACTOR`` times the smallest amount the baseline counts at all."""
+        score = max(saturate(math.log(max(counts.get(f, 0), 1)
+                                      / (RARE_FACTOR * own.min_counts[f])), 1.0)
+                    for f in own.features)
+        if score <= 0.01:
+            return False
+        shown = ", ".join(f"{fmt_count(counts.get(f, 0))} {UNITS[f]}"
+                          for f in own.features)
+        desc = (f"{shown} in one {own.period}; their peers rarely do any "
+                f"({seen} of {active} active hours)")
+        return ctx.raise_(own.name, score, [Reason(
+            own.name, score, desc, {f: counts.get(f, 0) for f in own.features},
+            {"peer_periods_with_egress": seen, "peer_active_hours": active})])
+
+
+class Volume(VolumeSignal):
+    """Records and distinct customers in the running hour."""
+
+    name = "volume"
+
+    def new_actor(self) -> VolumeBaseline:
+        return self._baseline(self.settings.min_history_hours)
+
+    def new_peer(self, key: str) -> VolumeBaseline:
+        return self._baseline(4 * self.settings.min_history_hours)
+
+    def _baseline(self, min_hours: int) -> VolumeBaseline:
+        s = self.settings
+        return VolumeBaseline(VOLUME_FEATURES, {f: s.volume_min_count for f in VOLUME_FEATURES},
+                              min_hours=min_hours)
+
+    def score_one(self, ctx: Context) -> None:
+        if not ctx.late:
+            self.judge(ctx, ctx.st.signals["volume"], ctx.peer.signals["volume"],
+                          ctx.counts, 0.0)
+
+    def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
+        if counts:
+            ctx.st.signals["volume"].learn_one(counts)
+            ctx.peer.signals["volume"].learn_one(counts)
+
+
+class Egress(VolumeSignal):
+    """Egress (downloads, exports) records and bytes in the running hour; a departing actor
+    (``ctx.leaving``) is held to a lower tolerance."""
+
+    name = "egress"
+
+    def new_actor(self) -> VolumeBaseline:
+        return VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN,
+                              min_hours=self.settings.min_history_hours, name="egress")
+
+    def new_peer(self, key: str) -> VolumeBaseline:
+        return VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN,
+                              min_hours=4 * self.settings.min_history_hours, name="egress")
+
+    def score_one(self, ctx: Context) -> None:
+        if not ctx.late and ctx.ev.is_egress:
+            self.judge(ctx, ctx.st.signals["egress"], ctx.peer.signals["egress"],
+                          ctx.counts, -1.0 if ctx.leaving else 0.0)
+
+    def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
+        if "egress" in counts:
+            ctx.st.signals["egress"].learn_one(counts)
+            ctx.peer.signals["egress"].learn_one(counts)
+
+
+class DailyEgress(VolumeSignal):
+    """The day's egress records and bytes (``ActorState.day_counts``) against the actor's
+    days with egress."""
+
+    name = "daily_egress"
+
+    def new_actor(self) -> VolumeBaseline:
+        return self._baseline(5)
+
+    def new_peer(self, key: str) -> VolumeBaseline:
+        return self._baseline(20)
+
+    @staticmethod
+    def _baseline(min_days: int) -> VolumeBaseline:
+        return VolumeBaseline(EGRESS_FEATURES, DAILY_EGRESS_MIN, min_hours=min_days,
+                              name="daily_egress", period="day")
+
+    def score_one(self, ctx: Context) -> None:
+        if not ctx.late and ctx.ev.is_egress:
+            self.judge(ctx, ctx.st.signals["daily_egress"], ctx.peer.signals["daily_egress"],
+                          ctx.st.day_counts, -1.0 if ctx.leaving else 0.0)
+
+    def end_day(self, ctx: Context) -> None:
+        st = ctx.st
+        if st.day_counts:  # days with egress: the normal size of a day's downloads
+            st.signals["daily_egress"].learn_one(st.day_counts)
+            ctx.peer.signals["daily_egress"].learn_one(st.day_counts)
+
