@@ -34,6 +34,7 @@ import orjson
 
 from detectors.engine import rfc3339
 from detectors.events import parse_time
+from detectors.settings import Settings
 from stream.replay import replay
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sources"
@@ -94,7 +95,7 @@ def roc_auc(pos: list[float], neg: list[float]) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def measure(shared: Path = SHARED) -> dict[str, Any]:
+def measure(shared: Path = SHARED, settings: Settings | None = None) -> dict[str, Any]:
     records, bad = build_capture(shared)
     scores: dict[str, float] = {}
     actor_of: dict[str, str] = {}
@@ -110,7 +111,7 @@ def measure(shared: Path = SHARED) -> dict[str, Any]:
                 alerted[ev.actor] = alerted.get(ev.actor, 0) + 1
 
         summary = replay(str(trail), str(Path(tmp) / "alerts.jsonl"), fmt="cloudtrail",
-                         on_score=on_score)
+                         on_score=on_score, settings=settings or Settings.from_env())
     bad_actors = {actor_of[e] for e in bad if e in actor_of}
     best: dict[str, float] = {}
     for eid, s in scores.items():

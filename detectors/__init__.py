@@ -22,7 +22,8 @@ from pathlib import Path
 # a package's __init__ (the signal registry) stays Python.
 COMPILED = ("events", "models", "multivariate", "engine", "signals.base", "signals.volume",
             "signals.departing", "signals.off_hours", "signals.unjustified",
-            "signals.first_seen", "signals.multivariate", "signals.accumulated")
+            "signals.first_seen", "signals.new_origin", "signals.multivariate",
+            "signals.accumulated")
 MANIFEST = Path(__file__).with_name("compiled.json")
 
 

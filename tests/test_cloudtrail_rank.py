@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.cloudtrail_rank import SHARED, build_capture, measure
 from detectors.events import parse_time
+from detectors.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +29,17 @@ def test_the_capture_and_its_labels() -> None:
     assert times == sorted(times)
 
 
-@pytest.mark.xfail(strict=False, reason="today's engine scores the stolen role 0: its "
-                   "first-seen signals wait for SNOOPWATCH_MIN_HISTORY_EVENTS of the actor's "
-                   "own history, which a capture of minutes does not have (actor AUC 0.49, "
-                   "event AUC 0.48); issue 16 item 3 is for the signal-module rewrite")
 def test_the_taken_over_principal_ranks_above_every_benign_one(figures: dict) -> None:
     assert figures["malicious_events"] == 11 and figures["dead_lettered"] == 3
     assert figures["actor_auc"] >= 0.9, figures
     assert figures["event_auc"] > 0.5, figures
     assert figures["alerts_attacker"] >= 1 and not figures["alerts_benign"], figures
+
+
+def test_the_new_origin_signal_is_what_finds_it() -> None:
+    """Without the new_origin signal the stolen role scores nothing (a capture of minutes
+    gives no other signal its history): the figures above are that signal's."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent")
+    off = measure(settings=Settings(disabled_signals="new_origin"))
+    assert off["attacker_max_score"] == 0.0 and off["actor_auc"] < 0.6, off

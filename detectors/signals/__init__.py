@@ -13,6 +13,7 @@ from detectors.signals.base import Context, Signal
 from detectors.signals.departing import Departing
 from detectors.signals.first_seen import FirstSeen
 from detectors.signals.multivariate import Multivariate
+from detectors.signals.new_origin import NewOrigin
 from detectors.signals.off_hours import OffHours
 from detectors.signals.unjustified import Unjustified
 from detectors.signals.volume import DailyEgress, Egress, Volume
@@ -25,6 +26,7 @@ REGISTRY: list[type[Signal]] = [
     OffHours,
     Unjustified,  # (raises unjustified and vip)
     FirstSeen,
+    NewOrigin,
     Multivariate,
     Accumulated,
 ]
