@@ -149,9 +149,6 @@ class Signal:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def levels(self) -> tuple[str, ...]:
-        return self.raises or (self.name,)
-
     def new_actor(self) -> Any:
         """A new actor's state (None: the signal keeps none per actor)."""
         return None
