@@ -360,6 +360,21 @@ class Engine:
     def tracked_actors(self) -> int:
         return len(self.actors)
 
+    # Engine-wide state (stream/state.py checkpoints it in the same epoch as the actors').
+    def shared_state(self) -> dict[str, Any]:
+        """What spans actors: peer groups and the customer → serving-teams map (live objects:
+        pickle them before the next event)."""
+        return {"peers": self.peers, "customer_teams": self.customer_teams,
+                "teams": self.teams, "team_links": self.team_links}
+
+    def load_shared(self, obj: dict[str, Any]) -> None:
+        """Replace the engine-wide state with a :meth:`shared_state` of a checkpoint."""
+        self.peers = dict(obj["peers"])
+        self.customer_teams = dict(obj["customer_teams"])
+        self.teams = dict(obj["teams"])
+        self.team_links = {k: dict(v) for k, v in obj.get("team_links", {}).items()}
+        self._queues = {}  # derived from team_links
+
     def apply_context(self, entry: ContextEntry) -> None:
         """Record (or remove) a watchlist fact."""
         if entry.kind == "vip_customer":
