@@ -47,6 +47,20 @@ def _origin_of(msg: Any) -> bytes | None:
         return None
 
 
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The topic's partitions; [] if it does not exist (yet)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for d in described if not d.get("error_code")
+                  for p in d["partitions"])
+
+
 async def read_tail(settings: Settings, window_ms: int = WINDOW_MS) -> set[bytes]:
     """The origins of the dead-letter topic's records within ``window_ms`` of each
     partition's newest record."""
@@ -58,10 +72,8 @@ async def read_tail(settings: Settings, window_ms: int = WINDOW_MS) -> set[bytes
     await consumer.start()
     seen: set[bytes] = set()
     try:
-        if settings.dlq_topic not in await consumer.topics():  # (refreshes the metadata)
-            return seen
-        parts = consumer.partitions_for_topic(settings.dlq_topic) or set()
-        tps = [TopicPartition(settings.dlq_topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(settings.dlq_topic, p)
+               for p in await partitions_of(settings, settings.dlq_topic)]
         if not tps:
             return seen
         consumer.assign(tps)
