@@ -83,7 +83,7 @@ RECORD_VERSION = 1  # actor records
 ENGINE_RECORD_VERSION = 2  # engine records: {"epoch", "shared"} (v1: peers etc. at the top)
 # An open transaction of a worker that died blocks read_committed readers of its partitions
 # (the last stable offset) until the broker aborts it after this long: a restore waits for it.
-TRANSACTION_TIMEOUT_MS = 15_000
+TRANSACTION_TIMEOUT_MS = 60_000
 ID_BYTES = 8  # per remembered event_id (see id_digest)
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # A checkpoint sends this many records at a time, then leaves the agents as long again times
@@ -219,6 +219,8 @@ class ActorStore:
         self.unacked: list[Any] = []  # faust events whose effect is not checkpointed yet
         self.engine_restored = False
         self.epoch = 0  # the last epoch written or restored
+        # (seconds the cut held the agents, records, bytes) of the last checkpoint
+        self.last_cut: tuple[float, int, int] = (0.0, 0, 0)
         # partition -> highest by-actor offset applied (the cut's offsets, in the engine record)
         self.applied: dict[int, int] = {}
         # Awaited after the cut, before its transaction commits: the app flushes the alerts
@@ -496,6 +498,7 @@ class ActorStore:
                 del self.parked[p]
             if not self.dirty and not self.unacked and not self._expiry_due():
                 return 0
+            cut_started = time.perf_counter()
             # --- the cut: no await from here to the engine record, so no event is applied
             # between the first actor pickled and the engine-wide state (one point of the
             # stream; the agents run again while the epoch is sent).
@@ -533,6 +536,8 @@ class ActorStore:
                     p: o for p, o in self.applied.items() if p in engine_parts})
                 records.extend((p, ENGINE_KEY, snap, -1) for p in sorted(engine_parts))
             # --- end of the cut
+            self.last_cut = (time.perf_counter() - cut_started, len(records),
+                             sum(len(r[2] or b"") for r in records))
             if records and self.durable:
                 try:
                     if self.before_commit is not None:
