@@ -14,9 +14,11 @@ plus, per partition, an ``ENGINE_KEY`` record (format v2)::
     pickle({"v": 2, "epoch": n, "at": <wall time>, "offsets": {partition: offset},
             "shared": Engine.shared_state()})
 
-A checkpoint is one *epoch*: a consistent cut of this worker's state. The changed actors'
-records and the engine-wide state (peer groups, the customer → serving-teams map) are
-pickled with no event applied in between, then written in ONE Kafka transaction, which is
+A checkpoint is one *epoch*: a consistent cut of this worker's state. The engine-wide state
+(peer groups, the customer → serving-teams map) is pickled at the cut, and each changed actor
+as it was at the cut: in slices while the agents run on, except that an actor about to take
+an event is pickled first (copy-on-write). All of it is written in ONE Kafka transaction,
+which is
 read back with ``isolation_level="read_committed"``: a crash mid-write leaves the previous
 epoch whole (an aborted or unfinished transaction is never read), so the events re-read after
 a crash meet exactly the state that had not seen them (issue 15). Alerts sent before the cut
@@ -86,8 +88,9 @@ ENGINE_RECORD_VERSION = 2  # engine records: {"epoch", "shared"} (v1: peers etc.
 TRANSACTION_TIMEOUT_MS = 60_000
 ID_BYTES = 8  # per remembered event_id (see id_digest)
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# A checkpoint sends this many records at a time, then leaves the agents as long again times
-# CHECKPOINT_YIELD (pickling is one block: the cut must see no event in between).
+# A checkpoint pickles (and sends) this many actors at a time, then leaves the agents as long
+# again times CHECKPOINT_YIELD: a bare sleep(0) lets each agent take one event only, and a busy
+# worker's input would queue up behind the whole checkpoint (seconds with 10k actors).
 CHECKPOINT_SLICE = 100
 CHECKPOINT_YIELD = 2.0
 WRITER_HEADER = "snoopwatch-writer"
@@ -221,6 +224,10 @@ class ActorStore:
         self.epoch = 0  # the last epoch written or restored
         # (seconds the cut held the agents, records, bytes) of the last checkpoint
         self.last_cut: tuple[float, int, int] = (0.0, 0, 0)
+        # Actors changed before the cut that is being written and not pickled yet: one that
+        # is about to take an event is pickled first (see admit).
+        self.cutting: dict[str, None] = {}
+        self.cut_records: list[tuple[int, bytes, bytes | None, int]] = []
         # partition -> highest by-actor offset applied (the cut's offsets, in the engine record)
         self.applied: dict[int, int] = {}
         # Awaited after the cut, before its transaction commits: the app flushes the alerts
@@ -468,6 +475,8 @@ class ActorStore:
         below the highest already applied was forwarded twice. ``offset`` is None for an
         event that did not come through the by-actor topic (``source`` alone decides).
         """
+        if actor in self.cutting:  # its state as of the cut, before this event changes it
+            self._cut_one(actor)
         meta = self.actor_meta(actor, partition)
         if offset is not None:
             if offset <= meta.offset:
@@ -499,9 +508,9 @@ class ActorStore:
             if not self.dirty and not self.unacked and not self._expiry_due():
                 return 0
             cut_started = time.perf_counter()
-            # --- the cut: no await from here to the engine record, so no event is applied
-            # between the first actor pickled and the engine-wide state (one point of the
-            # stream; the agents run again while the epoch is sent).
+            # --- the cut: the engine-wide state is pickled here, with no await until the
+            # actors are set aside in ``cutting``; each is pickled as of this point (below,
+            # or by admit() before its next event), so the epoch is one point of the stream.
             if partitions is None:
                 events, self.unacked = self.unacked, []
                 dirty, self.dirty = self.dirty, set()
@@ -513,31 +522,29 @@ class ActorStore:
                          if (m := self.meta.get(a)) is not None and m.partition in partitions}
                 self.dirty -= dirty
                 targets = partitions
-            records: list[tuple[int, bytes, bytes | None, int]] = []
-            written: set[str] = set()
-            horizon = int(time.time() * 1000) + FUTURE_SLACK_MS
-            for actor in dirty:
-                meta = self.meta.get(actor)
-                state = self.engine.actors.get(actor)
-                if meta is None or state is None:
-                    continue
-                last_ms = getattr(state, "last_ms", 0)
-                self.event_time_ms = max(self.event_time_ms, min(last_ms, horizon))
-                written.add(actor)
-                records.append((meta.partition, actor.encode(), encode_record(meta, state),
-                                last_ms))
-            if partitions is None:
-                records.extend(self._expire_idle(written))
+            self.cut_records = []
+            written = {a for a in dirty if a in self.meta and a in self.engine.actors}
+            tombstones = self._expire_idle(written) if partitions is None else []
+            parts = {self.meta[a].partition for a in written} | {r[0] for r in tombstones}
             epoch = self.epoch + 1
-            engine_parts = ({r[0] for r in records} | self.loaded if targets is None
-                            else targets & (self.loaded | {r[0] for r in records}))
-            if engine_parts:
-                snap = engine_snapshot(self.engine, epoch, {
-                    p: o for p, o in self.applied.items() if p in engine_parts})
-                records.extend((p, ENGINE_KEY, snap, -1) for p in sorted(engine_parts))
-            # --- end of the cut
-            self.last_cut = (time.perf_counter() - cut_started, len(records),
-                             sum(len(r[2] or b"") for r in records))
+            engine_parts = (parts | self.loaded if targets is None
+                            else targets & (self.loaded | parts))
+            snap = engine_snapshot(self.engine, epoch, {
+                p: o for p, o in self.applied.items() if p in engine_parts}
+            ) if engine_parts else b""
+            self.cutting = dict.fromkeys(written)
+            held = time.perf_counter() - cut_started
+            # --- the agents run again between slices (not during a revoke: they are paused)
+            pace = _Slicer()
+            for actor in list(self.cutting):
+                if partitions is None:
+                    await pace.tick()
+                if actor in self.cutting:
+                    self._cut_one(actor)
+            records = self.cut_records + tombstones  # (a tombstone wins: sent after)
+            self.cut_records = []
+            records.extend((p, ENGINE_KEY, snap, -1) for p in sorted(engine_parts))
+            self.last_cut = (held, len(records), sum(len(r[2] or b"") for r in records))
             if records and self.durable:
                 try:
                     if self.before_commit is not None:
@@ -556,6 +563,19 @@ class ActorStore:
             self.metrics.checkpoints.inc()
             self.metrics.checkpointed_actors.inc(len(written))
             return len(records)
+
+    def _cut_one(self, actor: str) -> None:
+        """Pickle ``actor``'s record for the epoch being written (its state at the cut)."""
+        del self.cutting[actor]
+        meta = self.meta.get(actor)
+        state = self.engine.actors.get(actor)
+        if meta is None or state is None:
+            return
+        last_ms = getattr(state, "last_ms", 0)
+        horizon = int(time.time() * 1000) + FUTURE_SLACK_MS
+        self.event_time_ms = max(self.event_time_ms, min(last_ms, horizon))
+        self.cut_records.append((meta.partition, actor.encode(), encode_record(meta, state),
+                                 last_ms))
 
     async def _send(self, records: list[tuple[int, bytes, bytes | None, int]]) -> None:
         """Send ``records`` in one transaction (all visible to read_committed, or none)."""
