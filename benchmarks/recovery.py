@@ -14,6 +14,10 @@ every malformed message (and context entry) is dead-lettered exactly once per of
         .venv/bin/python benchmarks/recovery.py --runs 20 --kills 3 --employees 30 --days 4
 
 ``tests/test_recovery.py`` runs one short case of it in the suite.
+
+``--scaleout`` measures instead what issue 15 item 2 is about (no fix here): the same input on
+4 partitions keyed by actor, run by 1 worker, and by 2 workers of which one is SIGKILLed at a
+seeded offset and restarted; each run's alert ids against replay's and each other's.
 """
 
 from __future__ import annotations
@@ -282,6 +286,127 @@ def run_case(case: Case, workdir: Path, kills: int, seed: int,
     return out
 
 
+async def publish_keyed(settings: Settings, case: Case) -> None:
+    """``case`` on a multi-partition input, keyed by actor (malformed lines: no key)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker),
+                                linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.context_topic, value=v, key=k, partition=0)
+                   for k, v in case.context]
+        futures += [await producer.send(settings.input_topic, value=v, key=k)
+                    for k, v in case.events]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def alert_ids(settings: Settings) -> dict[str, bytes]:
+    out = {}
+    for msg in asyncio.run(read_all(settings, settings.alerts_topic)):
+        a = orjson.loads(msg.value)
+        a.pop("emitted_at", None)
+        out[a["alert_id"]] = encode(a)
+    return out
+
+
+def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
+             broker: str = BROKER) -> dict[str, Any]:
+    """1 worker, and 2 workers (one SIGKILLed at a seeded offset and restarted), on
+    ``partitions`` partitions keyed by actor; their alert ids and replay's."""
+    import uuid
+
+    expected = replay_alerts(case, workdir)
+    total = len(case.events)
+    out: dict[str, Any] = {"replay": expected}
+    for name, workers in (("1 worker", 1), ("2 workers, one killed", 2)):
+        run = uuid.uuid4().hex[:8]
+        settings = Settings(broker=broker, input_topic=f"s-{run}-events",
+                            alerts_topic=f"s-{run}-alerts", dlq_topic=f"s-{run}-dlq",
+                            context_topic=f"s-{run}-context",
+                            app_id=f"snoopwatch-scaleout-{run}", data_dir=str(workdir),
+                            partitions=partitions, checkpoint_interval_s=1.0,
+                            session_timeout_s=6.0)
+        asyncio.run(create_topics(settings, partitions))
+        log = workdir / f"{name.split(',')[0].replace(' ', '-')}.log"
+        procs = []
+        for _ in range(workers):
+            s = settings.replace(web_port=free_port())
+            procs.append((s, *start_worker(s, log)))
+        try:
+            for _, proc, url in procs:
+                _wait("worker up", lambda url=url: bool(scrape(url)), proc, log, 90)
+            if workers == 2:  # both in the group before the input arrives
+                time.sleep(settings.session_timeout_s)
+            asyncio.run(publish_keyed(settings, case))
+            if workers == 2:
+                target = random.Random(seed).randrange(total // 4, total * 3 // 4)
+                s, victim, url = procs[1]
+
+                def consumed(procs: list = procs, target: int = target) -> float:
+                    got = [scrape(u) for _, _, u in procs]
+                    n = sum(m.get("snoopwatch_events_consumed_total", 0) for m in got if m)
+                    return n if n >= target else 0
+
+                _wait(f"{target} consumed", consumed, victim, log, 300, 0.005)
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(10)
+                s = s.replace(web_port=free_port())
+                procs[1] = (s, *start_worker(s, log))
+            _wait("every input message committed",
+                  lambda s=settings: asyncio.run(committed_all(s)) >= total, procs[0][1], log,
+                  600, 0.5)
+        finally:
+            for _, proc, _ in procs:
+                stop(proc)
+        out[name] = alert_ids(settings)
+    return out
+
+
+async def committed_all(settings: Settings) -> int:
+    """The group's committed offsets summed over the input topic's partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    return sum(m.offset for tp, m in offsets.items()
+               if tp.topic == settings.input_topic and m.offset >= 0)
+
+
+def print_scaleout(result: dict[str, Any]) -> None:
+    ref = result["replay"]
+    print(f"  replay: {len(ref)} alerts")
+    for name, got in result.items():
+        if name == "replay":
+            continue
+        same = sum(1 for i in got if i in ref and got[i] == ref[i])
+        print(f"  {name}: {len(got)} alerts; {same} identical to replay's, "
+              f"{len(set(got) & set(ref)) - same} same id other contents, "
+              f"{len(set(got) - set(ref))} not in replay, {len(set(ref) - set(got))} of "
+              f"replay's missing")
+        actors = {orjson.loads(v)["actor"] for v in got.values()}
+        ref_actors = {orjson.loads(v)["actor"] for v in ref.values()}
+        print(f"    actors alerted: {'the same as replay' if actors == ref_actors else ''}"
+              f"{'' if actors == ref_actors else f'only here {sorted(actors - ref_actors)}, '}"
+              f"{'' if actors == ref_actors else f'only in replay {sorted(ref_actors - actors)}'}")
+        fields: Counter = Counter()
+        for i in set(got) & set(ref):
+            mine, theirs = orjson.loads(got[i]), orjson.loads(ref[i])
+            fields.update(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if fields:
+            print(f"    fields that differ under the same id: {dict(fields)}")
+        for i in sorted(set(got) ^ set(ref)):
+            a = orjson.loads(got.get(i) or ref[i])
+            print(f"    {'only here' if i in got else 'only in replay'}: {a['actor']} "
+                  f"{a['time']} score {a['score']}: {a['summary'][:100]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=20)
@@ -292,7 +417,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="first run's seed (run i: seed + i)")
     ap.add_argument("--checkpoint-interval", type=float, default=1.0)
     ap.add_argument("--keep", action="store_true", help="keep each run's files and logs")
+    ap.add_argument("--scaleout", action="store_true",
+                    help="4 partitions keyed by actor: 1 worker vs 2 (one killed) vs replay")
     args = ap.parse_args(argv)
+    if args.scaleout:
+        for i in range(args.runs):
+            seed = args.seed + i
+            cfg = SimConfig(seed=seed, employees=args.employees, days=args.days)
+            tmp = tempfile.mkdtemp(prefix="snoopwatch-scaleout-")
+            try:
+                print(f"run {i + 1} (seed {seed}):", flush=True)
+                print_scaleout(scaleout(make_case(cfg, args.malformed, seed), Path(tmp), seed))
+            finally:
+                if not args.keep:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     exact = 0
     for i in range(args.runs):
         seed = args.seed + i
