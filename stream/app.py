@@ -82,6 +82,7 @@ def input_source(msg: Any, input_topic: str) -> tuple[Any, int] | None:
 
 log = logging.getLogger("snoopwatch")
 METADATA_MAX_AGE_MS = 30_000
+CONTEXT_RETRY_S = 5.0
 
 
 class CheckpointPacing:
@@ -390,7 +391,13 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     async def follow_context() -> None:
         # Once per start: whether this worker runs the compiled core (detectors/build.py).
         log.info("snoopwatch: detection core %s", core_build())
-        await _follow_context(s, pipeline, dlq_topic, context_ready)
+        while True:  # the agents wait for the context: a failed read is retried, not skipped
+            try:
+                await _follow_context(s, pipeline, dlq_topic, context_ready)
+            except Exception:
+                log.warning("snoopwatch: reading the context topic failed; retrying in %gs",
+                            CONTEXT_RETRY_S, exc_info=True)
+                await asyncio.sleep(CONTEXT_RETRY_S)
 
     # --- Consumer lag per partition (issue 5): snoopwatch_consumer_lag_messages ---------------
     from stream.lag import LAG_INTERVAL_S, export_lag
