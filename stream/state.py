@@ -530,6 +530,11 @@ class ActorStore:
                 targets = partitions
             self.cut_records = []
             written = {a for a in dirty if a in self.meta and a in self.engine.actors}
+            horizon = int(time.time() * 1000) + FUTURE_SLACK_MS
+            actors = self.engine.actors
+            for actor in written:  # expiry's clock: the newest event time in the epoch
+                self.event_time_ms = max(self.event_time_ms, min(
+                    getattr(actors[actor], "last_ms", 0), horizon))
             tombstones = self._expire_idle(written) if partitions is None else []
             parts = {self.meta[a].partition for a in written} | {r[0] for r in tombstones}
             epoch = self.epoch + 1
@@ -578,8 +583,6 @@ class ActorStore:
         if meta is None or state is None:
             return
         last_ms = getattr(state, "last_ms", 0)
-        horizon = int(time.time() * 1000) + FUTURE_SLACK_MS
-        self.event_time_ms = max(self.event_time_ms, min(last_ms, horizon))
         self.cut_records.append((meta.partition, actor.encode(), encode_record(meta, state),
                                  last_ms))
 
