@@ -18,14 +18,13 @@ A checkpoint is one *epoch*: a consistent cut of this worker's state. The engine
 (peer groups, the customer → serving-teams map) is pickled at the cut, and each changed actor
 as it was at the cut: in slices while the agents run on, except that an actor about to take
 an event is pickled first (copy-on-write). All of it is written in ONE Kafka transaction,
-which is
-read back with ``isolation_level="read_committed"``: a crash mid-write leaves the previous
+which is read back with ``isolation_level="read_committed"``: a crash mid-write leaves the previous
 epoch whole (an aborted or unfinished transaction is never read), so the events re-read after
 a crash meet exactly the state that had not seen them (issue 15). Alerts sent before the cut
 are flushed before the transaction commits, so no acked event's alert is lost.
 
 v1 engine records (``{"v": 1, "peers": ...}``, written beside the actors, not with them) are
-still read for an upgrade; their restore is not exact (logged once).
+still read for an upgrade; their restore is not exact (a warning per partition).
 
 The guarantee is *at-least-once delivery, exactly-once effect on state*:
 
