@@ -330,6 +330,28 @@ class Engine:
     def tracked_actors(self) -> int:
         return len(self.actors)
 
+    # Engine-wide state (stream/state.py checkpoints it in the same epoch as the actors').
+    def shared_state(self) -> dict[str, Any]:
+        """What spans actors: peer groups, the customer -> serving-teams map and the
+        actor-day peaks of the false-alert budget (live objects: pickle them before the next
+        event)."""
+        return {"peers": self.peers, "customer_teams": self.customer_teams,
+                "teams": self.teams, "team_links": self.team_links,
+                "day_peaks": self.day_peaks}
+
+    def load_shared(self, obj: dict[str, Any]) -> None:
+        """Replace the engine-wide state with a :meth:`shared_state` of a checkpoint."""
+        self.peers = dict(obj["peers"])
+        if self._unjustified is not None:
+            queues = self._unjustified.queues
+            queues.customer_teams = dict(obj["customer_teams"])
+            queues.teams = dict(obj["teams"])
+            queues.team_links = {k: dict(v) for k, v in obj.get("team_links", {}).items()}
+            queues.queues = {}  # derived from team_links
+        if "day_peaks" in obj:  # (a checkpoint written before the false-alert budget: none)
+            self.day_peaks = obj["day_peaks"]
+            self._budget_bar = (-1, 0.0)
+
     def apply_context(self, entry: ContextEntry) -> None:
         """Record (or remove) a watchlist fact."""
         if entry.kind == "vip_customer":

@@ -31,6 +31,7 @@ from detectors.events import AccessEvent, InvalidEvent, decode_context, decode_e
 from detectors.settings import Settings
 from stream import web as webguard
 from stream.audit import SOURCE_HEADER
+from stream.deadletters import ContextDeadLetters, DeadLetters
 from stream.kafka_security import broker_credentials, client_kwargs
 from stream.kafka_security import describe as describe_security
 from stream.metrics import CONTENT_TYPE, Metrics
@@ -85,6 +86,7 @@ def input_source(msg: Any, input_topic: str) -> tuple[Any, int] | None:
 
 log = logging.getLogger("snoopwatch")
 METADATA_MAX_AGE_MS = 30_000
+CONTEXT_RETRY_S = 5.0
 
 
 class CheckpointPacing:
@@ -169,6 +171,8 @@ class Snoopwatch:
     detect: Any
     store: ActorStore | None = None
     router: Router | None = None
+    dead_letters: DeadLetters | None = None
+    context_ready: asyncio.Event | None = None
 
 
 _create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
@@ -262,6 +266,12 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     dlq_topic = _raw_topic(app, s.dlq_topic)
 
     store = ActorStore(s, pipeline.engine, pipeline.metrics)
+    # An epoch commits only once the alerts of the events it covers are delivered.
+    store.before_commit = lambda: app.producer.flush()
+    dead_letters = DeadLetters(s, dlq_topic)
+    # Set once the context topic is read to its end as of the start: events judged before
+    # it would be judged without watchlists a restart would have (a different verdict).
+    context_ready = asyncio.Event()
     router = Router()
     recent: deque[dict[str, Any]] = deque(maxlen=webguard.RECENT_ALERTS)
     input_name, by_actor_name = s.input_topic, by_actor.get_topic_name()
@@ -291,6 +301,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         # Manual acks: an event detected in place is acked by the checkpoint that holds it;
         # the others as soon as they are forwarded or dead-lettered.
         async for event in _taken(stream):
+            if not context_ready.is_set():
+                await context_ready.wait()
             started = time.perf_counter()
             msg = event.message
             part = msg.partition
@@ -302,7 +314,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 for index, one in enumerate(pipeline.ingest_from(src, event.value, source,
                                                                  msg.key)):
                     if isinstance(one, Rejected):
-                        await dlq_topic.send(key=msg.key, value=encode(one.record))
+                        await dead_letters.send(msg.key, one.record, encode(one.record))
                     else:
                         await by_actor.send(key=one.actor.encode(),
                                             value=encode(one.to_dict()),
@@ -312,7 +324,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 continue
             out = pipeline.ingest(event.value, source, key=msg.key)
             if isinstance(out, Rejected):
-                await dlq_topic.send(key=msg.key, value=encode(out.record))
+                await dead_letters.send(msg.key, out.record, encode(out.record))
                 event.ack()
             elif msg.topic == input_name and router.in_place(out.actor, part):
                 # The by-actor topic would put this event on partition ``part``, which this
@@ -332,6 +344,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         # Manual acks: a message is acked (its offset committable) only once a checkpoint
         # holds its effect on the actor's state (stream/state.py).
         async for event in _taken(stream):
+            if not context_ready.is_set():
+                await context_ready.wait()
             started = time.perf_counter()
             msg = event.message
             if msg.partition not in store.loaded and not await store.ensure_loaded(
@@ -343,9 +357,9 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 store.unacked.append(event)
                 pipeline.metrics.dead_lettered.labels(reason=err.reason).inc()
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-                await dlq_topic.send(key=msg.key, value=encode(
-                    dead_letter(event.value, err, source, msg.key,
-                                redactor=pipeline.redactor)))
+                rec = dead_letter(event.value, err, source, msg.key,
+                                  redactor=pipeline.redactor)
+                await dead_letters.send(msg.key, rec, encode(rec))
                 continue
             await detect_one(ev, event, msg.offset, input_source(msg, input_name), started)
 
@@ -406,7 +420,13 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         # Once per start: whether this worker runs the compiled core (detectors/build.py).
         log.info("snoopwatch: detection core %s; Kafka at %s, %s", core_build(), s.broker,
                  describe_security(s))
-        await _follow_context(s, pipeline, dlq_topic)
+        while True:  # the agents wait for the context: a failed read is retried, not skipped
+            try:
+                await _follow_context(s, pipeline, dlq_topic, context_ready)
+            except Exception:
+                log.warning("snoopwatch: reading the context topic failed; retrying in %gs",
+                            CONTEXT_RETRY_S, exc_info=True)
+                await asyncio.sleep(CONTEXT_RETRY_S)
 
     # --- Consumer lag per partition (issue 5): snoopwatch_consumer_lag_messages ---------------
     from stream.lag import LAG_INTERVAL_S, export_lag
@@ -419,14 +439,17 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # --- end consumer lag ---------------------------------------------------------------------
 
     return Snoopwatch(app, s, pipeline, input_topic, by_actor, alerts_topic, dlq_topic,
-                      ingest, detect, store, router)
+                      ingest, detect, store, router, dead_letters, context_ready)
 
 
-async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) -> None:
+async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
+                          ready: asyncio.Event | None = None) -> None:
     """Read the whole compacted context topic, in every worker, from the beginning.
 
     Every worker needs every watchlist entry (a VIP customer can be read by any
-    actor), so this is a group-less consumer of all partitions, not an agent.
+    actor), so this is a group-less consumer of all partitions, not an agent. ``ready`` is
+    set once the topic is read up to its end as of the start (the agents wait for it);
+    malformed entries are dead-lettered once (stream/deadletters.py).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -447,24 +470,48 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT) ->
     consumer = AIOKafkaConsumer(**kafka, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
+    tps = [TopicPartition(s.context_topic, p) for p in parts]
+    once = ContextDeadLetters(s)
     try:
-        consumer.assign([TopicPartition(s.context_topic, p) for p in parts])
-        async for msg in consumer:
-            key = None if msg.key is None else msg.key.decode("utf-8", "replace")
-            try:
-                entry = decode_context(msg.value, key)
-            except InvalidEvent as err:
-                pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
-                source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-                await dlq_topic.send(key=msg.key, value=encode(
-                    dead_letter(msg.value or b"", err, source, msg.key,
-                                redactor=pipeline.redactor)))
-                continue
-            if entry is not None:
-                pipeline.engine.apply_context(entry)
-                pipeline.metrics.context_entries.inc()
+        await once.start(tps)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        behind = {tp for tp in tps if ends[tp] > 0}
+        while True:
+            if ready is not None and not behind and not ready.is_set():
+                ready.set()
+                log.info("snoopwatch: context topic read to its end; judging events")
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, msgs in batch.items():
+                for msg in msgs:
+                    await _context_entry(msg, tp, pipeline, dlq_topic, once)
+            for tp in list(behind):
+                if await consumer.position(tp) >= ends[tp]:
+                    behind.discard(tp)
     finally:
         await consumer.stop()
+        await once.stop()
+
+
+async def _context_entry(msg: Any, tp: Any, pipeline: Pipeline, dlq_topic: TopicT,
+                         once: ContextDeadLetters) -> None:
+    key = None if msg.key is None else msg.key.decode("utf-8", "replace")
+    try:
+        entry = decode_context(msg.value, key)
+    except InvalidEvent as err:
+        pipeline.metrics.context_dead_lettered.labels(reason=err.reason).inc()
+        if once.already(msg.partition, msg.offset):
+            return  # dead-lettered by an earlier start
+        source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+        sent = await dlq_topic.send(key=msg.key, value=encode(
+            dead_letter(msg.value or b"", err, source, msg.key, redactor=pipeline.redactor)),
+            headers=[(SOURCE_HEADER, f"{msg.topic}:{msg.partition}:{msg.offset}".encode())])
+        await sent  # delivered, then marked
+        await once.mark(tp, msg.offset)
+        return
+    if entry is not None:
+        pipeline.engine.apply_context(entry)
+        pipeline.metrics.context_entries.inc()
 
 
 def run_worker(settings: Settings | None = None) -> None:

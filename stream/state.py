@@ -9,21 +9,35 @@ per actor::
             8-byte digests>, "ring_at": <where the next one goes>, "sources": {...},
             "state": ActorState})
 
-plus, per partition, an ``ENGINE_KEY`` record with the worker's engine-wide state (peer
-groups, the customer → serving-teams map).
+plus, per partition, an ``ENGINE_KEY`` record (format v2)::
+
+    pickle({"v": 2, "epoch": n, "at": <wall time>, "offsets": {partition: offset},
+            "shared": Engine.shared_state()})
+
+A checkpoint is one *epoch*: a consistent cut of this worker's state. The engine-wide state
+(peer groups, the customer → serving-teams map) is pickled at the cut, and each changed actor
+as it was at the cut: in slices while the agents run on, except that an actor about to take
+an event is pickled first (copy-on-write). All of it is written in ONE Kafka transaction,
+which is read back with ``isolation_level="read_committed"``: a crash mid-write leaves the previous
+epoch whole (an aborted or unfinished transaction is never read), so the events re-read after
+a crash meet exactly the state that had not seen them (issue 15). Alerts sent before the cut
+are flushed before the transaction commits, so no acked event's alert is lost.
+
+v1 engine records (``{"v": 1, "peers": ...}``, written beside the actors, not with them) are
+still read for an upgrade; their restore is not exact (a warning per partition).
 
 The guarantee is *at-least-once delivery, exactly-once effect on state*:
 
-- the agent does not ack a by-actor message until a checkpoint holding its effect has been
-  written (``acks=all``), so the consumer group's committed offset never passes state that
-  is not durable;
+- the agent does not ack a by-actor message until the epoch holding its effect has been
+  committed, so the consumer group's committed offset never passes state that is not
+  durable;
 - after a crash the worker restarts at the committed offset and re-reads the messages
   processed since; a message whose offset is ``<=`` its actor's checkpointed ``offset`` is
   already in the state and is skipped (``snoopwatch_events_replayed_total``);
 - an event whose ``event_id`` is among the actor's last ``SNOOPWATCH_DEDUP_WINDOW`` ids (a
   producer retry, an ingest re-forward after a crash) is skipped and counted in
   ``snoopwatch_events_duplicate_total``;
-- alerts are sent before the checkpoint that covers their event; a crash in between re-sends
+- alerts are sent before the epoch that covers their event; a crash in between re-sends
   the alert with the same ``alert_id`` (de-duplicate on it downstream, as the forwarder does):
   byte for byte from a worker holding one partition; with several, the engine-wide state is
   re-learned in another interleaving of them, which can change the score and reasons.
@@ -67,11 +81,12 @@ from stream.metrics import Metrics
 log = logging.getLogger("snoopwatch")
 
 ENGINE_KEY = b"\x00engine"
-RECORD_VERSION = 1
+RECORD_VERSION = 1  # actor records
+ENGINE_RECORD_VERSION = 2  # engine records: {"epoch", "shared"} (v1: peers etc. at the top)
+# An open transaction of a worker that died blocks read_committed readers of its partitions
+# (the last stable offset) until the broker aborts it after this long: a restore waits for it.
+TRANSACTION_TIMEOUT_MS = 60_000
 ID_BYTES = 8  # per remembered event_id (see id_digest)
-# Engine-wide state (peer groups, the customer map) is re-written at most this often; 0: with
-# every checkpoint, so restored peers match the restored actors (costly with a huge customer map).
-ENGINE_CHECKPOINT_EVERY_S = 0.0
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # A checkpoint pickles (and sends) this many actors at a time, then leaves the agents as long
 # again times CHECKPOINT_YIELD: a bare sleep(0) lets each agent take one event only, and a busy
@@ -157,23 +172,42 @@ def decode_record(blob: bytes, partition: int) -> tuple[ActorMeta, Any]:
     return meta, rec["state"]
 
 
-def engine_snapshot(engine: Engine) -> bytes:
-    return pickle.dumps({"v": RECORD_VERSION, "at": time.time(), "peers": engine.peers,
-                         "customer_teams": engine.customer_teams, "teams": engine.teams,
-                         "team_links": engine.team_links, "day_peaks": engine.day_peaks},
+def engine_snapshot(engine: Engine, epoch: int, offsets: dict[int, int]) -> bytes:
+    """The v2 engine record of one epoch: the engine-wide state at the cut."""
+    return pickle.dumps({"v": ENGINE_RECORD_VERSION, "epoch": epoch, "at": time.time(),
+                         "offsets": offsets, "shared": engine.shared_state()},
                         protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class _Slicer:
-    """Every ``CHECKPOINT_SLICE`` ticks, sleep ``CHECKPOINT_YIELD`` times the slice's duration."""
+def decode_engine(blob: bytes) -> tuple[int, dict[str, Any]]:
+    """(epoch, shared state) of an engine record; epoch -1 for a v1 record."""
+    snap = pickle.loads(blob)
+    version = snap.get("v", 1)
+    if version == 1:
+        return -1, {k: snap.get(k, {}) for k in ("peers", "customer_teams", "teams",
+                                                   "team_links")}
+    if version != ENGINE_RECORD_VERSION:
+        raise ValueError(f"state topic: engine record version {version} is newer than this "
+                         f"worker's ({ENGINE_RECORD_VERSION}); upgrade the worker")
+    return snap["epoch"], snap["shared"]
 
-    def __init__(self) -> None:
+
+class _Slicer:
+    """Every ``CHECKPOINT_SLICE`` ticks, sleep ``CHECKPOINT_YIELD`` times the slice's duration
+    (after ``budget_s``, only yield: a transaction must commit within its timeout)."""
+
+    def __init__(self, budget_s: float | None = None) -> None:
         self.n = 0
-        self.started = time.perf_counter()
+        self.started = self.began = time.perf_counter()
+        self.budget_s = budget_s
 
     async def tick(self) -> None:
         self.n += 1
         if self.n % CHECKPOINT_SLICE == 0:
+            if self.budget_s is not None and self.started - self.began > self.budget_s:
+                await asyncio.sleep(0)
+                self.started = time.perf_counter()
+                return
             await asyncio.sleep(CHECKPOINT_YIELD * (time.perf_counter() - self.started))
             self.started = time.perf_counter()
 
@@ -192,8 +226,19 @@ class ActorStore:
         self.blobs: dict[str, tuple[int, bytes, int]] = {}
         self.dirty: set[str] = set()
         self.unacked: list[Any] = []  # faust events whose effect is not checkpointed yet
-        self.engine_written = 0.0
         self.engine_restored = False
+        self.epoch = 0  # the last epoch written or restored
+        # (seconds the cut held the agents, records, bytes) of the last checkpoint
+        self.last_cut: tuple[float, int, int] = (0.0, 0, 0)
+        # Actors changed before the cut that is being written and not pickled yet: one that
+        # is about to take an event is pickled first (see admit).
+        self.cutting: dict[str, None] = {}
+        self.cut_records: list[tuple[int, bytes, bytes | None, int]] = []
+        # partition -> highest by-actor offset applied (the cut's offsets, in the engine record)
+        self.applied: dict[int, int] = {}
+        # Awaited after the cut, before its transaction commits: the app flushes the alerts
+        # sent for the events the epoch covers.
+        self.before_commit: Any = None
         # Bumped by every revoke: a restore that a rebalance overtook is discarded.
         self.revision = 0
         self.event_time_ms = 0  # highest event time among checkpointed actors
@@ -234,10 +279,15 @@ class ActorStore:
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
+            # One transactional id per live worker (host:pid): a worker restarted as the same
+            # pid (a container's pid 1) fences its dead self and aborts its open transaction.
             p = AIOKafkaProducer(**client_kwargs(self.settings),
                                  client_id=f"{self.settings.app_id}-state", acks="all",
                                  linger_ms=5, max_request_size=STATE_MAX_MESSAGE_BYTES,
-                                 request_timeout_ms=30_000)
+                                 request_timeout_ms=30_000, enable_idempotence=True,
+                                 transactional_id=f"{self.settings.app_id}-state-"
+                                 f"{self.writer.decode()}",
+                                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
             try:
                 await p.start()
             except BaseException:  # broker away: close it, a new one is tried next time
@@ -250,6 +300,13 @@ class ActorStore:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    async def _drop_producer(self) -> None:
+        """Close a producer whose transaction failed (the broker aborts it); a new one next time."""
+        p, self._producer = self._producer, None
+        if p is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(p.stop(), 10)
 
     # --- restore -------------------------------------------------------------------------
 
@@ -288,9 +345,11 @@ class ActorStore:
         await self.ensure_topic()
         started = time.perf_counter()
         tp = TopicPartition(self.topic, partition)
+        # read_committed: only whole epochs (an aborted or unfinished transaction is skipped).
         consumer = AIOKafkaConsumer(**client_kwargs(self.settings),
                                     group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest",
+                                    isolation_level="read_committed",
                                     max_partition_fetch_bytes=STATE_MAX_MESSAGE_BYTES,
                                     fetch_max_bytes=4 * STATE_MAX_MESSAGE_BYTES)
         await consumer.start()
@@ -299,7 +358,7 @@ class ActorStore:
         blobs: dict[str, tuple[int, bytes, int] | None] = {}
         try:
             consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
+            end = await self._stable_end(consumer, tp)
             parked = self.parked.pop(partition, None)
             if parked is not None and parked.end == end and revision == self.revision:
                 return self._unpark(partition, parked, started)
@@ -329,7 +388,7 @@ class ActorStore:
             elif actor not in self.meta:  # never overwrite live state
                 self.blobs[actor] = blob
         if engine_blob is not None:
-            self._restore_engine(engine_blob)
+            self._restore_engine(engine_blob, partition)
         self.loaded.add(partition)
         self.known_end[partition] = end
         elapsed = time.perf_counter() - started
@@ -337,6 +396,35 @@ class ActorStore:
         log.info("snoopwatch: restored %d state records of partition %d in %.2fs", n,
                  partition, elapsed)
         return n
+
+    async def _stable_end(self, consumer: Any, tp: Any) -> int:
+        """The partition's end for a read_committed reader, once no transaction begun before
+        now is open: a dead worker's unfinished one is aborted by the broker after
+        ``TRANSACTION_TIMEOUT_MS``, and a commit whose markers are not written yet lands within
+        milliseconds (its epoch must be read: the group may have committed offsets past it)."""
+        from aiokafka import AIOKafkaConsumer
+
+        probe = AIOKafkaConsumer(**client_kwargs(self.settings),
+                                 group_id=None, enable_auto_commit=False)
+        await probe.start()
+        try:
+            high = (await probe.end_offsets([tp]))[tp]
+        finally:
+            await probe.stop()
+        deadline = time.monotonic() + TRANSACTION_TIMEOUT_MS / 1000 + 10
+        stable = (await consumer.end_offsets([tp]))[tp]
+        waited = False
+        while stable < high and time.monotonic() < deadline:
+            if not waited:
+                log.info("snoopwatch: state partition %d: waiting for an open transaction "
+                         "(up to %.0fs)", tp.partition, TRANSACTION_TIMEOUT_MS / 1000 + 10)
+                waited = True
+            await asyncio.sleep(0.2)
+            stable = (await consumer.end_offsets([tp]))[tp]
+        if stable < high:
+            log.warning("snoopwatch: state partition %d: a transaction is still open; "
+                        "restoring the epochs committed before it", tp.partition)
+        return stable
 
     def _unpark(self, partition: int, parked: Parked, started: float) -> int:
         for actor, (meta, state) in parked.actors.items():
@@ -354,19 +442,19 @@ class ActorStore:
                  elapsed)
         return len(parked.actors) + len(parked.blobs)
 
-    def _restore_engine(self, blob: bytes) -> None:
-        snap = pickle.loads(blob)
+    def _restore_engine(self, blob: bytes, partition: int) -> None:
+        epoch, shared = decode_engine(blob)
+        if epoch < 0:
+            log.warning("snoopwatch: state partition %d holds a v1 engine record (written "
+                        "beside the actors, not with them): restored, but not exactly; the "
+                        "next checkpoint writes v2", partition)
         eng = self.engine
         if not self.engine_restored and not eng.peers:
-            eng.peers.update(snap["peers"])
-            eng.customer_teams.update(snap["customer_teams"])
-            eng.teams.update(snap["teams"])
-            eng.team_links.update(snap.get("team_links", {}))
-            if "day_peaks" in snap:  # (records written before the false-alert budget lack it)
-                eng.day_peaks = snap["day_peaks"]
+            eng.load_shared(shared)
         else:  # a partition gained in a rebalance: adopt only peer groups we lack
-            for role, group in snap["peers"].items():
+            for role, group in shared["peers"].items():
                 eng.peers.setdefault(role, group)
+        self.epoch = max(self.epoch, epoch)
         self.engine_restored = True
 
     def actor_meta(self, actor: str, partition: int) -> ActorMeta:
@@ -393,12 +481,16 @@ class ActorStore:
         below the highest already applied was forwarded twice. ``offset`` is None for an
         event that did not come through the by-actor topic (``source`` alone decides).
         """
+        if actor in self.cutting:  # its state as of the cut, before this event changes it
+            self._cut_one(actor)
         meta = self.actor_meta(actor, partition)
         if offset is not None:
             if offset <= meta.offset:
                 self.metrics.replayed.inc()
                 return "replayed"
             meta.offset = offset
+            if offset > self.applied.get(partition, -1):
+                self.applied[partition] = offset
         self.dirty.add(actor)
         forwarded_again = False
         if source is not None:
@@ -413,82 +505,112 @@ class ActorStore:
     # --- checkpoint ----------------------------------------------------------------------
 
     async def checkpoint(self, partitions: set[int] | None = None) -> int:
-        """Write every changed actor (of ``partitions``, default all), then ack their events."""
+        """Write one epoch: every changed actor (of ``partitions``, default all) and the
+        engine-wide state, as of one cut, in one transaction; then ack the events it covers."""
         async with self.lock:
             now = time.monotonic()
             for p in [p for p, parked in self.parked.items() if now - parked.at > PARKED_S]:
                 del self.parked[p]
             if not self.dirty and not self.unacked and not self._expiry_due():
                 return 0
-            records: list[tuple[int, bytes, bytes | None, int]] = []
-            keep: set[str] = set()
-            written: set[str] = set()
-            horizon = int(time.time() * 1000) + FUTURE_SLACK_MS
-            dirty = self.dirty
+            cut_started = time.perf_counter()
+            # --- the cut: the engine-wide state is pickled here, with no await until the
+            # actors are set aside in ``cutting``; each is pickled as of this point (below,
+            # or by admit() before its next event), so the epoch is one point of the stream.
             if partitions is None:
-                # Take the work first, then pickle in slices with the agents running between
-                # them (10k actors are ~0.5 s of pickling: one block would hold alerts back that
-                # long). Each record pickles an actor's state with its watermarks, so an event
-                # applied meanwhile is either in the record (skipped if read again) or left
-                # for the next checkpoint; every event acked here was applied before.
                 events, self.unacked = self.unacked, []
-                self.dirty = set()
-            pace = _Slicer()
-            for actor in dirty:
-                if partitions is None:
-                    await pace.tick()
-                meta = self.meta.get(actor)
-                state = self.engine.actors.get(actor)
-                if meta is None or state is None:
-                    continue
-                if partitions is not None and meta.partition not in partitions:
-                    keep.add(actor)
-                    continue
-                last_ms = getattr(state, "last_ms", 0)
-                self.event_time_ms = max(self.event_time_ms, min(last_ms, horizon))
-                written.add(actor)
-                records.append((meta.partition, actor.encode(), encode_record(meta, state),
-                                last_ms))
-            if partitions is None:
-                records.extend(self._expire_idle(written))
-            now = time.monotonic()
-            if records and now - self.engine_written >= ENGINE_CHECKPOINT_EVERY_S:
-                snap = engine_snapshot(self.engine)
-                for p in {r[0] for r in records} | self.loaded:
-                    records.append((p, ENGINE_KEY, snap, -1))
-                self.engine_written = now
-            if partitions is not None:  # (revoke: the agents are paused)
+                dirty, self.dirty = self.dirty, set()
+                targets = None
+            else:  # a revoke (the agents are paused): those partitions only
                 events = [e for e in self.unacked if e.message.partition in partitions]
                 self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
-                self.dirty = keep
+                dirty = {a for a in self.dirty
+                         if (m := self.meta.get(a)) is not None and m.partition in partitions}
+                self.dirty -= dirty
+                targets = partitions
+            self.cut_records = []
+            written = {a for a in dirty if a in self.meta and a in self.engine.actors}
+            horizon = int(time.time() * 1000) + FUTURE_SLACK_MS
+            actors = self.engine.actors
+            for actor in written:  # expiry's clock: the newest event time in the epoch
+                self.event_time_ms = max(self.event_time_ms, min(
+                    getattr(actors[actor], "last_ms", 0), horizon))
+            tombstones = self._expire_idle(written) if partitions is None else []
+            parts = {self.meta[a].partition for a in written} | {r[0] for r in tombstones}
+            epoch = self.epoch + 1
+            engine_parts = (parts | self.loaded if targets is None
+                            else targets & (self.loaded | parts))
+            snap = engine_snapshot(self.engine, epoch, {
+                p: o for p, o in self.applied.items() if p in engine_parts}
+            ) if engine_parts else b""
+            self.cutting = dict.fromkeys(written)
+            held = time.perf_counter() - cut_started
+            # --- the agents run again between slices (not during a revoke: they are paused)
+            pace = _Slicer()
+            for actor in list(self.cutting):
+                if partitions is None:
+                    await pace.tick()
+                if actor in self.cutting:
+                    self._cut_one(actor)
+            records = self.cut_records + tombstones  # (a tombstone wins: sent after)
+            self.cut_records = []
+            records.extend((p, ENGINE_KEY, snap, -1) for p in sorted(engine_parts))
+            self.last_cut = (held, len(records), sum(len(r[2] or b"") for r in records))
             if records and self.durable:
                 try:
+                    if self.before_commit is not None:
+                        await self.before_commit()
                     await self._send(records)
                 except BaseException:
                     # Broker away: keep the actors dirty and their events unacked, so that
-                    # the next checkpoint writes them (the committed offset must not move).
+                    # the next epoch writes them (the committed offset must not move).
                     self.dirty |= {a for a in written if a in self.meta}
                     self.unacked[:0] = events
                     raise
+            if engine_parts:
+                self.epoch = epoch
             for event in events:
                 event.ack()
             self.metrics.checkpoints.inc()
             self.metrics.checkpointed_actors.inc(len(written))
             return len(records)
 
+    def _cut_one(self, actor: str) -> None:
+        """Pickle ``actor``'s record for the epoch being written (its state at the cut)."""
+        del self.cutting[actor]
+        meta = self.meta.get(actor)
+        state = self.engine.actors.get(actor)
+        if meta is None or state is None:
+            return
+        last_ms = getattr(state, "last_ms", 0)
+        self.cut_records.append((meta.partition, actor.encode(), encode_record(meta, state),
+                                 last_ms))
+
     async def _send(self, records: list[tuple[int, bytes, bytes | None, int]]) -> None:
+        """Send ``records`` in one transaction (all visible to read_committed, or none)."""
         producer = await self.producer()
-        futures = []
-        pace = _Slicer()
-        for p, key, blob, last_ms in records:
-            await pace.tick()
-            headers = [(WRITER_HEADER, self.writer)]
-            if last_ms >= 0:
-                headers.append((LAST_MS_HEADER, str(last_ms).encode()))
-            futures.append(await producer.send(self.topic, value=blob, key=key, partition=p,
-                                               headers=headers))
-        for md in await asyncio.gather(*futures):
-            self.known_end[md.partition] = max(self.known_end.get(md.partition, 0), md.offset + 1)
+        try:
+            await producer.begin_transaction()
+            futures = []
+            # Paced for at most a quarter of the transaction timeout, then sent flat out.
+            pace = _Slicer(budget_s=TRANSACTION_TIMEOUT_MS / 4000)
+            for p, key, blob, last_ms in records:
+                await pace.tick()
+                headers = [(WRITER_HEADER, self.writer)]
+                if last_ms >= 0:
+                    headers.append((LAST_MS_HEADER, str(last_ms).encode()))
+                futures.append(await producer.send(self.topic, value=blob, key=key,
+                                                   partition=p, headers=headers))
+            sent = await asyncio.gather(*futures)
+            await producer.commit_transaction()
+        except BaseException:
+            await self._drop_producer()
+            raise
+        last: dict[int, int] = {}
+        for md in sent:
+            last[md.partition] = max(last.get(md.partition, -1), md.offset)
+        for p, off in last.items():  # the commit marker follows our last record
+            self.known_end[p] = max(self.known_end.get(p, 0), off + 2)
 
     def _expiry_due(self) -> bool:
         last_scan, last_event_ms = self.expired_at

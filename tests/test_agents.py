@@ -24,6 +24,8 @@ def sw() -> Iterator[Snoopwatch]:
     app = create_app(Settings(app_id="snoopwatch-agent-test"))
     app.app.conf.store = "memory://"
     app.store.durable = False  # no broker here: state stays in memory
+    app.context_ready.set()  # no context topic to read first
+    app.dead_letters.seen = set()  # no dead-letter topic to read back
     yield app
 
 

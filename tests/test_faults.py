@@ -157,9 +157,8 @@ def test_the_worker_rides_out_a_30s_broker_outage_without_losing_events(
     assert stopped_at < half, "the first half was done before the broker stopped"
     assert sum(p.forwarded + p.dead_lettered for p in audit.input) == len(msgs)
     # Nothing lost, nothing counted twice: each actor's state learned each of its events once.
-    final = {r.key: r.value for r in asyncio.run(read_topic(settings,
-                                                            state_topic_name(settings)))
-             if r.key != ENGINE_KEY}
+    final = {r.key: r.value for r in asyncio.run(read_topic(
+        settings, state_topic_name(settings), committed=True)) if r.key != ENGINE_KEY}
     learned = {k.decode(): pickle.loads(v)["state"].signals["first_seen"].n
                for k, v in final.items()}
     assert learned == dict(Counter(ev["actor"] for ev in events))

@@ -142,7 +142,7 @@ def test_two_workers_split_the_actors_and_one_takes_over_when_the_other_is_kille
     assert m["snoopwatch_state_restore_seconds_count"] >= restores_before + len(parts[victim])
 
     # Before the kill, each actor's state was written by exactly one worker: its partition's.
-    records = asyncio.run(read_topic(settings, state_topic))
+    records = asyncio.run(read_topic(settings, state_topic, committed=True))
     pids = {name: str(proc.pid).encode() for name, (proc, _) in procs.items()}
     writer_of = {v: k for k, v in pids.items()}
     early: dict[str, set[str]] = {}

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
+from typing import Any
 
 from detectors.engine import Engine
 from detectors.settings import Settings
 from stream.metrics import Metrics
-from stream.state import ActorMeta, ActorStore, decode_record, encode_record, id_digest
+from stream.state import (
+    ENGINE_KEY,
+    ActorMeta,
+    ActorStore,
+    decode_engine,
+    decode_record,
+    encode_record,
+    id_digest,
+)
 
 
 def test_an_event_forwarded_again_after_an_ingest_restart_counts_once() -> None:
@@ -65,3 +75,56 @@ def test_a_checkpoint_written_with_id_strings_still_restores() -> None:
     store.meta["ann"] = meta
     assert store.admit("ann", "e2", 0, 8) == "duplicate"
     assert store.admit("ann", "e3", 0, 9) == "process"
+
+
+def _read(i: int, actor: str, hour: int = 0) -> Any:
+    from detectors.events import parse_event
+
+    return parse_event({"event_id": f"{actor}-{i}", "time": 1_700_000_000_000 + hour * 3_600_000
+                        + i, "actor": actor, "role": "support_agent", "action": "read",
+                        "resource_type": "customer_profile", "customer_id": f"c{i % 7}",
+                        "ticket": "T1"})
+
+
+async def test_an_epoch_is_one_point_of_the_stream_while_the_agents_run_on() -> None:
+    """The actors of an epoch are pickled in slices with events applied in between (the agents
+    are not held for the whole checkpoint): each record, and the engine-wide state, must still
+    be the state at the cut, as an actor about to take an event is pickled first."""
+    store = ActorStore(Settings(), Engine(), Metrics())
+    actors = [f"a{n:03d}" for n in range(350)]  # several slices (CHECKPOINT_SLICE)
+
+    def apply(actor: str, i: int) -> None:
+        if store.admit(actor, f"{actor}-{i}", 0, None) == "process":
+            store.engine.process(_read(i, actor))
+
+    for i, actor in enumerate(actors):
+        apply(actor, i)
+    # (compared after a pickle round trip, which alone changes the bytes, not the state)
+    at_cut = {a: pickle.dumps(pickle.loads(pickle.dumps(store.engine.actors[a])))
+              for a in actors}
+    shared_at_cut = pickle.dumps(pickle.loads(pickle.dumps(store.engine.shared_state())))
+    sent: list[tuple[int, bytes, bytes | None, int]] = []
+
+    async def capture(records: list[tuple[int, bytes, bytes | None, int]]) -> None:
+        sent.extend(records)
+
+    store._send = capture  # type: ignore[method-assign]
+    task = asyncio.ensure_future(store.checkpoint())
+    moved = 0
+    while not task.done():  # events of actors not yet pickled, in between the slices
+        await asyncio.sleep(0)
+        for actor in reversed(actors):
+            if actor in store.cutting:
+                apply(actor, 10_000 + moved)
+                moved += 1
+                break
+    await task
+    assert moved > 50, "no event was applied while the epoch was being pickled"
+    records = {k.decode(): v for _, k, v, _ in sent if k != ENGINE_KEY}
+    assert set(records) == set(actors)
+    for actor, blob in records.items():
+        assert pickle.dumps(decode_record(blob, 0)[1]) == at_cut[actor], actor
+    (engine_blob,) = {v for _, k, v, _ in sent if k == ENGINE_KEY}
+    assert pickle.dumps(decode_engine(engine_blob)[1]) == shared_at_cut
+    assert pickle.dumps(pickle.loads(pickle.dumps(store.engine.shared_state()))
+                        ) != shared_at_cut  # the engine did move on meanwhile

@@ -1,0 +1,183 @@
+"""Dead letters exactly once per input position, across worker restarts (issue 15).
+
+A message is dead-lettered, then acked; the consumer group commits its offset a little later.
+A worker killed in between re-reads the message after its restart and would dead-letter it
+again. So each dead-letter record carries its origin in a header (``snoopwatch-source``:
+``topic:partition:offset[:record index]``, as by-actor messages do), and before its first
+dead letter a worker reads back the dead-letter topic's tail: the records of the last
+``WINDOW_MS`` before the newest one of each partition (a dead worker wrote the re-read ones
+seconds before it died; the committed offset lags by about a checkpoint interval). An origin
+found there is not sent again.
+
+The context topic is read from its start by every worker at every start (each needs every
+watchlist entry): its malformed entries are dead-lettered once, tracked by the consumer group
+``<app_id>-context-dlq``, whose committed offset says "dead-lettered below here" (see
+:class:`ContextDeadLetters`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from detectors.settings import Settings
+from stream.audit import SOURCE_HEADER
+from stream.kafka_security import client_kwargs
+
+log = logging.getLogger("snoopwatch")
+
+WINDOW_MS = 5 * 60_000  # how far back from a partition's newest dead letter a restart looks
+
+
+def origin(source: dict[str, Any]) -> bytes:
+    """``topic:partition:offset[:record]`` of a dead-letter record's ``source``."""
+    tail = f":{source['record']}" if source.get("record") is not None else ""
+    return f"{source['topic']}:{source['partition']}:{source['offset']}{tail}".encode()
+
+
+def _origin_of(msg: Any) -> bytes | None:
+    for name, value in msg.headers or ():
+        if name == SOURCE_HEADER:
+            return bytes(value)
+    try:  # written before the header: the record's own ``source``
+        return origin(orjson.loads(msg.value)["source"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The topic's partitions; [] if it does not exist (yet)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for d in described if not d.get("error_code")
+                  for p in d["partitions"])
+
+
+async def read_tail(settings: Settings, window_ms: int = WINDOW_MS) -> set[bytes]:
+    """The origins of the dead-letter topic's records within ``window_ms`` of each
+    partition's newest record."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**client_kwargs(settings),
+                                group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    seen: set[bytes] = set()
+    try:
+        tps = [TopicPartition(settings.dlq_topic, p)
+               for p in await partitions_of(settings, settings.dlq_topic)]
+        if not tps:
+            return seen
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        firsts = await consumer.beginning_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > firsts[tp]}
+        for tp in todo:  # the newest record's time, then WINDOW_MS before it
+            consumer.seek(tp, ends[tp] - 1)
+        newest: dict[Any, int] = {}
+        for _ in range(30):  # (a record gone to retention meanwhile: read from the start)
+            if len(newest) == len(todo):
+                break
+            batch = await consumer.getmany(*[t for t in todo if t not in newest],
+                                           timeout_ms=1000)
+            for tp, msgs in batch.items():
+                if msgs:
+                    newest[tp] = msgs[-1].timestamp
+        starts = await consumer.offsets_for_times(
+            {tp: max(0, newest[tp] - window_ms) for tp in todo if tp in newest})
+        for tp in todo:
+            at = starts.get(tp)
+            consumer.seek(tp, at.offset if at is not None else firsts[tp])
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            for msgs in batch.values():
+                for msg in msgs:
+                    got = _origin_of(msg)
+                    if got is not None:
+                        seen.add(got)
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+class DeadLetters:
+    """Sends dead-letter records, skipping origins already on the topic (after a restart)."""
+
+    def __init__(self, settings: Settings, topic: Any, metrics: Any = None) -> None:
+        self.settings = settings
+        self.topic = topic  # a faust topic (its send)
+        self.metrics = metrics
+        self.seen: set[bytes] | None = None  # read back lazily, before the first send
+        self._loading: asyncio.Lock = asyncio.Lock()
+        self.skipped = 0
+
+    async def load(self) -> None:
+        async with self._loading:
+            if self.seen is None:
+                self.seen = await read_tail(self.settings)
+                if self.seen:
+                    log.info("snoopwatch: %d dead letters of the last %.0f min read back "
+                             "(not sent again)", len(self.seen), WINDOW_MS / 60_000)
+
+    async def send(self, key: bytes | None, record: dict[str, Any], value: bytes) -> bool:
+        """Send ``value`` (the encoded ``record``) unless its origin was dead-lettered before
+        this worker started; False if skipped."""
+        if self.seen is None:
+            await self.load()
+        assert self.seen is not None
+        where = origin(record["source"])
+        if where in self.seen:
+            self.seen.discard(where)  # once: a later copy of that origin is a new message
+            self.skipped += 1
+            return False
+        await self.topic.send(key=key, value=value, headers=[(SOURCE_HEADER, where)])
+        return True
+
+
+class ContextDeadLetters:
+    """Context entries dead-lettered once: the group ``<app_id>-context-dlq`` commits, per
+    context partition, the offset below which malformed entries were dead-lettered."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.group = f"{settings.app_id}-context-dlq"
+        self.done: dict[int, int] = {}  # partition -> committed offset
+        self._consumer: Any = None
+
+    async def start(self, tps: list[Any]) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs(self.settings), group_id=self.group,
+            enable_auto_commit=False)
+        await self._consumer.start()
+        self._consumer.assign(tps)
+        for tp in tps:
+            committed = await self._consumer.committed(tp)
+            self.done[tp.partition] = committed if committed is not None else 0
+
+    def already(self, partition: int, offset: int) -> bool:
+        return offset < self.done.get(partition, 0)
+
+    async def mark(self, tp: Any, offset: int) -> None:
+        """Commit ``offset + 1`` for ``tp`` (call once its dead letter is delivered)."""
+        if offset + 1 > self.done.get(tp.partition, 0):
+            self.done[tp.partition] = offset + 1
+            await self._consumer.commit({tp: offset + 1})
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
