@@ -144,16 +144,25 @@ async def read_all(settings: Settings, topic: str) -> list[Any]:
     return got
 
 
-async def committed(settings: Settings) -> int:
-    """The group's committed offset of input partition 0 (0 if none)."""
+async def group_offsets(settings: Settings) -> dict[Any, Any]:
+    """The group's committed offsets; none while the broker has no group coordinator yet
+    (a fresh broker creates its offsets topic on first use)."""
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        return await admin.list_consumer_group_offsets(settings.app_id)
+    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+        return {}
     finally:
         await admin.close()
+
+
+async def committed(settings: Settings) -> int:
+    """The group's committed offset of input partition 0 (0 if none)."""
+    offsets = await group_offsets(settings)
     return max([m.offset for tp, m in offsets.items()
                 if tp.topic == settings.input_topic and m.offset >= 0] or [0])
 
@@ -368,14 +377,7 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
 
 async def committed_all(settings: Settings) -> int:
     """The group's committed offsets summed over the input topic's partitions."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
+    offsets = await group_offsets(settings)
     return sum(m.offset for tp, m in offsets.items()
                if tp.topic == settings.input_topic and m.offset >= 0)
 
