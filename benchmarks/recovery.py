@@ -98,7 +98,9 @@ def replay_alerts(case: Case, workdir: Path) -> dict[str, bytes]:
     return alerts
 
 
-async def publish(settings: Settings, case: Case) -> None:
+async def publish(settings: Settings, case: Case, keyed: bool = False) -> None:
+    """``case`` on the input: all on partition 0, or (``keyed``) by its key, the actor, on a
+    multi-partition input (malformed lines have no key). Context always on partition 0."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(**client_kwargs(settings),
@@ -108,7 +110,8 @@ async def publish(settings: Settings, case: Case) -> None:
         futures = [await producer.send(settings.context_topic, value=v, key=k, partition=0)
                    for k, v in case.context]
         await asyncio.gather(*futures)
-        futures = [await producer.send(settings.input_topic, value=v, key=k, partition=0)
+        futures = [await producer.send(settings.input_topic, value=v, key=k,
+                                       partition=None if keyed else 0)
                    for k, v in case.events]
         await asyncio.gather(*futures)
     finally:
@@ -296,23 +299,6 @@ def run_case(case: Case, workdir: Path, kills: int, seed: int,
     return out
 
 
-async def publish_keyed(settings: Settings, case: Case) -> None:
-    """``case`` on a multi-partition input, keyed by actor (malformed lines: no key)."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(**client_kwargs(settings),
-                                linger_ms=20, max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        futures = [await producer.send(settings.context_topic, value=v, key=k, partition=0)
-                   for k, v in case.context]
-        futures += [await producer.send(settings.input_topic, value=v, key=k)
-                    for k, v in case.events]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
 def alert_ids(settings: Settings) -> dict[str, bytes]:
     out = {}
     for msg in asyncio.run(read_all(settings, settings.alerts_topic)):
@@ -350,7 +336,7 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
                 _wait("worker up", lambda url=url: bool(scrape(url)), proc, log, 90)
             if workers == 2:  # both in the group before the input arrives
                 time.sleep(settings.session_timeout_s)
-            asyncio.run(publish_keyed(settings, case))
+            asyncio.run(publish(settings, case, keyed=True))
             if workers == 2:
                 target = random.Random(seed).randrange(total // 4, total * 3 // 4)
                 s, victim, url = procs[1]
