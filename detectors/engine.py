@@ -412,7 +412,9 @@ class Engine:
         if st is None:
             st = self.new_actor(ev.actor, ev.role or ev.team or "unknown")
             self.actors[ev.actor] = st
-        elif ev.role and st.role is not None and ev.role != st.role:
+        elif len(st.signals) < len(self._actor_signals):
+            self._add_new_signals(st.signals, self._actor_signals, lambda sig: sig.new_actor())
+        if ev.role and st.role is not None and ev.role != st.role:
             # A role change: the old normal no longer applies. Judge the actor against
             # its new peers until it has a history in the new role.
             st.peer = ev.role
@@ -431,7 +433,18 @@ class Engine:
             peer = self.peers[key] = PeerGroup(
                 signals={sig.name: sig.new_peer(key) for sig in self._peer_signals},
                 risk=stats.Quantile(self.settings.adaptive_quantile))
+        elif len(peer.signals) < len(self._peer_signals):
+            self._add_new_signals(peer.signals, self._peer_signals, lambda sig: sig.new_peer(key))
         return peer
+
+    @staticmethod
+    def _add_new_signals(states: dict[str, Any], signals: list[Signal], new: Any) -> None:
+        """A state restored from before a signal was registered: give it the signal's fresh
+        state (in registry order), so adding a signal needs no checkpoint migration."""
+        fresh = {sig.name: states[sig.name] if sig.name in states else new(sig)
+                 for sig in signals}
+        states.clear()
+        states.update(fresh)
 
     def process(self, ev: AccessEvent) -> Verdict:
         s = self.settings

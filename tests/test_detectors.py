@@ -810,7 +810,8 @@ def test_a_state_written_before_a_field_existed_restores_with_its_default() -> N
     old.__setstate__((None, slots))
     assert old.last_signal_ms == 0 and old.signals["unjustified"].unjustified_days.usual.n == 0
     assert old.signals["first_seen"] is sig["first_seen"] and old.signals["departing"].downloads \
-        is dep.downloads and list(old.signals) == list(st.signals)
+        is dep.downloads
+    assert "new_origin" not in old.signals  # a signal registered after the record was written
     peer = eng.peers["support_agent"]
     rebuild, args, (_, pslots) = peer.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[:3]
     psig = pslots.pop("signals")
@@ -819,10 +820,13 @@ def test_a_state_written_before_a_field_existed_restores_with_its_default() -> N
                   tickets=psig["unjustified"], model=psig["multivariate"])
     old_peer = rebuild(*args)
     old_peer.__setstate__((None, pslots))
-    assert old_peer.signals == psig and list(old_peer.signals) == list(psig)
-    eng.actors["ann"] = old
+    assert all(old_peer.signals[k] is psig[k] for k in old_peer.signals)
+    assert "new_origin" not in old_peer.signals
+    eng.actors["ann"], eng.peers["support_agent"] = old, old_peer
     v = eng.process(ev(i + 1, T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS, customer="x", ticket=None))
     assert v.score > 0 and old.last_signal_ms > 0
+    # ...and the engine gives it the fresh state of every signal it lacks, in registry order
+    assert list(old.signals) == list(st.signals) and list(old_peer.signals) == list(psig)
 
 
 def test_a_disabled_signal_is_never_raised_and_unknown_names_are_refused() -> None:

@@ -238,7 +238,8 @@ def test_sigkill_and_restart_resume_with_the_same_state(tmp_path: Path, partitio
     # each of its events exactly once.
     final = {r.key: r.value for r in asyncio.run(read_topic(
         settings, state_topic_name(settings), committed=True)) if r.key != ENGINE_KEY}
-    learned = {k.decode(): pickle.loads(v)["state"].first_seen.n for k, v in final.items()}
+    learned = {k.decode(): pickle.loads(v)["state"].signals["first_seen"].n
+               for k, v in final.items()}
     assert learned == dict(Counter(ev["actor"] for ev, _ in events))
 
     alerts = read_alerts(settings)
