@@ -337,7 +337,7 @@ class Engine:
         event)."""
         return {"peers": self.peers, "customer_teams": self.customer_teams,
                 "teams": self.teams, "team_links": self.team_links,
-                "day_peaks": self.day_peaks}
+                "day_peaks": self.day_peaks, "budget_bar": self._budget_bar}
 
     def load_shared(self, obj: dict[str, Any]) -> None:
         """Replace the engine-wide state with a :meth:`shared_state` of a checkpoint."""
@@ -350,7 +350,8 @@ class Engine:
             queues.queues = {}  # derived from team_links
         if "day_peaks" in obj:  # (a checkpoint written before the false-alert budget: none)
             self.day_peaks = obj["day_peaks"]
-            self._budget_bar = (-1, 0.0)
+            # The day's bar as it was read (the peaks may have grown since): exact recovery.
+            self._budget_bar = tuple(obj.get("budget_bar", (-1, 0.0)))
 
     def apply_context(self, entry: ContextEntry) -> None:
         """Record (or remove) a watchlist fact."""

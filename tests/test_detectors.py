@@ -636,6 +636,26 @@ def test_the_false_alert_budget_raises_the_bar_in_a_noisy_company_only() -> None
     assert bar(1.0, spread=0.2, days=100) == 60.0  # too few actor-days to know the bulk
 
 
+def test_a_days_budget_bar_is_restored_as_it_was_read() -> None:
+    """The bar is read once a day; actor-days finishing later that day do not move it, and a
+    worker restored from a checkpoint taken then meets the same bar (exact recovery)."""
+    import random
+
+    eng = Engine(Settings(false_alert_budget=1.0))
+    rng = random.Random(3)
+    for _ in range(2000):
+        eng.day_peaks.add(100 * (1 - 2.718 ** -rng.expovariate(5.0)))
+    bar = eng.threshold(eng._peer("agents"), T0)
+    assert bar > 60.0
+    for _ in range(2000):  # a busy rest of the day
+        eng.day_peaks.add(90.0)
+    assert eng.threshold(eng._peer("agents"), T0) == bar
+    restored = Engine(Settings(false_alert_budget=1.0))
+    restored.load_shared(pickle.loads(pickle.dumps(eng.shared_state())))
+    assert restored.threshold(restored._peer("agents"), T0) == bar
+    assert restored.threshold(restored._peer("agents"), T0 + 24 * HOUR_MS) > bar  # next day
+
+
 def test_actors_beyond_the_hot_set_are_frozen_losslessly() -> None:
     """Compressing the least recently active actors (memory) never changes a verdict."""
     from detectors.engine import ActorState, Frozen
