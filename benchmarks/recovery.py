@@ -47,6 +47,7 @@ from stream.deadletters import partitions_of
 from stream.demo import free_port, scrape
 from stream.kafka_security import client_kwargs
 from stream.pipeline import encode
+from stream.processes import stop_process, wait_ready
 from stream.replay import replay
 from stream.simulate import SimConfig, context_entries, generate
 from stream.topics import create_topics
@@ -180,27 +181,7 @@ def start_worker(settings: Settings, log: Path) -> tuple[subprocess.Popen, str]:
 
 def _wait(what: str, check: Any, proc: subprocess.Popen, log: Path, timeout_s: float,
           every_s: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited while waiting for {what}:\n"
-                               f"{log.read_text(errors='replace')[-3000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(every_s)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return wait_ready(what, check, proc, log, timeout_s, goal=f"reach {what}", every_s=every_s)
 
 
 @dataclass
@@ -274,7 +255,7 @@ def run_case(case: Case, workdir: Path, kills: int, seed: int,
             return bool(m) and asyncio.run(committed(settings)) >= total
         _wait("every input message committed", done, proc, log, 600, 0.5)
     finally:
-        stop(proc)
+        stop_process(proc, timeout=30)
     out = Outcome(kills_at, len(expected))
     sent = Counter()
     for msg in asyncio.run(read_all(settings, settings.alerts_topic)):
@@ -356,7 +337,7 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
                   600, 0.5)
         finally:
             for _, proc, _ in procs:
-                stop(proc)
+                stop_process(proc, timeout=30)
         out[name] = alert_ids(settings)
     return out
 

@@ -472,6 +472,7 @@ class Engine:
         if not ev.is_egress:  # egress volume has a signal of its own
             hc["records"] = hc.get("records", 0) + ev.records
         customer = ctx.customer = ev.customer_id
+        ctx.network = network_of(ev.source_ip)  # (first_seen and new_origin both use it)
         fresh = ctx.fresh = customer is not None and customer not in st.hour_customers
         if fresh and not late and len(st.hour_customers) < s.max_tracked_customers:
             st.hour_customers.add(customer)

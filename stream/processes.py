@@ -39,13 +39,14 @@ def log_tail(path: Path, chars: int = 3000) -> str:
 
 def wait_ready(what: str, ready: Callable[[], object], proc: subprocess.Popen, log: Path,
                timeout_s: float, goal: str = "get ready",
-               error: type[Exception] = RuntimeError, every_s: float = 0.2) -> None:
-    """Poll ``ready()`` until it is truthy; raise ``error`` with the log's tail if ``proc``
-    exits first or ``timeout_s`` passes."""
+               error: type[Exception] = RuntimeError, every_s: float = 0.2) -> object:
+    """Poll ``ready()`` until it is truthy and return that value; raise ``error`` with the
+    log's tail if ``proc`` exits first or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
-    while not ready():
+    while not (value := ready()):
         if proc.poll() is not None:
             raise error(f"{what} exited with {proc.returncode}:\n{log_tail(log)}")
         if time.monotonic() > deadline:
             raise error(f"{what} did not {goal} in {timeout_s:.0f} s:\n{log_tail(log)}")
         time.sleep(every_s)
+    return value

@@ -94,16 +94,17 @@ def restore_slots(obj: Any, state: Any) -> None:
 class Context:
     """What one event brings to every signal: the cross-signal values live here, explicitly.
 
-    Filled by the engine before the score phase (``engine`` .. ``leaving``); ``off`` is the
-    off-hours signal's score of the event, set in its ``score_one`` (registry order puts it
-    before ``unjustified``, which weighs an unticketed read at a never-worked hour more).
+    Filled by the engine before the score phase (``engine`` .. ``leaving``, ``network``);
+    ``off`` is the off-hours signal's score of the event, set in its ``score_one`` (registry
+    order puts it before ``unjustified``, which weighs an unticketed read at a never-worked
+    hour more).
     Signals feed the actor's long-term sum (``ActorState.long_term``, the ``accumulated``
     signal) and its hour's counts (``counts``: what the ``multivariate`` signal sees of the
     finished hour, and the hourly volume baselines learn) directly on ``st``.
     """
 
     __slots__ = ("contributed", "counts", "customer", "decay", "disabled", "engine", "ev",
-                 "fresh", "late", "leaving", "off", "peer", "settings", "st", "t")
+                 "fresh", "late", "leaving", "network", "off", "peer", "settings", "st", "t")
 
     def __init__(self, engine: Any, st: Any, peer: Any, t: int) -> None:
         self.engine = engine  # the Engine (watchlists: vip_customers, leaving(actor, t))
@@ -117,6 +118,7 @@ class Context:
         self.decay = 1.0  # the short-term levels' decay factor since the actor's last event
         self.counts: dict[str, int] = {}  # the running hour's counts ({} for a late event)
         self.customer: str | None = None
+        self.network: str | None = None  # the source address's /24 or /48 (network_of)
         self.fresh = False  # the customer's first access this hour
         self.leaving: Any = None  # the actor's departing watchlist entry while it leaves
         self.off = 0.0  # the off-hours score (0.5 x how rarely the actor works at this hour)

@@ -38,7 +38,7 @@ class FirstSeen(Signal):
         # Scores, then learns: no other signal reads these profiles.
         ev = ctx.ev
         # Interned: the profiles of thousands of actors share one copy of each value.
-        network = network_of(ev.source_ip)
+        network = ctx.network
         traits = {"access": intern(f"{ev.action}:{ev.resource_type}"),
                   "client": intern(ev.client) if ev.client else None,
                   "network": intern(network) if network else None,
