@@ -896,3 +896,32 @@ def test_a_fresh_deployment_alerts_only_on_what_needs_no_history_and_says_so() -
     assert alerts and all(a.actor == "ag5" for a in alerts)
     assert "vip" in {r.detector for r in alerts[0].reasons}
     assert "baseline is young" in alerts[0].summary  # and says so
+
+
+def test_new_origin_counts_less_where_peers_are_and_becomes_normal_after_a_day() -> None:
+    """Downloads from a network and client new to the actor raise ``new_origin``; the same
+    from a network two of its peers already use (an office's new VPN) count far less; a day
+    on, the origin is the actor's own and raises nothing."""
+    def level(peers_there: bool, later_ms: int = 0) -> float:
+        eng = Engine()
+        i = 0
+        for who in ("ann", "bob", "cy"):
+            for k in range(3):
+                i += 1
+                eng.process(ev(i, T0 + k * 60_000, actor=who, ip="10.1.2.3"))
+        if peers_there:
+            for who in ("bob", "cy"):
+                i += 1
+                eng.process(ev(i, T0 + 300_000, actor=who, ip="198.51.100.9"))  # usual client
+        for k in range(3):
+            i += 1
+            eng.process(ev(i, T0 + 600_000 + later_ms * (k == 2) + k * 20_000,
+                           ip="198.51.100.9", client="aws-cli", action="download"))
+        st = eng.state_of("ann")
+        if later_ms:  # the last download raised nothing, and the origin is now its own
+            assert "new_origin" not in st.levels and st.signals["new_origin"].suspect is None
+        return st.signals["new_origin"].taken if later_ms else st.levels.get("new_origin", 0.0)
+
+    alone, common = level(False), level(True)
+    assert alone > 0.6 and 0 < common < 0.3 * alone + 1e-9
+    assert level(False, later_ms=25 * HOUR_MS) == 0  # a day on: no longer counted as new

@@ -29,7 +29,6 @@ from typing import Any
 
 from detectors.models import Reason, saturate
 from detectors.signals.base import DAY_MS, Context, Signal
-from detectors.signals.first_seen import network_of
 
 # Priors (issue 14: documented, named in one place per signal).
 NEW_ORIGIN_MIN_EVENTS = 2  # the actor's own calls before an origin can be "new" to it
@@ -72,7 +71,12 @@ class NewOrigin(Signal):
 
     def score_one(self, ctx: Context) -> None:
         ev, own = ctx.ev, ctx.st.signals["new_origin"]
-        network = network_of(ev.source_ip)
+        if own.suspect is not None and ctx.t - own.since >= DAY_MS:
+            # A day on, the origin is the actor's new normal (a new desk and laptop).
+            own.networks.add(own.suspect[0])
+            own.clients.add(own.suspect[1])
+            own.suspect, own.taken = None, 0
+        network = ctx.network
         client = ev.client
         if network is None or client is None:
             return
@@ -98,14 +102,12 @@ class NewOrigin(Signal):
 
     def learn_one(self, ctx: Context) -> None:
         ev, own = ctx.ev, ctx.st.signals["new_origin"]
-        network = network_of(ev.source_ip)
+        network = ctx.network
         own.n += 1
         if (own.suspect is not None and (network, ev.client) != own.suspect
                 and (network in own.networks or ev.client in own.clients)):
             # Back on an origin it had used: the new one is no longer being used alone.
             own.suspect, own.taken = None, 0
-        if own.suspect is not None and ctx.t - own.since >= DAY_MS:
-            own.suspect, own.taken = None, 0  # a day on: the actor's new normal (a new desk)
         if own.suspect is not None:
             return  # a suspect origin is not learned as the actor's own while in use
         if network is not None and len(own.networks) < MAX_ORIGINS:
