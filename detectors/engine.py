@@ -92,6 +92,10 @@ LONG_TERM_QUIET_MS = 6 * HOUR_MS  # its share of the risk halves per quiet 6 h
 SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low"))
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 EPISODE_QUIET_MS = DAY_MS  # an alert episode ends after this long below half the bar
+# The risk counts each family's strongest level; each further family counts this much of
+# the one before (a prior: evidence of different kinds adds up, but a pile of weak ones of
+# several kinds, a new hire's first days, must not make an alert alone).
+FURTHER_FAMILY_WEIGHT = 0.6
 # Finished actor-days before the false-alert budget's bar applies: its bulk must be known
 # (about 50 people's first fortnight).
 BUDGET_MIN_DAYS = 500
@@ -107,6 +111,18 @@ def signal_names(registry: list[type[Signal]] | None = None) -> tuple[str, ...]:
 
 
 SIGNALS = signal_names()  # (as registered at import; Engine reads the registry when made)
+
+
+def signal_families(registry: list[type[Signal]] | None = None) -> dict[str, str]:
+    """Each level's family (:attr:`Signal.family`; by default the level's own name).
+
+    >>> fam = signal_families()
+    >>> fam["egress"] == fam["daily_egress"], fam["vip"] == fam["unjustified"]
+    (True, False)
+    """
+    return {level: cls.family or level
+            for cls in (REGISTRY if registry is None else registry)
+            for level in cls.raises or (cls.name,)}
 
 
 def severity_of(risk: float) -> str:
@@ -295,6 +311,7 @@ class Engine:
             raise ValueError(f"SNOOPWATCH_DISABLED_SIGNALS: unknown signal(s) "
                              f"{', '.join(sorted(unknown))}; known: {', '.join(known)}")
         self._disabled = frozenset(self.settings.disabled)
+        self._family = signal_families(list(REGISTRY))
         by_name = {sig.name: sig for sig in self.signals}
         self._unjustified = by_name.get("unjustified")
         acc = by_name.get("accumulated")
@@ -549,10 +566,13 @@ class Engine:
         st.hour_customers = set()
 
     def _risk(self, st: ActorState, fade: bool = True) -> float:
-        """Strongest signal first, each further one counting half as much as the last.
+        """Each family's strongest level, strongest family first, each further one counting
+        :data:`FURTHER_FAMILY_WEIGHT` as much as the last.
 
-        One strong signal or two moderate ones make an alert; a pile of weak ones
-        (a new hire's first days, a new tool) does not.
+        Levels of one family measure one act (an hour's and a day's egress), so only the
+        strongest counts; different kinds of evidence add up. One strong signal or two
+        moderate ones make an alert; a pile of weak ones (a new hire's first days, a new
+        tool) does not.
         """
         # What accumulated over days sharpens the risk while the actor keeps raising
         # signals; between them (the quiet days after an episode) it fades within hours.
@@ -562,13 +582,18 @@ class Engine:
             return 0.0  # most actors, most of the time
         if fade:
             long_score *= 0.5 ** (max(0, st.last_ms - st.last_signal_ms) / LONG_TERM_QUIET_MS)
-        levels = sorted((*st.levels.values(), long_score), reverse=True)
+        strongest: dict[str, float] = {"accumulated": long_score}
+        family = self._family
+        for name, level in st.levels.items():
+            fam = family.get(name, name)
+            if level > strongest.get(fam, 0.0):
+                strongest[fam] = level
         keep, weight = 1.0, 1.0
-        for level in levels:
+        for level in sorted(strongest.values(), reverse=True):
             if level <= 0.01:
                 break
             keep *= 1.0 - weight * min(level, 0.999)
-            weight *= 0.5
+            weight *= FURTHER_FAMILY_WEIGHT
         return round(100.0 * (1.0 - keep), 1)
 
     def threshold(self, peer: PeerGroup, now_ms: int = 0) -> float:

@@ -925,3 +925,28 @@ def test_new_origin_counts_less_where_peers_are_and_becomes_normal_after_a_day()
     alone, common = level(False), level(True)
     assert alone > 0.6 and 0 < common < 0.3 * alone + 1e-9
     assert level(False, later_ms=25 * HOUR_MS) == 0  # a day on: no longer counted as new
+
+
+def test_risk_counts_one_act_once_and_adds_up_different_kinds_of_evidence() -> None:
+    """An hour's and a day's egress of the same downloads are one family: only the stronger
+    counts. A different kind of evidence (off-hours) adds 0.6 of itself."""
+    from detectors.engine import FURTHER_FAMILY_WEIGHT, signal_families
+
+    fam = signal_families()
+    assert fam["egress"] == fam["daily_egress"] == "egress"
+    assert fam["first_seen"] == fam["new_origin"] == "novelty"
+    assert len({fam["off_hours"], fam["egress"], fam["unjustified"], fam["vip"],
+                fam["departing"]}) == 5
+    eng = Engine()
+    st = eng.new_actor("ann", "support_agent")
+
+    def risk(levels: dict[str, float]) -> float:
+        st.levels = dict(levels)
+        return eng._risk(st, fade=False)
+
+    assert risk({"egress": 0.5}) == 50.0
+    assert risk({"egress": 0.5, "daily_egress": 0.4}) == 50.0  # one act, counted once
+    # (a different kind adds 0.6 of itself: 1 - 0.5 * (1 - 0.6 * 0.4) = 0.62)
+    assert FURTHER_FAMILY_WEIGHT == 0.6
+    assert risk({"egress": 0.5, "off_hours": 0.4}) == 62.0
+    assert risk({"egress": 0.5, "daily_egress": 0.4, "off_hours": 0.4}) == 62.0

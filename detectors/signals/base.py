@@ -147,6 +147,10 @@ class Signal:
     name: str = ""
     # The level (reason) names it raises: SNOOPWATCH_DISABLED_SIGNALS takes these.
     raises: tuple[str, ...] = ()
+    # Signals measuring one behaviour (an hour's and a day's egress; two kinds of novelty)
+    # share a family: the risk counts only the strongest level of each family, so one act
+    # is not counted twice. None: each level it raises is a family of its own.
+    family: str | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

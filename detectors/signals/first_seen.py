@@ -26,6 +26,7 @@ def network_of(ip: str | None) -> str | None:
 
 class FirstSeen(Signal):
     name = "first_seen"
+    family = "novelty"
 
     def new_actor(self) -> FirstSeenModel:
         s = self.settings

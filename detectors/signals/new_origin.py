@@ -59,6 +59,7 @@ class Origins:
 
 class NewOrigin(Signal):
     name = "new_origin"
+    family = "novelty"
 
     def new_actor(self) -> Origins:
         return Origins()

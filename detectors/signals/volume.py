@@ -121,6 +121,7 @@ class Egress(VolumeSignal):
     (``ctx.leaving``) is held to a lower tolerance."""
 
     name = "egress"
+    family = "egress"
 
     def new_actor(self) -> VolumeBaseline:
         return VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN,
@@ -146,6 +147,7 @@ class DailyEgress(VolumeSignal):
     days with egress."""
 
     name = "daily_egress"
+    family = "egress"
 
     def new_actor(self) -> VolumeBaseline:
         return self._baseline(5)
