@@ -132,11 +132,16 @@ class VolumeBaseline:
     def hours(self) -> int:
         return self.stats[self.features[0]].n
 
-    def learn_one(self, x: dict[str, int]) -> None:
+    def learn_one(self, x: dict[str, int], weight: float = 1.0) -> None:
+        """Learn one period's counts; ``weight`` < 1 for a period under suspicion, which
+        also does not become the largest on record."""
         for f in self.features:
             v = math.log1p(x.get(f, 0))
-            self.stats[f].update(v)
-            self.peak[f] = max(v, self.peak[f] - PEAK_FORGET)
+            self.stats[f].update(v, weight)
+            if weight >= 1.0:
+                self.peak[f] = max(v, self.peak[f] - PEAK_FORGET)
+            else:
+                self.peak[f] -= PEAK_FORGET
 
     def z(self, f: str, value: float, floor: float | None = None) -> float:
         """Standard deviations of ``log1p(value)`` above the learned normal.

@@ -725,6 +725,66 @@ def test_a_huge_export_by_a_group_that_never_exports_is_flagged_a_small_one_is_n
     assert "their peers rarely do any (0 of" in egress.description
 
 
+@pytest.mark.parametrize("days", [3, 13])
+def test_a_group_that_has_worked_a_few_days_without_exports_is_already_judged_so(
+        days: int) -> None:
+    """Three days of ten engineers' work (240 hours) without any export are evidence enough
+    that a million records out is not their normal (it went unjudged before 500 hours)."""
+    eng = Engine()
+    i = 0
+    for day in range(days):
+        for hour in range(9, 17):
+            for who in range(10):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
+                eng.process(parse_event({
+                    "event_id": f"e{i}", "time": t, "actor": f"eng-{who}", "role": "engineer",
+                    "action": "read", "resource_type": "log", "client": "cli",
+                    "source_ip": "10.9.0.1"}))
+    t = T0 + days * 24 * HOUR_MS + 10 * HOUR_MS
+    big = eng.process(parse_event({
+        "event_id": "x", "time": t, "actor": "eng-2", "role": "engineer", "action": "export",
+        "resource_type": "report", "records": 1_500_000, "client": "cli",
+        "source_ip": "10.9.0.1"}))
+    assert big.alert is not None and eng.actors["eng-2"].levels["egress"] > 0.9
+
+
+def test_one_insiders_export_does_not_widen_the_groups_normal_for_the_next() -> None:
+    """Engineers read logs and now and then download a small log bundle. One exports 1.5M
+    records (alerted); the hour it did so teaches the group a tenth of an ordinary one and is
+    not its largest on record, so a colleague's export of the same size next day is alerted
+    too (it was not when the first export became the group's normal)."""
+    def eng_event(i: int, t: int, actor: str, action: str = "read", records: int = 1
+                  ) -> AccessEvent:
+        return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
+                            "role": "engineer", "team": "platform", "action": action,
+                            "resource_type": "log" if action == "read" else "log_bundle",
+                            "records": records, "client": "cli", "source_ip": "10.9.0.1"})
+
+    eng = Engine()
+    i = 0
+    for day in range(13):
+        for hour in range(9, 17):
+            for who in range(10):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
+                small = (day * 8 + hour + who) % 23 == 0  # ~35 small bundles in all
+                e = eng_event(i, t, f"eng-{who}", "download" if small else "read",
+                              records=3 if small else 1)
+                assert eng.process(e).alert is None
+    assert eng.peers["engineer"].signals["egress"].hours >= 24  # the group's own normal
+    levels = []
+    for day, who in ((13, 2), (14, 3)):
+        t = T0 + day * 24 * HOUR_MS + 10 * HOUR_MS
+        v = eng.process(eng_event(i + day, t, f"eng-{who}", "export", records=1_500_000))
+        assert v.alert is not None
+        levels.append(eng.actors[f"eng-{who}"].levels["egress"])
+        # Its hour and then its day end: both are learned (hourly and daily baselines).
+        eng.process(eng_event(i + day + 100, t + 2 * HOUR_MS, f"eng-{who}"))
+        eng.process(eng_event(i + day + 200, t + 22 * HOUR_MS, f"eng-{who}"))
+    assert min(levels) > 0.9, levels
+
+
 def analyst_event(i: int, t: int, actor: str, action: str = "read", records: int = 50
                   ) -> AccessEvent:
     return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,

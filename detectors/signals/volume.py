@@ -16,8 +16,13 @@ from detectors.signals.base import Context, Signal, fmt_count, others_in
 
 VOLUME_FEATURES = ("records", "customers")
 EGRESS_FEATURES = ("egress", "egress_bytes")
-# egress by a group that has worked this many hours but (almost) never exported
-RARE_MIN_HOURS, RARE_FACTOR = 500, 2000  # from 100k records an hour
+# egress by a group that has worked this many hours but (almost) never exported (fewer than
+# its baseline's minimum hours of egress): 25 people-days of work without any
+RARE_MIN_HOURS, RARE_FACTOR = 200, 2000  # from 100k records an hour
+# A period whose risk reached the alert floor teaches the count baselines this much of an
+# ordinary one, and does not become the largest on record: an insider's export must not
+# widen its group's normal for the next insider's.
+SUSPECT_WEIGHT = 0.1
 # A volume score above this puts the actor among its group's hot ones for a day (the
 # group's busy day: see VolumeSignal.judge).
 HOT_SCORE = 0.2
@@ -27,6 +32,10 @@ DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}
 
 class VolumeSignal(Signal):
     """A count baseline, judged per event against the running period's counts."""
+
+    def learning_weight(self, peak_risk: float) -> float:
+        """How much a finished period whose risk peaked at ``peak_risk`` teaches."""
+        return SUSPECT_WEIGHT if peak_risk >= self.settings.alert_threshold else 1.0
 
     def judge(self, ctx: Context, own: VolumeBaseline, peers: VolumeBaseline,
               counts: dict[str, int], slack: float) -> bool:
@@ -112,8 +121,9 @@ class Volume(VolumeSignal):
 
     def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
         if counts:
-            ctx.st.signals["volume"].learn_one(counts)
-            ctx.peer.signals["volume"].learn_one(counts)
+            weight = self.learning_weight(ctx.st.hour_peak)
+            ctx.st.signals["volume"].learn_one(counts, weight)
+            ctx.peer.signals["volume"].learn_one(counts, weight)
 
 
 class Egress(VolumeSignal):
@@ -138,8 +148,9 @@ class Egress(VolumeSignal):
 
     def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
         if "egress" in counts:
-            ctx.st.signals["egress"].learn_one(counts)
-            ctx.peer.signals["egress"].learn_one(counts)
+            weight = self.learning_weight(ctx.st.hour_peak)
+            ctx.st.signals["egress"].learn_one(counts, weight)
+            ctx.peer.signals["egress"].learn_one(counts, weight)
 
 
 class DailyEgress(VolumeSignal):
@@ -168,6 +179,7 @@ class DailyEgress(VolumeSignal):
     def end_day(self, ctx: Context) -> None:
         st = ctx.st
         if st.day_counts:  # days with egress: the normal size of a day's downloads
-            st.signals["daily_egress"].learn_one(st.day_counts)
+            st.signals["daily_egress"].learn_one(st.day_counts,
+                                                 self.learning_weight(st.day_peak))
             ctx.peer.signals["daily_egress"].learn_one(st.day_counts)
 
