@@ -1010,3 +1010,23 @@ def test_risk_counts_one_act_once_and_adds_up_different_kinds_of_evidence() -> N
     assert FURTHER_FAMILY_WEIGHT == 0.6
     assert risk({"egress": 0.5, "off_hours": 0.4}) == 62.0
     assert risk({"egress": 0.5, "daily_egress": 0.4, "off_hours": 0.4}) == 62.0
+
+
+def test_a_new_network_in_a_block_the_actor_uses_counts_less_than_one_outside() -> None:
+    """Phones on a carrier's NAT move between /24s of one block: once the actor has used one,
+    the next /24 of that block is far less novel than a network in a block it never used."""
+    eng = Engine()
+    i = ordinary_days(eng, days=6)
+    t = T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS
+    levels = {}
+    for k, ip in enumerate(("100.64.17.9", "100.64.201.4", "198.51.100.7")):
+        st = eng.actors["ann"]
+        st.levels.pop("first_seen", None)
+        eng.process(ev(i + 1 + k, t + k * 3 * HOUR_MS, customer=f"m{k}", ticket=f"M{k}",
+                       ip=ip))
+        levels[ip] = st.levels.get("first_seen", 0.0)
+        reasons = st.reasons["first_seen"][1]
+        if ip == "100.64.201.4":
+            assert any("address block" in r.description for r in reasons), reasons
+    assert levels["100.64.201.4"] < 0.5 * levels["100.64.17.9"]
+    assert levels["198.51.100.7"] > 0.9 * levels["100.64.17.9"]

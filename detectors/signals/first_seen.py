@@ -1,6 +1,7 @@
 """``first_seen``: an action, client, network or set of sensitive fields the actor rarely or
-never used, discounted when its peers use it commonly (its reasons are ``first_seen_<trait>``);
-while the actor is new, only what is rare for its peers too."""
+never used, discounted when its peers use it commonly, or (a network) when it lies in an
+address block the actor or its peers use (its reasons are ``first_seen_<trait>``); while the
+actor is new, only what is rare for its peers too."""
 
 from __future__ import annotations
 
@@ -22,6 +23,35 @@ def network_of(ip: str | None) -> str | None:
     if "." in ip and ":" not in ip:  # fast path for IPv4, the common case
         return ip[:ip.rfind(".")] + ".0/24"
     return str(ipaddress.ip_network(f"{ip}/48", strict=False))
+
+
+# A value this share of the peers' events use is common among them, and counts this much.
+COMMON_SHARE, COMMON_FACTOR = 0.01, 0.3
+
+
+def address_block(network: str) -> str:
+    """The /16 (IPv4) or /32 (IPv6) block a network from :func:`network_of` lies in, as a
+    prefix of the networks inside it.
+
+    >>> address_block("100.64.17.0/24"), address_block("2001:db8:1::/48")
+    ('100.64.', '2001:db8:')
+    """
+    sep = "." if "." in network else ":"
+    head, _, rest = network.partition(sep)
+    return head + sep + rest.partition(sep)[0] + sep
+
+
+def near_known(network: str | None, own: FirstSeenModel, peers: FirstSeenModel) -> bool:
+    """Whether a network new to the actor lies in a block it has used, or one its peers use
+    commonly: phones on a carrier's NAT, or a VPN pool, move between /24s of one block; a
+    stolen credential's network lies outside them."""
+    if not network:
+        return False
+    block = address_block(network)
+    if any(k.startswith(block) for k in own.counts.get("network", {})):
+        return True
+    seen = sum(v for k, v in peers.counts.get("network", {}).items() if k.startswith(block))
+    return bool(peers.n) and seen / peers.n >= COMMON_SHARE
 
 
 class FirstSeen(Signal):
@@ -58,9 +88,12 @@ class FirstSeen(Signal):
             for r in reasons:
                 trait = r.detector.removeprefix("first_seen_")
                 common = peers.counts.get(trait, {}).get(traits[trait], 0)
-                if peers.n and common / peers.n >= 0.01:
-                    r.score *= 0.3
+                if peers.n and common / peers.n >= COMMON_SHARE:
+                    r.score *= COMMON_FACTOR
                     r.description += " (common among peers)"
+                elif trait == "network" and near_known(traits["network"], own, peers):
+                    r.score *= COMMON_FACTOR
+                    r.description += " (in an address block the actor or its peers use)"
         else:  # cold start: only what is rare for the peers too
             reasons = peers.explain(traits)
             for r in reasons:
