@@ -266,6 +266,29 @@ class DailyCount:
             return 0.0
         return self._excess(self.today + sum(self.recent), 1 + len(self.recent))
 
+    def excess_share(self) -> float:
+        """How much of one more occurrence today lies beyond the usual rate and its Poisson
+        noise (one standard deviation): 0 while the rate is unknown (the first
+        ``min_days``) and within it, towards 1 as today's count outgrows it. The floor
+        counts as nothing usual: an actor who almost never does it has no allowance.
+
+        >>> dc = DailyCount(floor=0.3, min_days=3)
+        >>> for n in (6, 8, 7):                 # a steady habit of about seven a day
+        ...     dc.add(n)
+        ...     dc.roll()
+        >>> dc.add(4)
+        >>> dc.excess_share()                   # the fifth today: within the habit
+        0.0
+        >>> dc.add(10)
+        >>> round(dc.excess_share(), 2)         # the fifteenth: over a third beyond
+        0.38
+        """
+        if self.usual.n < self.min_days:
+            return 0.0
+        usual = max(0.0, self.rate - self.floor)
+        allowance = usual + math.sqrt(usual)  # (and a standard deviation of Poisson noise)
+        return max(0.0, 1.0 - allowance / (self.today + 1))
+
     def day_score(self, min_sd: float = 1.0) -> float:
         """Today alone, with at least ``min_sd`` of spread (one day is noisier than three)."""
         if self.usual.n < self.min_days:

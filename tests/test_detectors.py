@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from detectors.engine import HOUR_MS, SEVERITY_RANK, Engine, severity_of
+from detectors.engine import HOUR_MS, SEVERITY_RANK, Engine, Verdict, severity_of
 from detectors.events import AccessEvent, parse_context, parse_event
 from detectors.models import FirstSeen, TicketHabit, VolumeBaseline
 from detectors.settings import Settings
@@ -1030,3 +1030,64 @@ def test_a_new_network_in_a_block_the_actor_uses_counts_less_than_one_outside() 
             assert any("address block" in r.description for r in reasons), reasons
     assert levels["100.64.201.4"] < 0.5 * levels["100.64.17.9"]
     assert levels["198.51.100.7"] > 0.9 * levels["100.64.17.9"]
+
+
+def _callbacks_company(habit: float, scrape_from: int | None = None, per_day: int = 4,
+                       days: int = 26) -> tuple[Engine, list[float], list[str]]:
+    """Two teams of ticketed agents; "bob" (team A) reads ``habit`` of his customers without
+    a ticket, all of them customers team B serves (call-backs of another region's queue),
+    every working day; from day ``scrape_from`` he also looks up ``per_day`` more of B's
+    customers a day. Returns the engine, bob's long-term sum at each day's end and the
+    detectors of every alert raised on bob."""
+    import random
+
+    rng = random.Random(7)
+    eng = Engine()
+    i, sums, alerts = 0, [], []
+
+    def read(actor: str, team: str, t: int, customer: str, ticket: str | None) -> Verdict:
+        nonlocal i
+        i += 1
+        return eng.process(ev(i, t, actor=actor, team=team, customer=customer, ticket=ticket))
+
+    for day in (d for d in range(days) if d % 7 < 5):
+        for hour in range(9, 17):
+            for k in range(6):
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 600_000
+                for n, (who, team) in enumerate((("a1", "A"), ("a2", "A"), ("b1", "B"),
+                                                 ("b2", "B"))):
+                    read(who, team, t + n * 1000, f"{team.lower()}{rng.randrange(2000)}",
+                         f"T{i}")
+                if rng.random() < habit:
+                    v = read("bob", "A", t + 300_000, f"b{rng.randrange(2000)}", None)
+                else:
+                    v = read("bob", "A", t + 300_000, f"a{rng.randrange(2000)}", f"T{i}")
+                if v.alert:
+                    alerts.extend(r.detector for r in v.alert.reasons)
+        if scrape_from is not None and day >= scrape_from:
+            for k in range(per_day):
+                t = T0 + day * 24 * HOUR_MS + 16 * HOUR_MS + k * 900_000
+                v = read("bob", "A", t, f"b{5000 + i}", None)
+                if v.alert:
+                    alerts.extend(r.detector for r in v.alert.reasons)
+        sums.append(eng.actors["bob"].long_term)
+    return eng, sums, alerts
+
+
+@pytest.mark.parametrize("habit", [0.15, 0.25])
+def test_a_steady_habit_of_ticketless_callbacks_never_accumulates(habit: float) -> None:
+    """Issue 14's main false alert: an agent who has always read a share of another queue's
+    customers without a ticket. Only reads beyond the actor's own daily rate add to the
+    long-term sum, so it never builds up into an 'accumulated' alert."""
+    _, sums, alerts = _callbacks_company(habit)
+    assert max(sums) < 1.5, [round(s, 2) for s in sums]
+    assert "accumulated" not in alerts
+
+
+def test_a_scraper_above_its_own_habit_still_accumulates() -> None:
+    """The same agent with a 5 % habit who starts looking up four more customers a day."""
+    _, quiet, _ = _callbacks_company(0.05, days=26)
+    _, sums, alerts = _callbacks_company(0.05, scrape_from=14, days=26)
+    assert max(sums[-3:]) > 2.0 > max(quiet[-3:]) + 0.5, ([round(s, 2) for s in sums],
+                                                         [round(s, 2) for s in quiet])
+    assert alerts

@@ -244,6 +244,11 @@ class Unjustified(Signal):
         vip = customer in ctx.engine.vip_customers
         if vip:
             weight *= 4
+        else:
+            # Only reads beyond the actor's own daily rate add up over days: a steady habit
+            # of ticketless call-backs, however large, never accumulates; a scraper's extra
+            # reads do. Nothing accumulates before the rate is known (its first days).
+            weight *= state.unjustified_days.excess_share()
         # Capped per hour and overall: a burst is the short-term levels' job.
         weight = min(weight, max(0.0, LONG_TERM_GAIN_PER_HOUR - state.hour_long_gain))
         state.hour_long_gain += weight
