@@ -255,16 +255,19 @@ class DailyCount:
         self.recent = (*self.recent, self.today)[-2:]
         self.today = 0
 
-    def _excess(self, total: float, days: int, min_sd: float = 0.0) -> float:
+    def _excess(self, total: float, days: int, min_sd: float = 0.0, multiple: float = 2.5,
+                sigmas: float = 3.0) -> float:
         expected = days * self.rate
         sd = max(math.sqrt(max(days * self.usual.var, expected)), min_sd)
-        return saturate(min(total / expected / 2.5, (total - expected) / sd / 3.0) - 1.0, 0.5)
+        return saturate(min(total / expected / multiple, (total - expected) / sd / sigmas)
+                        - 1.0, 0.5)
 
-    def score_one(self) -> float:
+    def score_one(self, multiple: float = 2.5, sigmas: float = 3.0) -> float:
         """Today and the two previous active days against the usual rate (0 to 1)."""
         if self.usual.n < self.min_days:
             return 0.0
-        return self._excess(self.today + sum(self.recent), 1 + len(self.recent))
+        return self._excess(self.today + sum(self.recent), 1 + len(self.recent), 0.0,
+                            multiple, sigmas)
 
     def excess_share(self) -> float:
         """How much of one more occurrence today lies beyond the usual rate and its Poisson

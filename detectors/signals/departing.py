@@ -21,6 +21,12 @@ class DepartingState:
     __setstate__ = restore_slots
 
 
+# A leaver's last three active days are judged against its usual rate with a lower bar than
+# anyone's (2.5x and 3 sigma): a 75 % rise, 2.5 sigma out, sustained over three days, is
+# what a quiet last grab of ordinary-sized reports looks like.
+LEAVING_MULTIPLE, LEAVING_SIGMAS = 1.75, 2.5
+
+
 class Departing(Signal):
     name = "departing"
 
@@ -50,7 +56,8 @@ class Departing(Signal):
         # Honest leavers have busy days too; days in a row are what a last grab looks like.
         # The last three active days together catch a rise no single day shows.
         streak = state.leaving_streak
-        score = max(dl.day_score() * (1.0 if streak else 0.6), dl.score_one())
+        score = max(dl.day_score() * (1.0 if streak else 0.6),
+                    dl.score_one(LEAVING_MULTIPLE, LEAVING_SIGMAS))
         if streak and busy_day(dl):
             # Another busy day right after busy ones: each in a row doubles what is left.
             score = max(score, 1.0 - 0.5 ** streak)
