@@ -275,6 +275,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     router = Router()
     recent: deque[dict[str, Any]] = deque(maxlen=webguard.RECENT_ALERTS)
     input_name, by_actor_name = s.input_topic, by_actor.get_topic_name()
+    positions = pipeline.metrics.input_offsets  # snoopwatch_input_offset
 
     async def detect_one(ev: AccessEvent, event: Any, offset: int | None,
                          source: tuple[int, int] | None, started: float) -> Any:
@@ -306,6 +307,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             started = time.perf_counter()
             msg = event.message
             part = msg.partition
+            positions[msg.topic, part] = msg.offset + 1
             source = {"topic": msg.topic, "partition": part, "offset": msg.offset}
             src = sources.get(msg.topic)
             if src is not None and src.format != "spec":
@@ -387,6 +389,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         router.update(set(), None, None, input_name, by_actor_name)
+        pipeline.metrics.forget_input_offsets({(tp.topic, tp.partition) for tp in revoked})
         # Both topics: partition p of the input topic is detected in place into the state
         # of by-actor partition p.
         mine = {tp.partition for tp in revoked if tp.topic in (input_name, by_actor_name)}
