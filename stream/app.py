@@ -390,6 +390,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         router.update(set(), None, None, input_name, by_actor_name)
         pipeline.metrics.forget_input_offsets({(tp.topic, tp.partition) for tp in revoked})
+        dead_letters.forget()
         # Both topics: partition p of the input topic is detected in place into the state
         # of by-actor partition p.
         mine = {tp.partition for tp in revoked if tp.topic in (input_name, by_actor_name)}
