@@ -175,7 +175,8 @@ async def committed(settings: Settings) -> int:
 
 
 def start_worker(settings: Settings, log: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, **settings.to_env()}
+    # Unbuffered: a SIGKILLed worker's last log lines are what tells what it was doing.
+    env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -394,6 +395,8 @@ def run_handover(case: Case, workdir: Path, seed: int, checkpoint_interval_s: fl
         # that has not handed anything over yet).
         _wait("a stable group of 2", lambda: asyncio.run(group_state(run.settings))
               == ("Stable", 2), second.proc, second.log, 120, 0.1)
+        story.append(f"group of 2 stable, resuming at committed offset "
+                     f"{asyncio.run(committed(run.settings))}")
         victim, pos = kill_at([first, second], run.settings, kill_target)
         survivor = second if victim is first else first
         story.append(f"{victim.name} (holding the partition) SIGKILLed at offset {pos}, "
