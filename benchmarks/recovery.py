@@ -467,11 +467,11 @@ def dedicated_broker(state_dir: Path) -> Iterator[Broker]:
 
 
 def run_broker_restart(case: Case, workdir: Path, seed: int,
-                       checkpoint_interval_s: float = 1.0) -> Outcome:
+                       checkpoint_interval_s: float = 1.0, outage_s: float = 0.0) -> Outcome:
     """On a dedicated broker: when the worker's input position reaches a seeded offset, the
-    broker is stopped (``kafka.sh down``: SIGTERM) and started again (``up``, data kept). A
-    worker that exits meanwhile is restarted, as an operator's supervisor would; the story
-    says whether that happened."""
+    broker is stopped (``kafka.sh down``: SIGTERM), left down ``outage_s`` more, and started
+    again (``up``, data kept). A worker that exits meanwhile is restarted, as an operator's
+    supervisor would; the story says whether that happened."""
     with dedicated_broker(workdir / "broker-state") as broker:
         run = prepare(case, workdir, checkpoint_interval_s, broker.url)
         target = random.Random(seed).randrange(run.total // 5, run.total * 3 // 5)
@@ -483,10 +483,12 @@ def run_broker_restart(case: Case, workdir: Path, seed: int,
                         lambda: (p := w.offset(run.settings)) >= target and p,
                         w.proc, log, 300, 0.005)
             down_s = broker.sh("down")
+            time.sleep(outage_s)  # the outage's length, not a wait for anything
             up_s = broker.sh("up")
             back = time.monotonic()
-            story.append(f"broker stopped at offset {pos} (down {down_s:.1f}s, up again "
-                         f"{up_s:.1f}s)")
+            story.append(f"broker stopped at offset {pos} (down {down_s:.1f}s, "
+                         f"{'' if not outage_s else f'kept down {outage_s:g}s, '}"
+                         f"up again {up_s:.1f}s)")
             restarts = 0
             while True:
                 if w.proc.poll() is not None:  # the supervisor's part
@@ -620,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="kills: --kills SIGKILLs and restarts; handover: a second worker "
                     "joins, the one holding the partition is SIGKILLed; broker-restart: a "
                     "dedicated broker is stopped and started under load")
+    ap.add_argument("--outage", type=float, default=0.0,
+                    help="broker-restart: seconds the broker stays down between down and up")
     ap.add_argument("--scaleout", action="store_true",
                     help="4 partitions keyed by actor: 1 worker vs 2 (one killed) vs replay")
     args = ap.parse_args(argv)
@@ -645,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.mode == "handover":
                 out = run_handover(case, Path(tmp), seed, args.checkpoint_interval)
             elif args.mode == "broker-restart":
-                out = run_broker_restart(case, Path(tmp), seed, args.checkpoint_interval)
+                out = run_broker_restart(case, Path(tmp), seed, args.checkpoint_interval,
+                                         args.outage)
             else:
                 out = run_case(case, Path(tmp), args.kills, seed, args.checkpoint_interval)
         finally:
