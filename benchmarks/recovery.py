@@ -3,8 +3,8 @@
 Per run: a company (``snoopwatch simulate``'s, seeded per run) with its context file and
 ``--malformed`` malformed lines (plus two malformed context entries) goes to a fresh
 1-partition input topic; ``snoopwatch worker`` is killed with SIGKILL ``--kills`` times, each
-when its observed input position (the group's committed offset at its start + the messages it
-consumed since) reaches a seeded random offset, and restarted; then every message of the
+when its observed input position (``snoopwatch_input_offset``: the offset after the last
+message it took) reaches a seeded random offset, and restarted; then every message of the
 alerts and dead-letter topics is compared with an uninterrupted ``snoopwatch replay`` of the
 same files. A run is *exact* when the set of alert ids equals replay's, every alert sent
 (re-sends included) equals replay's alert of its id byte for byte but for ``emitted_at``, and
@@ -13,7 +13,17 @@ every malformed message (and context entry) is dead-lettered exactly once per of
     SNOOPWATCH_TEST_BROKER=kafka://127.0.0.1:9092 \\
         .venv/bin/python benchmarks/recovery.py --runs 20 --kills 3 --employees 30 --days 4
 
-``tests/test_recovery.py`` runs one short case of it in the suite.
+``--mode handover``: a second worker (same group) is started when the first's input position
+reaches a seeded offset; once the group is stable with both, the worker holding the partition
+is SIGKILLed at a later seeded offset and the other must take over from the last epoch and
+finish. ``--mode broker-restart``: a broker of its own (its own state dir and free ports; the
+Kafka jars linked from ``state/kafka/lib`` or ``SNOOPWATCH_KAFKA_LIB``, not fetched again) is
+stopped with ``kafka.sh down`` at a seeded offset, kept down ``--outage`` seconds and started
+again with ``up`` (data kept); a worker that exits is restarted, as a supervisor would. Both
+are compared with replay as above. (Positions come from ``snoopwatch_input_offset``, not a
+count of consumed messages: that over-counts once a rebalance makes a worker read again.)
+
+``tests/test_recovery.py`` runs one short case of each in the suite.
 
 ``--scaleout`` measures instead what issue 15 item 2 is about (no fix here): the same input on
 4 partitions keyed by actor, run by 1 worker, and by 2 workers of which one is SIGKILLed at a
