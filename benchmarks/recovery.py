@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -417,6 +418,11 @@ def run_handover(case: Case, workdir: Path, seed: int, checkpoint_interval_s: fl
                 stop_process(w.proc, timeout=10)
         raise
     finish(run, survivor)
+    # What the survivor took over: the state records the dead holder's epochs left.
+    restored = re.findall(r"snoopwatch: restored (\d+) state records of partition 0",
+                          survivor.log.read_text(errors="replace"))
+    story.append(f"{survivor.name} restored {int(restored[-1]) if restored else 0} state "
+                 f"records")
     return compare(run, [pos], story)
 
 
