@@ -58,7 +58,7 @@ def test_sigkill_at_seeded_moments_gives_replays_alerts_and_dead_letters_once(
 def test_a_worker_joining_then_the_holder_sigkilled_gives_replays_alerts(
         tmp_path: Path, seed: int) -> None:
     require_broker()
-    cfg = SimConfig(seed=seed, employees=30, days=4)
+    cfg = SimConfig(seed=seed, employees=30, days=8)  # the join lands mid-stream
     out = run_handover(make_case(cfg, 200, seed), tmp_path, seed, broker=BROKER)
     print(f"\nhandover: {out.line()}")
     assert len(out.kills_at) == 1 and "finished" in out.story[-2]
