@@ -410,7 +410,8 @@ def run_handover(case: Case, workdir: Path, seed: int, checkpoint_interval_s: fl
                      f"{asyncio.run(committed(run.settings))}")
         victim, pos = kill_at([first, second], run.settings, kill_target)
         survivor = second if victim is first else first
-        story.append(f"{victim.name} (holding the partition) SIGKILLed at offset {pos}, "
+        story.append(f"{victim.name} (holding the partition) SIGKILLed at offset {pos} "
+                     f"(target {kill_target}), "
                      f"{survivor.name} finished")
     except BaseException:
         for w in (first, second):
