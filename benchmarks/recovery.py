@@ -199,15 +199,22 @@ def _wait(what: str, check: Any, proc: subprocess.Popen, log: Path, timeout_s: f
     return wait_ready(what, check, proc, log, timeout_s, goal=f"reach {what}", every_s=every_s)
 
 
-def input_offset(url: str, topic: str, partition: int = 0) -> int:
+def input_offset(url: str, settings: Settings, partition: int = 0) -> int:
     """The worker's position on an input partition (``snoopwatch_input_offset``): the offset
     after the last message it took; 0 while it holds none or does not answer. Unlike a count
-    of consumed messages, it stays right when a rebalance makes a worker read again."""
-    want = (f'topic="{topic}"', f'partition="{partition}"')
+    of consumed messages, it stays right when a rebalance makes a worker read again.
+
+    A worker given the partition in a rebalance has no such series until it takes a message:
+    if it holds it (it shows the partition's consumer lag), it stands at the group's committed
+    offset (all of the input, when the input was read before the rebalance ended)."""
+    want = (f'topic="{settings.input_topic}"', f'partition="{partition}"')
+    holds = False
     for name, value in scrape(url).items():
         if name.startswith("snoopwatch_input_offset{") and all(w in name for w in want):
             return int(value)
-    return 0
+        holds = holds or (name.startswith("snoopwatch_consumer_lag_messages{")
+                          and all(w in name for w in want))
+    return asyncio.run(committed(settings)) if holds else 0
 
 
 @dataclass
@@ -220,7 +227,7 @@ class Worker:
     log: Path
 
     def offset(self, settings: Settings) -> int:
-        return input_offset(self.url, settings.input_topic)
+        return input_offset(self.url, settings)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -307,6 +314,7 @@ class Outcome:
     dlq_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     story: list[str] = field(default_factory=list)  # what happened, for the report line
+    fields: Counter = field(default_factory=Counter)  # of differing alerts: fields that differ
 
     @property
     def exact(self) -> bool:
@@ -315,7 +323,7 @@ class Outcome:
     def line(self) -> str:
         what = "exact" if self.exact else (
             f"NOT exact: missing {self.ids_missing}, extra {self.ids_extra}, differing "
-            f"{self.differing}, dead letters {self.dlq_problems}")
+            f"{self.differing} (fields {dict(self.fields)}), dead letters {self.dlq_problems}")
         told = "; ".join(self.story) if self.story else f"killed at offsets {self.kills_at}"
         return (f"{told}; {self.replay_alerts} alerts in replay, "
                 f"{self.resent} re-sent identically; {what} ({self.seconds:.0f}s)")
@@ -332,6 +340,8 @@ def compare(run: Run, kills_at: list[int], story: list[str] | None = None) -> Ou
         sent[a["alert_id"]] += 1
         if a["alert_id"] in expected and encode(a) != expected[a["alert_id"]]:
             out.differing.append(a["alert_id"])
+            theirs = orjson.loads(expected[a["alert_id"]])
+            out.fields.update(k for k in a.keys() | theirs.keys() if a.get(k) != theirs.get(k))
     out.ids_missing = sorted(set(expected) - set(sent))
     out.ids_extra = sorted(set(sent) - set(expected))
     out.resent = sum(n - 1 for n in sent.values())
