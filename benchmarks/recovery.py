@@ -378,6 +378,21 @@ def run_case(case: Case, workdir: Path, kills: int, seed: int,
     return compare(run, kills_at)
 
 
+async def topic_end(settings: Settings, topic: str) -> int:
+    """The end offset of partition 0 of ``topic`` (0 if it has none)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None)
+    await consumer.start()
+    try:
+        if not await partitions_of(settings, topic):
+            return 0
+        tp = TopicPartition(topic, 0)
+        return (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
 async def group_state(settings: Settings) -> tuple[str, int]:
     """(state, members) of the run's consumer group, e.g. ("Stable", 2)."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -434,6 +449,9 @@ def run_handover(case: Case, workdir: Path, seed: int, checkpoint_interval_s: fl
                           survivor.log.read_text(errors="replace"))
     story.append(f"{survivor.name} restored {int(restored[-1]) if restored else 0} state "
                  f"records")
+    hopped = asyncio.run(topic_end(run.settings, f"{run.settings.app_id}-events-by-actor"))
+    story.append(f"{hopped} events took the by-actor hop")  # 1 partition: 0 unless a
+    # rebalance made a worker forward what it no longer detects in place
     return compare(run, [pos], story)
 
 
