@@ -3,8 +3,8 @@
 Per run: a company (``snoopwatch simulate``'s, seeded per run) with its context file and
 ``--malformed`` malformed lines (plus two malformed context entries) goes to a fresh
 1-partition input topic; ``snoopwatch worker`` is killed with SIGKILL ``--kills`` times, each
-when its observed input position (the group's committed offset at its start + the messages it
-consumed since) reaches a seeded random offset, and restarted; then every message of the
+when its observed input position (``snoopwatch_input_offset``: the offset after the last
+message it took) reaches a seeded random offset, and restarted; then every message of the
 alerts and dead-letter topics is compared with an uninterrupted ``snoopwatch replay`` of the
 same files. A run is *exact* when the set of alert ids equals replay's, every alert sent
 (re-sends included) equals replay's alert of its id byte for byte but for ``emitted_at``, and
@@ -13,7 +13,17 @@ every malformed message (and context entry) is dead-lettered exactly once per of
     SNOOPWATCH_TEST_BROKER=kafka://127.0.0.1:9092 \\
         .venv/bin/python benchmarks/recovery.py --runs 20 --kills 3 --employees 30 --days 4
 
-``tests/test_recovery.py`` runs one short case of it in the suite.
+``--mode handover``: a second worker (same group) is started when the first's input position
+reaches a seeded offset; once the group is stable with both, the worker holding the partition
+is SIGKILLed at a later seeded offset and the other must take over from the last epoch and
+finish. ``--mode broker-restart``: a broker of its own (its own state dir and free ports; the
+Kafka jars linked from ``state/kafka/lib`` or ``SNOOPWATCH_KAFKA_LIB``, not fetched again) is
+stopped with ``kafka.sh down`` at a seeded offset, kept down ``--outage`` seconds and started
+again with ``up`` (data kept); a worker that exits is restarted, as a supervisor would. Both
+are compared with replay as above. (Positions come from ``snoopwatch_input_offset``, not a
+count of consumed messages: that over-counts once a rebalance makes a worker read again.)
+
+``tests/test_recovery.py`` runs one short case of each in the suite.
 
 ``--scaleout`` measures instead what issue 15 item 2 is about (no fix here): the same input on
 4 partitions keyed by actor, run by 1 worker, and by 2 workers of which one is SIGKILLed at a
@@ -24,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +60,7 @@ from stream.deadletters import partitions_of
 from stream.demo import free_port, scrape
 from stream.kafka_security import client_kwargs
 from stream.pipeline import encode
-from stream.processes import stop_process, wait_ready
+from stream.processes import log_tail, stop_process, wait_ready
 from stream.replay import replay
 from stream.simulate import SimConfig, context_entries, generate
 from stream.topics import create_topics
@@ -57,6 +70,7 @@ BROKER = os.environ.get("SNOOPWATCH_TEST_BROKER", "kafka://127.0.0.1:9092")
 MALFORMED = [b"{oops", b"[]", b"null", b'{"event_id": "x"}', b"\xff\xfe not utf-8",
              b'{"event_id": "y", "time": "soon", "actor": "a", "action": "read", '
              b'"resource_type": "order"}', b'"just a string"']
+MODES = ("kills", "handover", "broker-restart")
 BAD_CONTEXT = [b"{broken", b'{"kind": "vip_customer"}']  # (not JSON; no id)
 
 
@@ -172,7 +186,8 @@ async def committed(settings: Settings) -> int:
 
 
 def start_worker(settings: Settings, log: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, **settings.to_env()}
+    # Unbuffered: a SIGKILLed worker's last log lines are what tells what it was doing.
+    env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -182,6 +197,108 @@ def start_worker(settings: Settings, log: Path) -> tuple[subprocess.Popen, str]:
 def _wait(what: str, check: Any, proc: subprocess.Popen, log: Path, timeout_s: float,
           every_s: float = 0.2) -> Any:
     return wait_ready(what, check, proc, log, timeout_s, goal=f"reach {what}", every_s=every_s)
+
+
+def input_offset(url: str, settings: Settings, partition: int = 0) -> int:
+    """The worker's position on an input partition (``snoopwatch_input_offset``): the offset
+    after the last message it took; 0 while it holds none or does not answer. Unlike a count
+    of consumed messages, it stays right when a rebalance makes a worker read again.
+
+    A worker given the partition in a rebalance has no such series until it takes a message:
+    if it holds it (it shows the partition's consumer lag), it stands at the group's committed
+    offset (all of the input, when the input was read before the rebalance ended)."""
+    want = (f'topic="{settings.input_topic}"', f'partition="{partition}"')
+    holds = False
+    for name, value in scrape(url).items():
+        if name.startswith("snoopwatch_input_offset{") and all(w in name for w in want):
+            return int(value)
+        holds = holds or (name.startswith("snoopwatch_consumer_lag_messages{")
+                          and all(w in name for w in want))
+    return asyncio.run(committed(settings)) if holds else 0
+
+
+@dataclass
+class Worker:
+    """One ``snoopwatch worker`` subprocess of a run."""
+
+    name: str
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def offset(self, settings: Settings) -> int:
+        return input_offset(self.url, settings)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def spawn(settings: Settings, log: Path, name: str = "worker") -> Worker:
+    """A worker on a free /metrics port, logging (appending) to ``log``."""
+    proc, url = start_worker(settings.replace(web_port=free_port()), log)
+    return Worker(name, proc, url, log)
+
+
+def kill_at(workers: list[Worker], settings: Settings, target: int,
+            timeout_s: float = 300) -> tuple[Worker, int]:
+    """SIGKILL whichever of ``workers`` first reports an input position of at least ``target``
+    (with one input partition, the one that holds it); (that worker, its position)."""
+    def reached() -> tuple[Worker, int] | None:
+        for w in workers:
+            if w.proc.poll() is not None:  # any of them dying by itself fails the run
+                raise RuntimeError(f"{w.name} exited with {w.proc.returncode}:\n"
+                                   f"{log_tail(w.log)}")
+            if (pos := w.offset(settings)) >= target:
+                return w, pos
+        return None
+
+    w, pos = _wait(f"input offset {target}", reached, workers[0].proc, workers[0].log,
+                   timeout_s, 0.005)
+    w.kill()
+    return w, pos
+
+
+@dataclass
+class Run:
+    """One run's input on the broker: topics and a consumer group of its own."""
+
+    case: Case
+    settings: Settings
+    expected: dict[str, bytes]  # replay's alerts
+    started: float
+
+    @property
+    def total(self) -> int:
+        return len(self.case.events)
+
+
+def prepare(case: Case, workdir: Path, checkpoint_interval_s: float = 1.0,
+            broker: str = BROKER, **overrides: Any) -> Run:
+    """Replay ``case``, then publish it to fresh 1-partition topics on ``broker``."""
+    import uuid
+
+    started = time.monotonic()
+    expected = replay_alerts(case, workdir)
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(broker=broker, input_topic=f"r-{run}-events",
+                        alerts_topic=f"r-{run}-alerts", dlq_topic=f"r-{run}-dlq",
+                        context_topic=f"r-{run}-context", app_id=f"snoopwatch-recovery-{run}",
+                        data_dir=str(workdir), partitions=1,
+                        checkpoint_interval_s=checkpoint_interval_s).replace(**overrides)
+    asyncio.run(create_topics(settings, 1))
+    asyncio.run(publish(settings, case))
+    return Run(case, settings, expected, started)
+
+
+def finish(run: Run, worker: Worker, timeout_s: float = 600) -> None:
+    """Wait until the group has committed every input message, then stop ``worker``."""
+    try:
+        def done() -> bool:
+            return bool(scrape(worker.url)) and asyncio.run(committed(run.settings)) >= run.total
+        _wait("every input message committed", done, worker.proc, worker.log, timeout_s, 0.5)
+    finally:
+        stop_process(worker.proc, timeout=30)
 
 
 @dataclass
@@ -196,6 +313,8 @@ class Outcome:
     resent: int = 0  # alerts sent more than once (identical: allowed)
     dlq_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    story: list[str] = field(default_factory=list)  # what happened, for the report line
+    fields: Counter = field(default_factory=Counter)  # of differing alerts: fields that differ
 
     @property
     def exact(self) -> bool:
@@ -204,66 +323,25 @@ class Outcome:
     def line(self) -> str:
         what = "exact" if self.exact else (
             f"NOT exact: missing {self.ids_missing}, extra {self.ids_extra}, differing "
-            f"{self.differing}, dead letters {self.dlq_problems}")
-        return (f"killed at offsets {self.kills_at}; {self.replay_alerts} alerts in replay, "
+            f"{self.differing} (fields {dict(self.fields)}), dead letters {self.dlq_problems}")
+        told = "; ".join(self.story) if self.story else f"killed at offsets {self.kills_at}"
+        return (f"{told}; {self.replay_alerts} alerts in replay, "
                 f"{self.resent} re-sent identically; {what} ({self.seconds:.0f}s)")
 
 
-def run_case(case: Case, workdir: Path, kills: int, seed: int,
-             checkpoint_interval_s: float = 1.0, broker: str = BROKER) -> Outcome:
-    """Publish ``case``, run the worker with ``kills`` seeded SIGKILLs, compare with replay."""
-    import uuid
-
-    started = time.monotonic()
-    expected = replay_alerts(case, workdir)
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(broker=broker, input_topic=f"r-{run}-events",
-                        alerts_topic=f"r-{run}-alerts", dlq_topic=f"r-{run}-dlq",
-                        context_topic=f"r-{run}-context", app_id=f"snoopwatch-recovery-{run}",
-                        data_dir=str(workdir), partitions=1,
-                        checkpoint_interval_s=checkpoint_interval_s)
-    asyncio.run(create_topics(settings, 1))
-    asyncio.run(publish(settings, case))
-    total = len(case.events)
-    rng = random.Random(seed)
-    targets = sorted(rng.sample(range(total // 10, total * 9 // 10), kills))
-    log = workdir / "worker.log"
-    kills_at = []
-    for target in targets:
-        base = asyncio.run(committed(settings))
-        settings = settings.replace(web_port=free_port())
-        proc, url = start_worker(settings, log)
-        try:
-            def reached(url: str = url, base: int = base, target: int = target) -> float:
-                m = scrape(url)
-                pos = base + m.get("snoopwatch_events_consumed_total", 0) if m else 0
-                return pos if m and pos >= target else 0
-
-            pos = _wait(f"input offset {target}", reached, proc, log, 300, 0.005)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            kills_at.append(int(pos))
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    settings = settings.replace(web_port=free_port())
-    proc, url = start_worker(settings, log)
-    try:
-        def done() -> bool:
-            m = scrape(url)
-            return bool(m) and asyncio.run(committed(settings)) >= total
-        _wait("every input message committed", done, proc, log, 600, 0.5)
-    finally:
-        stop_process(proc, timeout=30)
-    out = Outcome(kills_at, len(expected))
-    sent = Counter()
+def compare(run: Run, kills_at: list[int], story: list[str] | None = None) -> Outcome:
+    """The alerts and dead letters on the run's topics against replay's (see the docstring)."""
+    settings, case, expected = run.settings, run.case, run.expected
+    out = Outcome(kills_at, len(expected), story=story or [])
+    sent: Counter = Counter()
     for msg in asyncio.run(read_all(settings, settings.alerts_topic)):
         a = orjson.loads(msg.value)
         a.pop("emitted_at", None)
         sent[a["alert_id"]] += 1
         if a["alert_id"] in expected and encode(a) != expected[a["alert_id"]]:
             out.differing.append(a["alert_id"])
+            theirs = orjson.loads(expected[a["alert_id"]])
+            out.fields.update(k for k in a.keys() | theirs.keys() if a.get(k) != theirs.get(k))
     out.ids_missing = sorted(set(expected) - set(sent))
     out.ids_extra = sorted(set(sent) - set(expected))
     out.resent = sum(n - 1 for n in sent.values())
@@ -276,8 +354,206 @@ def run_case(case: Case, workdir: Path, kills: int, seed: int,
     for where in sorted(want | set(origins)):
         if origins[where] != 1 or where not in want:
             out.dlq_problems.append(f"{where[0]}@{where[1]} x{origins[where]}")
-    out.seconds = time.monotonic() - started
+    out.seconds = time.monotonic() - run.started
     return out
+
+
+def run_case(case: Case, workdir: Path, kills: int, seed: int,
+             checkpoint_interval_s: float = 1.0, broker: str = BROKER) -> Outcome:
+    """Publish ``case``, run the worker with ``kills`` seeded SIGKILLs, compare with replay."""
+    run = prepare(case, workdir, checkpoint_interval_s, broker)
+    rng = random.Random(seed)
+    targets = sorted(rng.sample(range(run.total // 10, run.total * 9 // 10), kills))
+    log = workdir / "worker.log"
+    kills_at = []
+    for target in targets:
+        w = spawn(run.settings, log)
+        try:
+            kills_at.append(kill_at([w], run.settings, target)[1])
+        finally:
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
+    finish(run, spawn(run.settings, log))
+    return compare(run, kills_at)
+
+
+async def topic_end(settings: Settings, topic: str) -> int:
+    """The end offset of partition 0 of ``topic`` (0 if it has none)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None)
+    await consumer.start()
+    try:
+        if not await partitions_of(settings, topic):
+            return 0
+        tp = TopicPartition(topic, 0)
+        return (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
+async def group_state(settings: Settings) -> tuple[str, int]:
+    """(state, members) of the run's consumer group, e.g. ("Stable", 2)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        for resp in await admin.describe_consumer_groups([settings.app_id]):
+            for g in resp.groups:  # (error_code, group_id, state, protocol_type, protocol,
+                return g[2], len(g[5])  # members, ...)
+    finally:
+        await admin.close()
+    return "", 0
+
+
+def run_handover(case: Case, workdir: Path, seed: int, checkpoint_interval_s: float = 1.0,
+                 broker: str = BROKER) -> Outcome:
+    """A second worker joins the group when the first's input position reaches a seeded
+    offset; once the group is stable with both, the one holding the partition is SIGKILLed at
+    a later seeded offset, and the other must take over from the last epoch and finish."""
+    # The survivor is handed the partition once the dead worker's session expires.
+    run = prepare(case, workdir, checkpoint_interval_s, broker, session_timeout_s=6.0)
+    rng = random.Random(seed)
+    join_at = rng.randrange(run.total // 10, run.total * 3 // 10)
+    kill_target = rng.randrange(run.total * 11 // 20, run.total * 17 // 20)
+    first = spawn(run.settings, workdir / "first.log", "first")
+    second: Worker | None = None
+    story = []
+    try:
+        pos = _wait(f"input offset {join_at}",
+                    lambda: (p := first.offset(run.settings)) >= join_at and p,
+                    first.proc, first.log, 300, 0.005)
+        second = spawn(run.settings, workdir / "second.log", "second")
+        story.append(f"second worker started at offset {pos}")
+        # Both in the group and the partition assigned (else the kill would hit a worker
+        # that has not handed anything over yet).
+        _wait("a stable group of 2", lambda: asyncio.run(group_state(run.settings))
+              == ("Stable", 2), second.proc, second.log, 120, 0.1)
+        story.append(f"group of 2 stable, resuming at committed offset "
+                     f"{asyncio.run(committed(run.settings))}")
+        victim, pos = kill_at([first, second], run.settings, kill_target)
+        survivor = second if victim is first else first
+        story.append(f"{victim.name} (holding the partition) SIGKILLed at offset {pos} "
+                     f"(target {kill_target}), "
+                     f"{survivor.name} finished")
+    except BaseException:
+        for w in (first, second):
+            if w is not None:
+                stop_process(w.proc, timeout=10)
+        raise
+    finish(run, survivor)
+    # What the survivor took over: the state records the dead holder's epochs left.
+    restored = re.findall(r"snoopwatch: restored (\d+) state records of partition 0",
+                          survivor.log.read_text(errors="replace"))
+    story.append(f"{survivor.name} restored {int(restored[-1]) if restored else 0} state "
+                 f"records")
+    hopped = asyncio.run(topic_end(run.settings, f"{run.settings.app_id}-events-by-actor"))
+    story.append(f"{hopped} events took the by-actor hop")  # 1 partition: 0 unless a
+    # rebalance made a worker forward what it no longer detects in place
+    return compare(run, [pos], story)
+
+
+KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+
+
+@dataclass
+class Broker:
+    """A broker of its own run by deploy/kafka/kafka.sh: its state dir and ports."""
+
+    state_dir: Path
+    port: int
+    controller_port: int
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    def sh(self, *args: str) -> float:
+        """``kafka.sh ARGS`` for this broker; the seconds it took (raises if it fails)."""
+        env = {**os.environ, "SNOOPWATCH_STATE_DIR": str(self.state_dir),
+               "KAFKA_PORT": str(self.port), "KAFKA_CONTROLLER_PORT": str(self.controller_port)}
+        t0 = time.monotonic()
+        done = subprocess.run(["bash", str(KAFKA_SH), *args], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka.sh {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return time.monotonic() - t0
+
+
+def kafka_lib() -> Path | None:
+    """Kafka jars to reuse (``SNOOPWATCH_KAFKA_LIB``, else this checkout's state/kafka/lib), so
+    that a dedicated broker's fresh state dir does not fetch them with Maven again."""
+    lib = Path(os.environ.get("SNOOPWATCH_KAFKA_LIB", REPO / "state" / "kafka" / "lib"))
+    return lib.resolve() if lib.is_dir() else None
+
+
+@contextlib.contextmanager
+def dedicated_broker(state_dir: Path) -> Iterator[Broker]:
+    """Start a broker on free ports with its own state under ``state_dir``; wipe and stop it
+    at the end. Restarting it disturbs no other test or user of the shared broker."""
+    kafka = state_dir / "kafka"
+    kafka.mkdir(parents=True, exist_ok=True)
+    lib = kafka_lib()
+    if lib is not None and not (kafka / "lib").exists():
+        (kafka / "lib").symlink_to(lib, target_is_directory=True)
+    port = free_port()
+    while (controller := free_port()) == port:
+        pass
+    broker = Broker(state_dir, port, controller)
+    broker.sh("up")
+    try:
+        yield broker
+    finally:
+        broker.sh("down", "--wipe")
+        if (kafka / "lib").is_symlink():
+            (kafka / "lib").unlink()  # never let a later rmtree reach the shared jars
+
+
+def run_broker_restart(case: Case, workdir: Path, seed: int,
+                       checkpoint_interval_s: float = 1.0, outage_s: float = 0.0) -> Outcome:
+    """On a dedicated broker: when the worker's input position reaches a seeded offset, the
+    broker is stopped (``kafka.sh down``: SIGTERM), left down ``outage_s`` more, and started
+    again (``up``, data kept). A worker that exits meanwhile is restarted, as an operator's
+    supervisor would; the story says whether that happened."""
+    with dedicated_broker(workdir / "broker-state") as broker:
+        run = prepare(case, workdir, checkpoint_interval_s, broker.url)
+        target = random.Random(seed).randrange(run.total // 5, run.total * 3 // 5)
+        log = workdir / "worker.log"
+        w = spawn(run.settings, log)
+        story = []
+        try:
+            pos = _wait(f"input offset {target}",
+                        lambda: (p := w.offset(run.settings)) >= target and p,
+                        w.proc, log, 300, 0.005)
+            down_s = broker.sh("down")
+            time.sleep(outage_s)  # the outage's length, not a wait for anything
+            up_s = broker.sh("up")
+            back = time.monotonic()
+            story.append(f"broker stopped at offset {pos} (down {down_s:.1f}s, "
+                         f"{'' if not outage_s else f'kept down {outage_s:g}s, '}"
+                         f"up again {up_s:.1f}s)")
+            restarts = 0
+            while True:
+                if w.proc.poll() is not None:  # the supervisor's part
+                    story.append(f"worker exited with {w.proc.returncode}, restarted")
+                    restarts += 1
+                    if restarts > 3:
+                        raise RuntimeError(f"worker keeps exiting:\n{log_tail(log)}")
+                    w = spawn(run.settings, log)
+                try:
+                    finish(run, w)
+                    break
+                except RuntimeError:
+                    if w.proc.poll() is None:
+                        raise  # timed out, not exited
+            if not restarts:
+                story.append("the worker rode it out")
+            story.append(f"caught up {time.monotonic() - back:.0f}s after the broker was back")
+        finally:
+            stop_process(w.proc, timeout=30)
+        return compare(run, [], story)
 
 
 def alert_ids(settings: Settings) -> dict[str, bytes]:
@@ -387,6 +663,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="first run's seed (run i: seed + i)")
     ap.add_argument("--checkpoint-interval", type=float, default=1.0)
     ap.add_argument("--keep", action="store_true", help="keep each run's files and logs")
+    ap.add_argument("--mode", choices=MODES, default="kills",
+                    help="kills: --kills SIGKILLs and restarts; handover: a second worker "
+                    "joins, the one holding the partition is SIGKILLed; broker-restart: a "
+                    "dedicated broker is stopped and started under load")
+    ap.add_argument("--outage", type=float, default=0.0,
+                    help="broker-restart: seconds the broker stays down between down and up")
     ap.add_argument("--scaleout", action="store_true",
                     help="4 partitions keyed by actor: 1 worker vs 2 (one killed) vs replay")
     args = ap.parse_args(argv)
@@ -407,15 +689,23 @@ def main(argv: list[str] | None = None) -> int:
         seed = args.seed + i
         cfg = SimConfig(seed=seed, employees=args.employees, days=args.days)
         tmp = tempfile.mkdtemp(prefix="snoopwatch-recovery-")
+        case = make_case(cfg, args.malformed, seed)
         try:
-            out = run_case(make_case(cfg, args.malformed, seed), Path(tmp), args.kills, seed,
-                           args.checkpoint_interval)
+            if args.mode == "handover":
+                out = run_handover(case, Path(tmp), seed, args.checkpoint_interval)
+            elif args.mode == "broker-restart":
+                out = run_broker_restart(case, Path(tmp), seed, args.checkpoint_interval,
+                                         args.outage)
+            else:
+                out = run_case(case, Path(tmp), args.kills, seed, args.checkpoint_interval)
         finally:
             if not args.keep:
                 shutil.rmtree(tmp, ignore_errors=True)
         exact += out.exact
         print(f"run {i + 1:>2} (seed {seed}): {out.line()}", flush=True)
-    print(f"{exact}/{args.runs} runs exact ({args.kills} SIGKILLs each, "
+    what = {"kills": f"{args.kills} SIGKILLs each", "handover": "a worker joining, the "
+            "holder SIGKILLed", "broker-restart": "the broker restarted"}[args.mode]
+    print(f"{exact}/{args.runs} runs exact ({what}, "
           f"{args.employees} employees x {args.days} days, {args.malformed} malformed lines)")
     return 0 if exact == args.runs else 1
 

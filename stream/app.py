@@ -272,9 +272,20 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # Set once the context topic is read to its end as of the start: events judged before
     # it would be judged without watchlists a restart would have (a different verdict).
     context_ready = asyncio.Event()
+    # Cleared while a rebalance runs (revoke to assignment). An agent still working through a
+    # batch taken before it waits, then handles the rest only if its partition is still ours:
+    # else an input event would take the hop to a partition this worker no longer detects in
+    # place, acked, and race the new holder's in-place detection of later events.
+    settled = asyncio.Event()
+    settled.set()
+
+    async def still_ours(msg: Any) -> bool:
+        await settled.wait()
+        return (msg.topic, msg.partition) in app.consumer.assignment()
     router = Router()
     recent: deque[dict[str, Any]] = deque(maxlen=webguard.RECENT_ALERTS)
     input_name, by_actor_name = s.input_topic, by_actor.get_topic_name()
+    positions = pipeline.metrics.input_offsets  # snoopwatch_input_offset
 
     async def detect_one(ev: AccessEvent, event: Any, offset: int | None,
                          source: tuple[int, int] | None, started: float) -> Any:
@@ -303,9 +314,12 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         async for event in _taken(stream):
             if not context_ready.is_set():
                 await context_ready.wait()
-            started = time.perf_counter()
             msg = event.message
+            if not settled.is_set() and not await still_ours(msg):
+                continue  # unacked: its new holder reads it from the committed offset
+            started = time.perf_counter()
             part = msg.partition
+            positions[msg.topic, part] = msg.offset + 1
             source = {"topic": msg.topic, "partition": part, "offset": msg.offset}
             src = sources.get(msg.topic)
             if src is not None and src.format != "spec":
@@ -346,8 +360,10 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         async for event in _taken(stream):
             if not context_ready.is_set():
                 await context_ready.wait()
-            started = time.perf_counter()
             msg = event.message
+            if not settled.is_set() and not await still_ours(msg):
+                continue
+            started = time.perf_counter()
             if msg.partition not in store.loaded and not await store.ensure_loaded(
                     msg.partition):
                 continue  # revoked while its state was read: the new owner processes it
@@ -379,14 +395,20 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
         consumer = app.consumer
-        if not s.detect_in_place:
-            return
-        router.update(consumer.assignment(), consumer.topic_partitions(input_name),
-                      consumer.topic_partitions(by_actor_name), input_name, by_actor_name)
+        try:
+            if s.detect_in_place:
+                router.update(consumer.assignment(), consumer.topic_partitions(input_name),
+                              consumer.topic_partitions(by_actor_name), input_name,
+                              by_actor_name)
+        finally:
+            settled.set()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        settled.clear()
         router.update(set(), None, None, input_name, by_actor_name)
+        pipeline.metrics.forget_input_offsets({(tp.topic, tp.partition) for tp in revoked})
+        dead_letters.forget()
         # Both topics: partition p of the input topic is detected in place into the state
         # of by-actor partition p.
         mine = {tp.partition for tp in revoked if tp.topic in (input_name, by_actor_name)}

@@ -131,6 +131,16 @@ class DeadLetters:
                     log.info("snoopwatch: %d dead letters of the last %.0f min read back "
                              "(not sent again)", len(self.seen), WINDOW_MS / 60_000)
 
+    def forget(self) -> None:
+        """Read the topic's tail back again before the next dead letter: call on a rebalance.
+
+        The new holder of a partition, this worker included when it is given its own back,
+        resumes from the group's committed offset, which lags behind the dead letters already
+        sent (the revoke's checkpoint acks without a commit). What was read back at start does
+        not hold those; the tail does (faust flushes the producer before the revoke).
+        """
+        self.seen = None
+
     async def send(self, key: bytes | None, record: dict[str, Any], value: bytes) -> bool:
         """Send ``value`` (the encoded ``record``) unless its origin was dead-lettered before
         this worker started; False if skipped."""

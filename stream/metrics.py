@@ -12,7 +12,10 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from detectors.engine import SEVERITY_RANK
 from detectors.events import REASONS
@@ -68,6 +71,7 @@ class Metrics:
             self.dead_lettered.labels(reason=reason)
             self.context_dead_lettered.labels(reason=reason)
         self._init_consumer_lag()
+        self._init_input_offsets()
         self._init_reliability()
         self._init_sources()
 
@@ -111,6 +115,29 @@ class Metrics:
             self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
         self._lag_series = current
 
+    # --- Input position (issue 15) ----------------------------------------------------------
+    # Where each input partition this worker consumes stands: the offset after the last message
+    # it took. Kept in a plain dict (set per message, read when scraped: no label lookup on the
+    # hot path); a revoked partition loses its series, so after a rebalance only its new owner
+    # shows it, from where the group's committed offset made it resume.
+
+    def _init_input_offsets(self) -> None:
+        self.input_offsets: dict[tuple[str, int], int] = {}
+        self.registry.register(_InputOffsets(self.input_offsets))
+
+    def forget_input_offsets(self, revoked: set[tuple[str, int]]) -> None:
+        """Drop the series of input partitions taken away in a rebalance.
+
+        >>> m = Metrics()
+        >>> m.input_offsets[("access-events", 0)] = 41
+        >>> m.input_offsets[("access-events", 1)] = 7
+        >>> m.forget_input_offsets({("access-events", 1)})
+        >>> [line for line in m.exposition().decode().splitlines()
+        ...  if line.startswith("snoopwatch_input_offset{")]
+        ['snoopwatch_input_offset{partition="0",topic="access-events"} 41.0']
+        """
+        for key in revoked:
+            self.input_offsets.pop(key, None)
 
     # --- Reliability (issue 4): de-duplication, checkpoints, restore -----------------------
 
@@ -153,3 +180,19 @@ class Metrics:
             self.source_records.labels(format=fmt)
             for reason in REASONS:
                 self.source_dead_lettered.labels(format=fmt, reason=reason)
+
+
+class _InputOffsets:
+    """``snoopwatch_input_offset``, read from :attr:`Metrics.input_offsets` when scraped."""
+
+    def __init__(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.offsets = offsets
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "snoopwatch_input_offset",
+            "Per input partition this worker consumes: the offset after the last message it "
+            "took (its position in the input).", labels=["topic", "partition"])
+        for (topic, partition), offset in sorted(self.offsets.items()):
+            family.add_metric([topic, str(partition)], offset)
+        yield family

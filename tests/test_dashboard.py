@@ -28,7 +28,9 @@ GRAFANA = REPO / "deploy" / "grafana"
 # Issue 4's reliability series: panels still to add to stream/dashboards.py.
 NOT_ON_DASHBOARD: set[str] = {
     "snoopwatch_events_duplicate", "snoopwatch_events_replayed", "snoopwatch_state_checkpoints",
-    "snoopwatch_state_checkpointed_actors", "snoopwatch_state_restore_seconds"}
+    "snoopwatch_state_checkpointed_actors", "snoopwatch_state_restore_seconds",
+    # a raw position: the lag panel shows what matters of it
+    "snoopwatch_input_offset"}
 
 
 def _family(series: str) -> str:
