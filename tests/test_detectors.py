@@ -730,28 +730,43 @@ def test_accumulated_risk_fades_on_quiet_days_but_returns_with_the_next_signal()
     assert again.score > 60 and again.alert is None
 
 
-def test_a_huge_export_by_a_group_that_never_exports_is_flagged_a_small_one_is_not() -> None:
-    """Engineers read logs for weeks and never export: no spread to judge by, but a million
-    records out is flagged by its size alone; a few hundred (a debugging dump) is not."""
-    def eng_event(i: int, t: int, actor: str, action: str = "read", records: int = 1
-                  ) -> AccessEvent:
-        return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
-                            "role": "engineer", "team": "platform", "action": action,
-                            "resource_type": "log" if action == "read" else "report",
-                            "records": records, "client": "cli", "source_ip": "10.9.0.1"})
+def engineer_event(i: int, t: int, actor: str, action: str = "read", records: int = 1,
+                   resource: str = "report") -> AccessEvent:
+    """An engineer reading logs, or taking ``records`` of ``resource`` out (``action``)."""
+    return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
+                        "role": "engineer", "team": "platform", "action": action,
+                        "resource_type": "log" if action == "read" else resource,
+                        "records": records, "client": "cli", "source_ip": "10.9.0.1"})
 
-    eng = Engine()
+
+def engineers_at_work(eng: Engine, days: int, bundles: bool = False) -> int:
+    """Ten engineers reading logs 9-to-5 for ``days`` days, with ``bundles`` now and then
+    downloading a small log bundle (~35 in 13 days); none is alerted. Returns the next
+    event index."""
     i = 0
-    for day in range(13):
+    for day in range(days):
         for hour in range(9, 17):
             for who in range(10):
                 i += 1
                 t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
-                assert eng.process(eng_event(i, t, f"eng-{who}")).alert is None
+                if bundles and (day * 8 + hour + who) % 23 == 0:
+                    e = engineer_event(i, t, f"eng-{who}", "download", 3, "log_bundle")
+                else:
+                    e = engineer_event(i, t, f"eng-{who}")
+                assert eng.process(e).alert is None
+    return i + 1
+
+
+def test_a_huge_export_by_a_group_that_never_exports_is_flagged_a_small_one_is_not() -> None:
+    """Engineers read logs for weeks and never export: no spread to judge by, but a million
+    records out is flagged by its size alone; a few hundred (a debugging dump) is not."""
+    eng = Engine()
+    i = engineers_at_work(eng, 13)
     t = T0 + 13 * 24 * HOUR_MS + 10 * HOUR_MS
-    small = eng.process(eng_event(i + 1, t, "eng-1", "export", records=20_000))
+    small = eng.process(engineer_event(i, t, "eng-1", "export", records=20_000))
     assert small.alert is None and "egress" not in eng.actors["eng-1"].levels
-    big = eng.process(eng_event(i + 2, t + HOUR_MS, "eng-2", "export", records=1_500_000))
+    big = eng.process(engineer_event(i + 1, t + HOUR_MS, "eng-2", "export",
+                                     records=1_500_000))
     assert big.alert is not None
     egress = next(r for r in big.alert.reasons if r.detector == "egress")
     assert "their peers rarely do any (0 of" in egress.description
@@ -763,21 +778,9 @@ def test_a_group_that_has_worked_a_few_days_without_exports_is_already_judged_so
     """Three days of ten engineers' work (240 hours) without any export are evidence enough
     that a million records out is not their normal (it went unjudged before 500 hours)."""
     eng = Engine()
-    i = 0
-    for day in range(days):
-        for hour in range(9, 17):
-            for who in range(10):
-                i += 1
-                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
-                eng.process(parse_event({
-                    "event_id": f"e{i}", "time": t, "actor": f"eng-{who}", "role": "engineer",
-                    "action": "read", "resource_type": "log", "client": "cli",
-                    "source_ip": "10.9.0.1"}))
+    i = engineers_at_work(eng, days)
     t = T0 + days * 24 * HOUR_MS + 10 * HOUR_MS
-    big = eng.process(parse_event({
-        "event_id": "x", "time": t, "actor": "eng-2", "role": "engineer", "action": "export",
-        "resource_type": "report", "records": 1_500_000, "client": "cli",
-        "source_ip": "10.9.0.1"}))
+    big = eng.process(engineer_event(i, t, "eng-2", "export", records=1_500_000))
     assert big.alert is not None and eng.actors["eng-2"].levels["egress"] > 0.9
 
 
@@ -786,34 +789,18 @@ def test_one_insiders_export_does_not_widen_the_groups_normal_for_the_next() -> 
     records (alerted); the hour it did so teaches the group a tenth of an ordinary one and is
     not its largest on record, so a colleague's export of the same size next day is alerted
     too (it was not when the first export became the group's normal)."""
-    def eng_event(i: int, t: int, actor: str, action: str = "read", records: int = 1
-                  ) -> AccessEvent:
-        return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
-                            "role": "engineer", "team": "platform", "action": action,
-                            "resource_type": "log" if action == "read" else "log_bundle",
-                            "records": records, "client": "cli", "source_ip": "10.9.0.1"})
-
     eng = Engine()
-    i = 0
-    for day in range(13):
-        for hour in range(9, 17):
-            for who in range(10):
-                i += 1
-                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
-                small = (day * 8 + hour + who) % 23 == 0  # ~35 small bundles in all
-                e = eng_event(i, t, f"eng-{who}", "download" if small else "read",
-                              records=3 if small else 1)
-                assert eng.process(e).alert is None
+    i = engineers_at_work(eng, 13, bundles=True)
     assert eng.peers["engineer"].signals["egress"].hours >= 24  # the group's own normal
     levels = []
     for day, who in ((13, 2), (14, 3)):
         t = T0 + day * 24 * HOUR_MS + 10 * HOUR_MS
-        v = eng.process(eng_event(i + day, t, f"eng-{who}", "export", records=1_500_000))
+        v = eng.process(engineer_event(i + day, t, f"eng-{who}", "export", 1_500_000))
         assert v.alert is not None
         levels.append(eng.actors[f"eng-{who}"].levels["egress"])
         # Its hour and then its day end: both are learned (hourly and daily baselines).
-        eng.process(eng_event(i + day + 100, t + 2 * HOUR_MS, f"eng-{who}"))
-        eng.process(eng_event(i + day + 200, t + 22 * HOUR_MS, f"eng-{who}"))
+        eng.process(engineer_event(i + day + 100, t + 2 * HOUR_MS, f"eng-{who}"))
+        eng.process(engineer_event(i + day + 200, t + 22 * HOUR_MS, f"eng-{who}"))
     assert min(levels) > 0.9, levels
 
 
