@@ -63,7 +63,7 @@ from stream.pipeline import encode
 from stream.processes import log_tail, stop_process, wait_ready
 from stream.replay import replay
 from stream.simulate import SimConfig, context_entries, generate
-from stream.topics import create_topics
+from stream.topics import create_topics, read_to_end
 
 REPO = Path(__file__).resolve().parent.parent
 BROKER = os.environ.get("SNOOPWATCH_TEST_BROKER", "kafka://127.0.0.1:9092")
@@ -149,14 +149,7 @@ async def read_all(settings: Settings, topic: str) -> list[Any]:
         ends = await consumer.end_offsets(tps)
         for tp in tps:
             await consumer.seek_to_beginning(tp)
-        todo = {tp for tp in tps if ends[tp] > 0}
-        while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000)
-            for msgs in batch.values():
-                got.extend(msgs)
-            for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
+        await read_to_end(consumer, {tp for tp in tps if ends[tp] > 0}, ends, got.append)
     finally:
         await consumer.stop()
     return got

@@ -30,6 +30,7 @@ from detectors.events import InvalidEvent, decode_event
 from detectors.settings import Settings
 from stream.kafka_security import client_kwargs
 from stream.pipeline import home_partition
+from stream.topics import read_to_end
 
 SOURCE_HEADER = "snoopwatch-source"
 
@@ -123,15 +124,7 @@ async def _read_all(consumer: Any, tps: list[Any], ends: dict[Any, int], visit: 
     consumer.assign(tps)
     for tp in tps:
         await consumer.seek_to_beginning(tp)
-    todo = {tp for tp in tps if ends[tp] > 0}
-    while todo:
-        batch = await consumer.getmany(*todo, timeout_ms=1000)
-        for msgs in batch.values():
-            for msg in msgs:
-                visit(msg)
-        for tp in list(todo):
-            if await consumer.position(tp) >= ends[tp]:
-                todo.discard(tp)
+    await read_to_end(consumer, {tp for tp in tps if ends[tp] > 0}, ends, visit)
 
 
 async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -> Audit:

@@ -26,6 +26,7 @@ import orjson
 from detectors.settings import Settings
 from stream.audit import SOURCE_HEADER
 from stream.kafka_security import client_kwargs
+from stream.topics import read_to_end
 
 log = logging.getLogger("snoopwatch")
 
@@ -97,16 +98,13 @@ async def read_tail(settings: Settings, window_ms: int = WINDOW_MS) -> set[bytes
         for tp in todo:
             at = starts.get(tp)
             consumer.seek(tp, at.offset if at is not None else firsts[tp])
-        while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000)
-            for msgs in batch.values():
-                for msg in msgs:
-                    got = _origin_of(msg)
-                    if got is not None:
-                        seen.add(got)
-            for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
+
+        def keep(msg: Any) -> None:
+            got = _origin_of(msg)
+            if got is not None:
+                seen.add(got)
+
+        await read_to_end(consumer, todo, ends, keep)
     finally:
         await consumer.stop()
     return seen

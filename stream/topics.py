@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from detectors.settings import Settings
@@ -37,6 +38,21 @@ async def topic_partitions(admin: Any, topics: list[str], timeout_s: float = 60.
         if time.monotonic() > deadline:
             raise RuntimeError(f"topics {missing} show no partitions after {timeout_s:.0f} s")
         await asyncio.sleep(0.2)
+
+
+async def read_to_end(consumer: Any, todo: set[Any], ends: dict[Any, int],
+                      visit: Callable[[Any], None]) -> None:
+    """Hand ``visit`` every message of the assigned partitions in ``todo``, from where the
+    consumer stands on each, until each reaches its offset in ``ends`` (a snapshot of the
+    end offsets: what arrives later is not waited for). Empties ``todo``."""
+    while todo:
+        batch = await consumer.getmany(*todo, timeout_ms=1000)
+        for msgs in batch.values():
+            for msg in msgs:
+                visit(msg)
+        for tp in list(todo):
+            if await consumer.position(tp) >= ends[tp]:
+                todo.discard(tp)
 
 
 async def create_topics(settings: Settings, partitions: int | None = None,
