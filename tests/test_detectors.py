@@ -1110,3 +1110,47 @@ def test_a_scraper_above_its_own_habit_still_accumulates() -> None:
     assert max(sums[-3:]) > 2.0 > max(quiet[-3:]) + 0.5, ([round(s, 2) for s in sums],
                                                          [round(s, 2) for s in quiet])
     assert alerts
+
+
+def _justified_callbacks(habit: float, scrape_from: int | None, days: int = 20) -> list[float]:
+    """"bob" works ticketed customers and, in ``habit`` of his reads, calls back one he
+    worked under a ticket earlier that day without entering the ticket again (justified by
+    the ticketed contact); from day ``scrape_from`` he also looks up five unrelated
+    customers a day. Returns his highest ``unjustified`` level on each working day."""
+    import random
+
+    rng = random.Random(3)
+    eng, i, peaks = Engine(), 0, []
+    for day in (d for d in range(days) if d % 7 < 5):
+        worked: list[str] = []
+        peak = 0.0
+        for hour in range(9, 17):
+            for k in range(6):
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 600_000
+                i += 1
+                if worked and rng.random() < habit:
+                    e = ev(i, t, actor="bob", team="A", customer=rng.choice(worked), ticket=None)
+                else:
+                    worked.append(f"a{rng.randrange(5000)}")
+                    e = ev(i, t, actor="bob", team="A", customer=worked[-1], ticket=f"T{i}")
+                eng.process(e)
+                peak = max(peak, eng.actors["bob"].levels.get("unjustified", 0.0))
+        if scrape_from is not None and day >= scrape_from:
+            for k in range(5):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + 17 * HOUR_MS + k * 900_000
+                eng.process(ev(i, t, actor="bob", team="A", customer=f"z{i}", ticket=None))
+                peak = max(peak, eng.actors["bob"].levels.get("unjustified", 0.0))
+        peaks.append(peak)
+    return peaks
+
+
+def test_a_rising_unjustified_count_is_telling_despite_many_justified_callbacks() -> None:
+    """An agent a quarter of whose reads carry no ticket, all of them call-backs of
+    customers he worked under a ticket that day: his ticket habit alone would make a rising
+    count of unjustified customers barely count (the held-out family's heavy call-back
+    habits). How rarely his reads go unjustified makes it count."""
+    quiet = _justified_callbacks(0.25, None)
+    peaks = _justified_callbacks(0.25, scrape_from=8)
+    assert max(quiet) < 0.05, quiet
+    assert max(peaks[-4:]) > 0.35, [round(p, 2) for p in peaks]

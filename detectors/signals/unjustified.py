@@ -37,6 +37,7 @@ MAX_TICKETED = 64  # recent ticketed customers remembered per actor
 # customers it shares at all: another region's team meets it only by chance
 QUEUE_LINK_SHARE, QUEUE_MIN_LINKS = 0.1, 5
 LONG_TERM_GAIN_PER_HOUR = 1.0  # bursts are the short-term levels' job
+JUSTIFIED_MIN_READS = 100  # customer reads before the actor's justified share is used
 
 
 @dataclass(slots=True)
@@ -56,6 +57,9 @@ class UnjustifiedState:
     customer_reads: float = 0.0  # decaying count of all customer reads
     unjustified_customers: set[str] | None = None  # created on the first one (memory)
     hour_long_gain: float = 0.0  # long-term weight added in the running hour
+    # share of its customer reads (per customer-hour) that were justified: a ticket, or a
+    # ticketed contact with the customer in the last day (call-backs are justified)
+    justified: RunningStats = field(default_factory=lambda: RunningStats(0.005))
 
     __setstate__ = restore_slots
 
@@ -162,6 +166,7 @@ class Unjustified(Signal):
         peer_tickets = ctx.peer.signals["unjustified"]
         decay, fresh = ctx.decay, ctx.fresh
         habit = {"customer": True, "ticketed": bool(ev.ticket)}
+        looked = False  # an unjustified look (not a ticket, nor a call-back, nor a repeat)
         state.customer_reads *= decay
         state.unjustified *= decay
         if fresh:
@@ -195,6 +200,7 @@ class Unjustified(Signal):
                     recent = (t, *_TAKEN_BACK)
                 state.pending[customer] = (t, *recent[1:])  # the same look, still going on
             else:
+                looked = True
                 share = tickets.score_one(habit)
                 if share > 0:
                     self._unjustified(ctx, state, tickets, customer, served_by, in_queue,
@@ -211,6 +217,7 @@ class Unjustified(Signal):
                                         or st.long_term >= 1.0)
         weight = 0.25 if suspicious else 1.0
         if fresh:  # per customer (-hour), like the unjustified count and its payback
+            state.justified.update(0.0 if looked else 1.0)
             state.tickets.learn_one(habit, weight)
             peer_tickets.learn_one(habit, weight)
 
@@ -270,7 +277,15 @@ class Unjustified(Signal):
         days = state.unjustified_days
         if t // DAY_MS >= st.day:
             days.add()
-        trend = specificity(share) * days.score_one()
+        # How telling a rising count is: the geometric mean of what the ticket habit says
+        # and what the share of justified reads says. Call-backs to customers worked under
+        # a ticket are justified, so an agent who makes many (a quarter of its reads
+        # unticketed) is not deaf to a rise; one many of whose reads go unjustified (a
+        # fraud investigator) still barely counts.
+        justified = (state.justified.mean if state.justified.n >= JUSTIFIED_MIN_READS
+                     else share)
+        trend = (specificity(share) * specificity(max(share, justified))) ** 0.5 \
+            * days.score_one()
         if trend > score:
             score = trend
             recent = days.today + sum(days.recent)
