@@ -1154,3 +1154,29 @@ def test_a_rising_unjustified_count_is_telling_despite_many_justified_callbacks(
     peaks = _justified_callbacks(0.25, scrape_from=8)
     assert max(quiet) < 0.05, quiet
     assert max(peaks[-4:]) > 0.35, [round(p, 2) for p in peaks]
+
+
+def test_a_new_actor_on_a_network_in_a_block_its_peers_use_counts_less() -> None:
+    """Cold start (the actor judged against its peers): a newcomer's phone on a /24 of the
+    carrier block its colleagues' phones use is far less novel than a network outside every
+    block the group knows, as it is for an established actor."""
+    eng, i = Engine(), 0
+    for day in range(4):
+        for hour in range(9, 17):
+            for k in range(4):
+                for who in ("p1", "p2", "p3", "p4"):
+                    i += 1
+                    ip = f"100.64.{17 + k}.9" if k == 0 and hour % 2 else "10.1.2.3"
+                    eng.process(ev(i, T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 600_000,
+                                   actor=who, customer=f"c{i}", ticket=f"T{i}", ip=ip))
+    t = T0 + 4 * 24 * HOUR_MS + 10 * HOUR_MS
+    levels = {}
+    for k, (who, ip) in enumerate((("new1", "100.64.99.5"), ("new2", "198.51.100.7"))):
+        eng.process(ev(i + 1 + k, t + k * 60_000, actor=who, customer=f"n{k}",
+                       ticket=f"N{k}", ip=ip))
+        st = eng.actors[who]
+        levels[ip] = st.levels.get("first_seen", 0.0)
+        if ip.startswith("100.64."):
+            assert any("address block" in r.description for r in st.reasons["first_seen"][1])
+    assert levels["198.51.100.7"] > 0.2, levels
+    assert levels["100.64.99.5"] < 0.5 * levels["198.51.100.7"], levels

@@ -98,6 +98,10 @@ class FirstSeen(Signal):
             reasons = peers.explain(traits)
             for r in reasons:
                 r.description = r.description.replace("usually", "peers usually")
+                if r.detector == "first_seen_network" and near_known(
+                        traits["network"], own, peers):
+                    r.score *= COMMON_FACTOR
+                    r.description += " (in an address block the actor or its peers use)"
         if not reasons:
             return
         bump(ctx.st.hour_counts, "novel")  # (late events too, as ever)
