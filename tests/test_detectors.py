@@ -984,10 +984,10 @@ def test_new_origin_counts_less_where_peers_are_and_becomes_normal_after_a_day()
     def level(peers_there: bool, later_ms: int = 0) -> float:
         eng = Engine()
         i = 0
-        for who in ("ann", "bob", "cy"):
+        for n, who in enumerate(("ann", "bob", "cy")):  # (each at a desk of its own)
             for k in range(3):
                 i += 1
-                eng.process(ev(i, T0 + k * 60_000, actor=who, ip="10.1.2.3"))
+                eng.process(ev(i, T0 + k * 60_000, actor=who, ip=f"10.1.2.{3 + n}"))
         if peers_there:
             for who in ("bob", "cy"):
                 i += 1
@@ -1004,6 +1004,51 @@ def test_new_origin_counts_less_where_peers_are_and_becomes_normal_after_a_day()
     alone, common = level(False), level(True)
     assert alone > 0.6 and 0 < common < 0.3 * alone + 1e-9
     assert level(False, later_ms=25 * HOUR_MS) == 0  # a day on: no longer counted as new
+
+
+def test_new_origin_does_not_take_a_shared_hosts_calls_for_the_actors_own_origin() -> None:
+    """A scheduler runs each analyst's exports from one server under their names: those calls
+    say nothing about where the analyst works. An analyst whose only history is them (the
+    first the scheduler ran for, before the server was known as shared), then downloading
+    from its desk with its peers' BI client, raises no ``new_origin`` (held-out 50 and 52
+    alerted low to critical on it), nor on the data's first morning, before any peer has a
+    client of its own. With a client none of its peers uses, it still does (a group behind
+    one NAT address: a stolen credential), as it does after a session of the actor's own."""
+    def ana(i: int, t: int, actor: str, ip: str, client: str, action: str) -> AccessEvent:
+        return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
+                            "role": "analyst", "team": "analytics", "action": action,
+                            "resource_type": "report", "resource_id": f"r{i}", "records": 500,
+                            "client": client, "source_ip": ip})
+
+    def level(own_session: bool, client: str, first_morning: bool = False) -> float:
+        eng = Engine()
+        i, t = 0, T0 + 5 * HOUR_MS
+        weeks = 1 if first_morning else 3
+        for week in range(weeks):  # Monday mornings: the BI server's scheduled exports
+            for who in ("ann", "al", "bo", "cy") * 2:  # (two each)
+                i += 1
+                eng.process(ana(i, t + week * 7 * 24 * HOUR_MS + i * 60_000, who, "10.60.0.5",
+                                "bi-scheduler", "export"))
+            for k, who in enumerate(() if first_morning else ("al", "bo", "cy")):
+                i += 1
+                eng.process(ana(i, t + week * 7 * 24 * HOUR_MS + 4 * HOUR_MS + i * 60_000,
+                                who, f"10.1.50.{k + 10}", "bi-studio", "read"))
+        t += (weeks - 1) * 7 * 24 * HOUR_MS + 4 * HOUR_MS
+        if own_session:  # ann at its own desk, before
+            for k in range(3):
+                i += 1
+                eng.process(ana(i, t - 3 * HOUR_MS + k * 60_000, "ann", "10.2.90.21",
+                                "bi-studio", "read"))
+        ip = "198.51.100.9" if own_session or client != "bi-studio" else "10.2.90.21"
+        for k in range(10):
+            i += 1
+            eng.process(ana(i, t + k * 600_000, "ann", ip, client, "download"))
+        return eng.state_of("ann").levels.get("new_origin", 0.0)
+
+    assert level(own_session=False, client="bi-studio") == 0.0
+    assert level(own_session=False, client="bi-studio", first_morning=True) == 0.0
+    assert level(own_session=False, client="python-requests") > 0.9
+    assert level(own_session=True, client="python-requests") > 0.9
 
 
 def test_risk_counts_one_act_once_and_adds_up_different_kinds_of_evidence() -> None:

@@ -7,6 +7,15 @@ export from the new origin counts; the level grows with their number
 (``NEW_ORIGIN_SCALE`` of them make 0.63), and counts far less where the network is one the
 actor's peers use (a new office VPN, a team's new tool).
 
+Calls from an address that several actors of the group use (a shared host: a scheduler or
+batch server running jobs under each person's name) say nothing about where the actor
+itself works, so they do not make its "earlier calls": an analyst whose only history is the
+BI server's scheduled exports has no origin of its own yet, and its first session at its
+desk is its first origin, not a new one. Such an actor's downloads from a new network are
+still new with a client fewer than ``NEW_ORIGIN_PEERS`` of its peers use (a group behind one
+NAT address; a stolen session replayed with another tool), but not on the group's first day,
+before its clients are known.
+
 >>> from detectors.events import parse_event
 >>> from detectors.engine import Engine
 >>> eng = Engine()
@@ -34,16 +43,27 @@ from detectors.signals.base import DAY_MS, Context, Signal
 NEW_ORIGIN_MIN_EVENTS = 2  # the actor's own calls before an origin can be "new" to it
 NEW_ORIGIN_SCALE = 3.0     # downloads from the new origin that make a level of 0.63
 NEW_ORIGIN_COMMON = 0.3    # the level's share where peers use the network too
+NEW_ORIGIN_PEERS = 2       # peers using a network (a client) that make it common among them
 MAX_ORIGINS = 64           # networks and clients remembered per actor (bounded memory)
+# Distinct actors of a group on one address that make it a shared host (a server acting for
+# several people), whose calls are none of those actors' own origin: more than a desk two
+# people share.
+NEW_ORIGIN_SHARED_HOST = 3
+# Addresses whose calls an actor remembers counting (its first ones): a host found shared
+# only after the actor's calls from it counted (the data's first morning, when the scheduler
+# has run for only one or two people) is taken back out of its own calls.
+MAX_OWN_HOSTS = 8
 
 
 class Origins:
     """An actor's networks and clients, and the new origin it is using, if any."""
 
-    __slots__ = ("clients", "n", "networks", "since", "suspect", "taken")
+    __slots__ = ("clients", "hosts", "n", "networks", "since", "suspect", "taken", "via")
 
     def __init__(self) -> None:
         self.n = 0
+        self.via = 0  # of its calls, those from an address then known as a shared host
+        self.hosts: dict[str, int] = {}  # the others, per address (its first MAX_OWN_HOSTS)
         self.networks: set[str] = set()
         self.clients: set[str] = set()
         self.suspect: tuple[str, str] | None = None  # (network, client) new to the actor
@@ -51,10 +71,70 @@ class Origins:
         self.since = 0  # when it was first used (epoch ms)
 
     def __getstate__(self) -> tuple:
-        return (self.n, self.networks, self.clients, self.suspect, self.taken, self.since)
+        return (self.n, self.networks, self.clients, self.suspect, self.taken, self.since,
+                self.via, self.hosts)
 
     def __setstate__(self, state: tuple) -> None:
-        self.n, self.networks, self.clients, self.suspect, self.taken, self.since = state
+        self.n, self.networks, self.clients, self.suspect, self.taken, self.since = state[:6]
+        # (a record from before shared hosts: all its calls its own)
+        self.via, self.hosts = state[6:] if len(state) > 6 else (0, {})
+
+    def own_calls(self, shared: set[str]) -> int:
+        """Its calls from no shared host (one found shared since they counted included)."""
+        return self.n - self.via - sum(k for address, k in self.hosts.items()
+                                       if address in shared)
+
+
+class PeerOrigins:
+    """A group's networks in use, and the addresses several of its actors share."""
+
+    __slots__ = ("clients", "hosts", "networks", "shared", "since")
+
+    def __init__(self, networks: dict[str, int] | None = None, since: int = -1) -> None:
+        self.networks: dict[str, int] = networks or {}  # network -> actors that use it
+        self.clients: dict[str, int] = {}  # client -> actors that use it
+        self.hosts: dict[str, tuple[str, ...]] = {}  # address -> actors seen on it (a few)
+        self.shared: set[str] = set()  # addresses of NEW_ORIGIN_SHARED_HOST actors or more
+        self.since = since  # its first call (epoch ms; -1: none yet)
+
+    def __getstate__(self) -> tuple:
+        return (self.networks, self.clients, self.hosts, self.shared, self.since)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.networks, self.clients, self.hosts, self.shared, self.since = state
+
+    def knows_clients(self, t: int) -> bool:
+        """Whether its actors' clients are known: from a day after its first call (on the
+        data's first morning most have not worked yet)."""
+        return 0 <= self.since <= t - DAY_MS
+
+    def on_shared_host(self, address: str | None, actor: str) -> bool:
+        """Count ``actor`` on ``address``; whether the address is a shared host."""
+        if address is None:
+            return False
+        if address in self.shared:
+            return True
+        who = self.hosts.get(address, ())
+        if actor in who:
+            return False
+        if len(who) + 1 >= NEW_ORIGIN_SHARED_HOST:
+            del self.hosts[address]
+            if len(self.shared) < MAX_ORIGINS:
+                self.shared.add(intern(address))
+            return True
+        if not who and len(self.hosts) >= 4 * MAX_ORIGINS:
+            self.hosts.clear()  # (bounded: addresses seen by one actor are the bulk)
+        self.hosts[intern(address)] = (*who, intern(actor))
+        return False
+
+
+def peer_origins(ctx: Context) -> PeerOrigins:
+    """The group's state (a group restored from before it had shared hosts: a dict of
+    networks, converted)."""
+    peer = ctx.peer.signals["new_origin"]
+    if isinstance(peer, dict):
+        peer = ctx.peer.signals["new_origin"] = PeerOrigins(peer, since=0)
+    return peer
 
 
 class NewOrigin(Signal):
@@ -64,8 +144,8 @@ class NewOrigin(Signal):
     def new_actor(self) -> Origins:
         return Origins()
 
-    def new_peer(self, key: str) -> dict[str, int]:
-        return {}  # network -> actors of the group seen on it (bounded like the profiles)
+    def new_peer(self, key: str) -> PeerOrigins:
+        return PeerOrigins()  # (bounded like the profiles)
 
     def new_role(self, state: Any) -> Any:
         return state  # where an actor connects from is not about its role
@@ -84,27 +164,45 @@ class NewOrigin(Signal):
         origin = (network, client)
         if (own.suspect != origin and own.n >= NEW_ORIGIN_MIN_EVENTS
                 and network not in own.networks and client not in own.clients):
-            own.suspect, own.taken, own.since = (intern(network), intern(client)), 0, ctx.t
+            group = peer_origins(ctx)
+            if (own.own_calls(group.shared) >= NEW_ORIGIN_MIN_EVENTS
+                    or (group.clients.get(client, 0) < NEW_ORIGIN_PEERS
+                        and group.knows_clients(ctx.t))):
+                # (With calls from shared hosts only, the actor has no origin of its own
+                # yet: its first with its peers' client is that, one with a client none of
+                # them uses is still new; while no client is known as theirs, cold start,
+                # neither is.)
+                own.suspect, own.taken, own.since = (intern(network), intern(client)), 0, ctx.t
         if own.suspect != origin or not ev.is_egress:
             return
         own.taken += 1
         level = saturate(own.taken, NEW_ORIGIN_SCALE)
-        peers = ctx.peer.signals["new_origin"].get(network, 0)
-        if peers >= 2:
+        peers = peer_origins(ctx).networks.get(network, 0)
+        if peers >= NEW_ORIGIN_PEERS:
             level *= NEW_ORIGIN_COMMON
         ctx.raise_("new_origin", level, [Reason(
             "new_origin", level,
             f"{own.taken} downloads or exports from network {network} with client {client}, "
             f"both never used before by this actor (its {own.n} earlier calls came from "
-            f"{len(own.networks)} other network(s))" + (" (common among peers)" if peers >= 2
-                                                      else ""),
+            f"{len(own.networks)} other network(s))"
+            + (" (common among peers)" if peers >= NEW_ORIGIN_PEERS else ""),
             {"network": network, "client": client, "downloads": own.taken},
             {"networks_seen": len(own.networks), "clients_seen": len(own.clients)})])
 
     def learn_one(self, ctx: Context) -> None:
         ev, own = ctx.ev, ctx.st.signals["new_origin"]
         network = ctx.network
+        group = peer_origins(ctx)
+        if group.since < 0:
+            group.since = ctx.t
+        address = ev.source_ip
         own.n += 1
+        if group.on_shared_host(address, ev.actor):
+            own.via += 1  # (a shared host's calls are not the actor's own origin)
+        else:
+            hosts = own.hosts
+            if address is not None and (address in hosts or len(hosts) < MAX_OWN_HOSTS):
+                hosts[intern(address)] = hosts.get(address, 0) + 1
         if (own.suspect is not None and (network, ev.client) != own.suspect
                 and (network in own.networks or ev.client in own.clients)):
             # Back on an origin it had used: the new one is no longer being used alone.
@@ -113,9 +211,14 @@ class NewOrigin(Signal):
             return  # a suspect origin is not learned as the actor's own while in use
         if network is not None and len(own.networks) < MAX_ORIGINS:
             if network not in own.networks:
-                seen = ctx.peer.signals["new_origin"]
+                seen = group.networks
                 if len(seen) < 4 * MAX_ORIGINS or network in seen:
                     seen[network] = seen.get(network, 0) + 1
             own.networks.add(intern(network))
-        if ev.client is not None and len(own.clients) < MAX_ORIGINS:
-            own.clients.add(intern(ev.client))
+        client = ev.client
+        if client is not None and len(own.clients) < MAX_ORIGINS:
+            if client not in own.clients:
+                seen = group.clients
+                if len(seen) < 4 * MAX_ORIGINS or client in seen:
+                    seen[client] = seen.get(client, 0) + 1
+            own.clients.add(intern(client))
