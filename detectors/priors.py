@@ -40,9 +40,9 @@ BAR_CAP = 95.0  # the adaptive raise of the bar stops here: critical risk always
 # (about 50 people's first fortnight).
 BUDGET_MIN_DAYS = 500
 LONG_TERM_QUIET_HOURS = 6  # the accumulated level's share of the risk halves per quiet 6 h
-EPISODE_QUIET_DAYS = 1  # an alert episode ends after a day below half the bar
-# A departing actor is treated as leaving from two weeks before its notice (quiet grabs
-# start before the notice is given).
+EPISODE_QUIET_DAYS = 1  # an episode ends after a day below SNOOPWATCH_CLOSE_RATIO of the bar
+# A departing actor is treated as leaving from two weeks before its notice (a leaver may
+# start collecting before giving notice).
 LEAVING_BEFORE_NOTICE_DAYS = 14
 
 # --- The false-alert budget's tail (models.DayPeaks) ------------------------------------------
@@ -183,7 +183,7 @@ FOREST_CALIBRATION_QUANTILE = 0.9  # a learned vector at this quantile scores 1
 # --- Bounds on memory and compute (not beliefs about evidence) --------------------------------
 
 MAX_EVIDENCE = 50  # events (ids, customers) kept behind an actor's risk and listed in an alert
-FIRST_SEEN_MAX_VALUES = 256  # values remembered per trait and actor (settings may override)
+FIRST_SEEN_MAX_VALUES = 256  # values per trait and actor (SNOOPWATCH_MAX_PROFILE_VALUES in use)
 FIRST_SEEN_PEER_MAX_VALUES = 1024  # per trait and peer group
 FIRST_SEEN_FORGET_PARTS = 4  # a full profile forgets its rarest quarter at once
 FOREST_TREES = 25  # trees in the isolation forest
@@ -205,4 +205,4 @@ USUAL_CACHE_FROM = 4  # profiles over 4x USUAL_VALUES values cache their most us
 USUAL_CACHE_REFRESH, USUAL_CACHE_SLACK = 1.05, 20  # ... refreshed after 5 % (+20) more events
 PEER_ORDINARY_NOTE = 0.5  # a volume reason says "not unusual for their peers" below this factor
 USUAL_HOURS_SHARE = 0.02  # an hour with this share of the actor's activity is a usual one
-DISPLAY_WHOLE_FROM = 10  # counts from 10 are shown whole (12, 3.4k, 12M)
+DISPLAY_WHOLE_FROM = 10  # counts from 10 are shown without decimals, from 10k as 12k (not 1.2k)
