@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 # Dotted names are modules of a subpackage (``signals.volume``: detectors/signals/volume.py);
-# a package's __init__ (the signal registry) stays Python.
+# a package's __init__ (the signal registry) stays Python, and so does ``priors`` (constants
+# only, read once as the compiled modules import them: compiling it would save nothing).
 COMPILED = ("events", "models", "multivariate", "engine", "signals.base", "signals.volume",
             "signals.departing", "signals.off_hours", "signals.unjustified",
             "signals.first_seen", "signals.new_origin", "signals.multivariate",

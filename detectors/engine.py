@@ -66,6 +66,19 @@ from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
 from detectors.models import DayPeaks, Reason
+from detectors.priors import (
+    BAR_CAP,
+    BUDGET_MIN_DAYS,
+    EPISODE_QUIET_DAYS,
+    FURTHER_FAMILY_WEIGHT,
+    LEAVING_BEFORE_NOTICE_DAYS,
+    LEVEL_CAP,
+    LONG_TERM_QUIET_HOURS,
+    MAX_EVIDENCE,
+    NEGLIGIBLE,
+    SEVERITIES,
+    SUMMARY_REASONS,
+)
 from detectors.settings import Settings
 from detectors.signals import REGISTRY, Context, Signal
 from detectors.signals.accumulated import LONG_TERM_SCALE, Accumulated
@@ -81,24 +94,17 @@ from detectors.signals.base import restore_slots as _restore_slots
 from detectors.signals.first_seen import network_of
 
 # (HOUR_MS, DAY_MS, LONG_TERM_CAP, LONG_TERM_SCALE, rfc3339, specificity and network_of are
-# re-exported: callers import them from here.)
-__all__ = ["DAY_MS", "HOUR_MS", "LONG_TERM_CAP", "LONG_TERM_SCALE", "ActorState", "Alert",
-           "Engine", "Frozen", "PeerGroup", "Verdict", "network_of", "rfc3339", "severity_of",
+# re-exported: callers import them from here; so are the priors that were defined here:
+# detectors.priors holds them.)
+__all__ = ["BUDGET_MIN_DAYS", "DAY_MS", "FURTHER_FAMILY_WEIGHT", "HOUR_MS", "LONG_TERM_CAP",
+           "LONG_TERM_SCALE", "MAX_EVIDENCE", "SEVERITIES", "ActorState", "Alert", "Engine",
+           "Frozen", "PeerGroup", "Verdict", "network_of", "rfc3339", "severity_of",
            "specificity"]
 
-MAX_EVIDENCE = 50
-LONG_TERM_QUIET_MS = 6 * HOUR_MS  # its share of the risk halves per quiet 6 h
-# Severity bands of the risk score (0-100); an alert opens at the configured threshold.
-SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low"))
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
-EPISODE_QUIET_MS = DAY_MS  # an alert episode ends after this long below half the bar
-# The risk counts each family's strongest level; each further family counts this much of
-# the one before (a prior: evidence of different kinds adds up, but a pile of weak ones of
-# several kinds, a new hire's first days, must not make an alert alone).
-FURTHER_FAMILY_WEIGHT = 0.6
-# Finished actor-days before the false-alert budget's bar applies: its bulk must be known
-# (about 50 people's first fortnight).
-BUDGET_MIN_DAYS = 500
+LONG_TERM_QUIET_MS = LONG_TERM_QUIET_HOURS * HOUR_MS  # its share of the risk halves per quiet
+SEVERITY_RANK = {name: rank for rank, (_, name) in enumerate(reversed(SEVERITIES))}  # low: 0
+EPISODE_QUIET_MS = EPISODE_QUIET_DAYS * DAY_MS  # an episode ends this long below half the bar
+_ORDINAL_1970 = date(1970, 1, 1).toordinal()  # days from 0001-01-01 (proleptic) to the epoch
 
 
 def signal_names(registry: list[type[Signal]] | None = None) -> tuple[str, ...]:
@@ -395,11 +401,13 @@ class Engine:
         entry = self.departing.get(actor)
         if entry is None:
             return None
-        if entry.notice_ms is not None and t < entry.notice_ms - 14 * DAY_MS:
+        before = LEAVING_BEFORE_NOTICE_DAYS * DAY_MS
+        if entry.notice_ms is not None and t < entry.notice_ms - before:
             return None
         if entry.last_day is not None:
             end = date.fromisoformat(entry.last_day)
-            if t >= (end.toordinal() - 719162 + 1) * DAY_MS:
+            # Leaving until the end of the day after last_day (epoch day d + 2 starts after it).
+            if t >= (end.toordinal() - _ORDINAL_1970 + 2) * DAY_MS:
                 return None
         return entry
 
@@ -534,7 +542,7 @@ class Engine:
             levels = st.levels
             for name in list(levels):
                 level = levels[name] * factor
-                if level > 0.01:
+                if level > NEGLIGIBLE:
                     levels[name] = level
                 else:  # faded below what counts anywhere: forget it (and its reasons)
                     del levels[name]
@@ -578,7 +586,7 @@ class Engine:
         # signals; between them (the quiet days after an episode) it fades within hours.
         long_score = (0.0 if "accumulated" in self._disabled
                       else self._accumulated.level(st))
-        if not st.levels and long_score <= 0.01:
+        if not st.levels and long_score <= NEGLIGIBLE:
             return 0.0  # most actors, most of the time
         if fade:
             long_score *= 0.5 ** (max(0, st.last_ms - st.last_signal_ms) / LONG_TERM_QUIET_MS)
@@ -590,9 +598,9 @@ class Engine:
                 strongest[fam] = level
         keep, weight = 1.0, 1.0
         for level in sorted(strongest.values(), reverse=True):
-            if level <= 0.01:
+            if level <= NEGLIGIBLE:
                 break
-            keep *= 1.0 - weight * min(level, 0.999)
+            keep *= 1.0 - weight * min(level, LEVEL_CAP)
             weight *= FURTHER_FAMILY_WEIGHT
         return round(100.0 * (1.0 - keep), 1)
 
@@ -603,9 +611,9 @@ class Engine:
         raised = self._budget(now_ms)
         if peer.risk_hours >= self.settings.adaptive_min_hours:
             raised = max(raised, peer.risk.get() + self.settings.adaptive_margin)
-        # The raise stops at 95 (critical risk always alerts); a bar configured above that
-        # is kept as configured.
-        return max(floor, min(raised, 95.0))
+        # The raise stops at BAR_CAP (critical risk always alerts); a bar configured above
+        # that is kept as configured.
+        return max(floor, min(raised, BAR_CAP))
 
     def _budget(self, now_ms: int) -> float:
         """The false-alert budget's bar, read once a day from the actor-days before it (so
@@ -655,7 +663,7 @@ class Engine:
         ids = [ev.event_id] + [eid for eid, _ in reversed(evidence) if eid != ev.event_id]
         customers = {c for _, c in evidence if c is not None} | st.hour_customers
         who = f"{ev.actor} ({st.role})" if st.role else ev.actor
-        summary = f"{who} " + "; ".join(r.description for r in reasons[:3]) + "."
+        summary = f"{who} " + "; ".join(r.description for r in reasons[:SUMMARY_REASONS]) + "."
         volume = st.signals.get("volume")
         uj = st.signals.get("unjustified")
         if volume is not None and uj is not None and (
@@ -674,7 +682,7 @@ class Engine:
         out = []
         for name, level in st.levels.items():
             peak, reasons = st.reasons.get(name, (0.0, []))
-            if level <= 0.01 or peak <= 0:
+            if level <= NEGLIGIBLE or peak <= 0:
                 continue
             out.extend(Reason(r.detector, r.score * level / peak, r.description, r.observed,
                               r.expected) for r in reasons)

@@ -16,6 +16,61 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+from detectors.priors import (
+    BUDGET_HIGH_QUANTILE,
+    BUDGET_HIGH_TAIL,
+    BUDGET_LOW_QUANTILE,
+    BUDGET_TAIL_RATIO,
+    DAILY_ALPHA,
+    DAILY_FLOOR,
+    DAILY_MIN_DAYS,
+    DAILY_MULTIPLE,
+    DAILY_RECENT_DAYS,
+    DAILY_SCALE,
+    DAILY_SIGMAS,
+    DAY_MIN_SD,
+    DISPLAY_WHOLE_FROM,
+    FIRST_SEEN_FORGET_PARTS,
+    FIRST_SEEN_MAX_VALUES,
+    FIRST_SEEN_MIN_EVENTS,
+    FIRST_SEEN_PSEUDO_COUNT,
+    FIRST_SEEN_SCALE,
+    FIRST_SEEN_TOLERATED,
+    HOURS_ANY_DAY_SHARE,
+    HOURS_MIN_EVENTS,
+    HOURS_PSEUDO_COUNT,
+    HOURS_SCALE,
+    HOURS_TOLERATED,
+    NOVELTY_WEIGHT,
+    PEAK_FORGET,
+    PEAK_MULTIPLE,
+    PEAK_SCALE,
+    PEAK_TOLERANCE_SHARE,
+    PEAKS_BIN_WIDTH,
+    PEAKS_TOP,
+    REPEAT_DISCOUNT,
+    REPEAT_MARGIN,
+    RUNNING_ALPHA,
+    TICKET_ALPHA,
+    TICKET_MIN_EVENTS,
+    USUAL_CACHE_FROM,
+    USUAL_CACHE_REFRESH,
+    USUAL_CACHE_SLACK,
+    USUAL_HOURS_SHARE,
+    USUAL_VALUES,
+    VOLUME_ALPHA,
+    VOLUME_MIN_COUNT,
+    VOLUME_MIN_HOURS,
+    VOLUME_SCALE,
+    VOLUME_SD_FLOOR,
+    VOLUME_Z0,
+)
+
+# Not priors: the calendar (slots of a week) and a guard that keeps a logarithm finite.
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+_WEEKEND_FROM = 5  # Saturday
+_RISK_MAX, _HAZARD_MIN = 99.99, 1e-9  # risk 100 has no finite hazard
+
 
 @dataclass(slots=True)
 class Reason:
@@ -49,7 +104,7 @@ class RunningStats:
 
     __slots__ = ("alpha", "mean", "n", "var")
 
-    def __init__(self, alpha: float = 0.05) -> None:
+    def __init__(self, alpha: float = RUNNING_ALPHA) -> None:
         self.alpha = alpha
         self.n = 0
         self.mean = 0.0
@@ -72,9 +127,6 @@ def saturate(excess: float, scale: float) -> float:
     """Map a non-negative excess to [0, 1): 0 stays 0, ``scale`` maps to 0.63."""
     return 0.0 if excess <= 0 else 1.0 - math.exp(-excess / scale)
 
-
-REPEAT_MARGIN = math.log(1.25)  # log1p headroom over the peak still counted as a repeat
-PEAK_FORGET = 0.005  # log units per learned hour: a peak halves in ~140 active hours
 
 
 _SHARED: dict[tuple, dict] = {}
@@ -111,11 +163,12 @@ class VolumeBaseline:
                  "period", "scale", "stats", "z0")
 
     def __init__(self, features: tuple[str, ...] = ("records", "customers"),
-                 min_counts: dict[str, int] | None = None, alpha: float = 0.05,
-                 min_hours: int = 6, floor: float = 0.5, z0: float = 2.5, scale: float = 1.5,
+                 min_counts: dict[str, int] | None = None, alpha: float = VOLUME_ALPHA,
+                 min_hours: int = VOLUME_MIN_HOURS, floor: float = VOLUME_SD_FLOOR,
+                 z0: float = VOLUME_Z0, scale: float = VOLUME_SCALE,
                  name: str = "volume", period: str = "hour") -> None:
         self.features = features
-        self.min_counts = _shared({f: 10 for f in features} | (min_counts or {}))
+        self.min_counts = _shared({f: VOLUME_MIN_COUNT for f in features} | (min_counts or {}))
         self.alpha = alpha
         self.min_hours = min_hours
         self.floor = floor
@@ -156,10 +209,10 @@ class VolumeBaseline:
         """One count's score, once enough hours are learned and it reaches ``min_counts``."""
         by_spread = saturate(self.z(f, value, floor) - z0, self.scale)
         if math.log1p(value) <= self.peak[f] + REPEAT_MARGIN:
-            by_spread *= 0.4  # no bigger than what it has done before (a weekly export)
+            by_spread *= REPEAT_DISCOUNT  # no bigger than what it has done before
         # Beyond 3x the largest hour on record (z0 shifts it like the spread test).
-        by_peak = saturate(math.log1p(value) - self.peak[f] - math.log(3) - (z0 - self.z0) / 2,
-                           1.0)
+        by_peak = saturate(math.log1p(value) - self.peak[f] - math.log(PEAK_MULTIPLE)
+                           - (z0 - self.z0) * PEAK_TOLERANCE_SHARE, PEAK_SCALE)
         return max(by_spread, by_peak)
 
     def score_one(self, x: dict[str, int], z0: float | None = None,
@@ -203,7 +256,7 @@ UNITS = {"records": "records", "customers": "distinct customers",
 def _fmt(n: float) -> str:
     """Counts as people read them: 12, 3.4k, 12M."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= 10 * size:
+        if n >= DISPLAY_WHOLE_FROM * size:
             return f"{n / size:.0f}{unit}"
     return f"{n:.0f}"
 
@@ -236,7 +289,8 @@ class DailyCount:
 
     __slots__ = ("floor", "min_days", "recent", "today", "usual")
 
-    def __init__(self, floor: float = 0.5, min_days: int = 5, alpha: float = 0.1) -> None:
+    def __init__(self, floor: float = DAILY_FLOOR, min_days: int = DAILY_MIN_DAYS,
+                 alpha: float = DAILY_ALPHA) -> None:
         self.floor = floor
         self.min_days = min_days
         self.usual = RunningStats(alpha)
@@ -252,17 +306,18 @@ class DailyCount:
 
     def roll(self, weight: float = 1.0) -> None:
         self.usual.update(self.today, weight)
-        self.recent = (*self.recent, self.today)[-2:]
+        self.recent = (*self.recent, self.today)[-DAILY_RECENT_DAYS:]
         self.today = 0
 
-    def _excess(self, total: float, days: int, min_sd: float = 0.0, multiple: float = 2.5,
-                sigmas: float = 3.0) -> float:
+    def _excess(self, total: float, days: int, min_sd: float = 0.0,
+                multiple: float = DAILY_MULTIPLE, sigmas: float = DAILY_SIGMAS) -> float:
         expected = days * self.rate
         sd = max(math.sqrt(max(days * self.usual.var, expected)), min_sd)
         return saturate(min(total / expected / multiple, (total - expected) / sd / sigmas)
-                        - 1.0, 0.5)
+                        - 1.0, DAILY_SCALE)
 
-    def score_one(self, multiple: float = 2.5, sigmas: float = 3.0) -> float:
+    def score_one(self, multiple: float = DAILY_MULTIPLE, sigmas: float = DAILY_SIGMAS
+                  ) -> float:
         """Today and the two previous active days against the usual rate (0 to 1)."""
         if self.usual.n < self.min_days:
             return 0.0
@@ -292,7 +347,7 @@ class DailyCount:
         allowance = usual + math.sqrt(usual)  # (and a standard deviation of Poisson noise)
         return max(0.0, 1.0 - allowance / (self.today + 1))
 
-    def day_score(self, min_sd: float = 1.0) -> float:
+    def day_score(self, min_sd: float = DAY_MIN_SD) -> float:
         """Today alone, with at least ``min_sd`` of spread (one day is noisier than three)."""
         if self.usual.n < self.min_days:
             return 0.0
@@ -318,9 +373,9 @@ class TimeOfWeek:
 
     __slots__ = ("counts", "min_events", "n", "scale", "tolerated")
 
-    def __init__(self, min_events: int = 50, tolerated: float = 1.5, scale: float = 0.5
-                 ) -> None:
-        self.counts = array("L", bytes(48 * array("L").itemsize))  # no int object per slot
+    def __init__(self, min_events: int = HOURS_MIN_EVENTS, tolerated: float = HOURS_TOLERATED,
+                 scale: float = HOURS_SCALE) -> None:
+        self.counts = array("L", bytes(2 * 24 * array("L").itemsize))  # no int object per slot
         self.n = 0
         self.min_events = min_events
         self.tolerated = tolerated
@@ -329,8 +384,8 @@ class TimeOfWeek:
     @staticmethod
     def slot(t_ms: int) -> int:
         hour = (t_ms // 3_600_000) % 24
-        weekday = (t_ms // 86_400_000 + 3) % 7  # 1970-01-01 was a Thursday
-        return hour + (24 if weekday >= 5 else 0)
+        weekday = (t_ms // 86_400_000 + _EPOCH_WEEKDAY) % 7
+        return hour + (24 if weekday >= _WEEKEND_FROM else 0)
 
     def learn_one(self, t_ms: int) -> None:
         self.counts[self.slot(t_ms)] += 1
@@ -345,7 +400,7 @@ class TimeOfWeek:
         near = c[base + h0] + c[base + hour] + c[base + h2]
         # The same hours on any day: a weekend shift at one's usual hours is not odd.
         any_day = c[h0] + c[hour] + c[h2] + c[24 + h0] + c[24 + hour] + c[24 + h2]
-        return (max(near, 0.3 * any_day) + 0.5) / (self.n + 1)
+        return (max(near, HOURS_ANY_DAY_SHARE * any_day) + HOURS_PSEUDO_COUNT) / (self.n + 1)
 
     def score_one(self, t_ms: int) -> float:
         if self.n < self.min_events:
@@ -355,7 +410,7 @@ class TimeOfWeek:
     def usual_hours(self) -> str:
         """The actor's busiest hours, e.g. '08-16 UTC'."""
         hours = [self.counts[h] + self.counts[h + 24] for h in range(24)]
-        busy = [h for h in range(24) if hours[h] >= 0.02 * max(1, self.n)]
+        busy = [h for h in range(24) if hours[h] >= USUAL_HOURS_SHARE * max(1, self.n)]
         if not busy:
             return "no usual hours yet"
         # The shortest span of the day (it may wrap past midnight) that holds them all.
@@ -385,11 +440,12 @@ class FirstSeen:
     0.4
     """
 
-    weights = {"access": 0.3, "client": 0.3, "network": 0.3}
+    weights = {"access": NOVELTY_WEIGHT, "client": NOVELTY_WEIGHT, "network": NOVELTY_WEIGHT}
     __slots__ = ("_top", "counts", "max_values", "min_events", "n", "scale", "tolerated")
 
-    def __init__(self, min_events: int = 30, max_values: int = 256,
-                 tolerated: float = 1.3, scale: float = 0.5) -> None:
+    def __init__(self, min_events: int = FIRST_SEEN_MIN_EVENTS,
+                 max_values: int = FIRST_SEEN_MAX_VALUES, tolerated: float = FIRST_SEEN_TOLERATED,
+                 scale: float = FIRST_SEEN_SCALE) -> None:
         self.min_events = min_events
         self.max_values = max_values
         self.tolerated = tolerated  # -log10 frequency tolerated: ~1 use in 20
@@ -400,15 +456,16 @@ class FirstSeen:
         # thousands of values, and sorting them for every explanation dominated the worker.
         self._top: dict[str, tuple[int, list[tuple[str, int]]]] | None = None
 
-    def usual(self, trait: str, but: str | None = None, k: int = 3) -> list[tuple[str, int]]:
+    def usual(self, trait: str, but: str | None = None, k: int = USUAL_VALUES
+              ) -> list[tuple[str, int]]:
         """The ``k`` most used values of ``trait`` (other than ``but``), with their counts."""
         seen = self.counts.get(trait, {})
-        if len(seen) <= 4 * k:
+        if len(seen) <= USUAL_CACHE_FROM * k:
             top = sorted(seen.items(), key=lambda vc: -vc[1])
         else:  # large profiles: refreshed after 5% more events, slightly stale in between
             cache = self._top if self._top is not None else {}
             n, top = cache.get(trait, (-1, []))
-            if n < 0 or self.n > 1.05 * n + 20:
+            if n < 0 or self.n > USUAL_CACHE_REFRESH * n + USUAL_CACHE_SLACK:
                 top = heapq.nlargest(k + 1, seen.items(), key=lambda vc: vc[1])
                 cache[trait] = (self.n, top)
                 self._top = cache
@@ -423,7 +480,8 @@ class FirstSeen:
             if value not in seen and len(seen) >= self.max_values:
                 # Forget the rarest quarter, so the profile stays bounded: at once, since a
                 # peer group's profile is full and meets new values (networks) all the time.
-                for rare in sorted(seen, key=seen.__getitem__)[: max(1, self.max_values // 4)]:
+                forget = max(1, self.max_values // FIRST_SEEN_FORGET_PARTS)
+                for rare in sorted(seen, key=seen.__getitem__)[:forget]:
                     del seen[rare]
             seen[value] = seen.get(value, 0) + 1
 
@@ -431,8 +489,9 @@ class FirstSeen:
         if value is None or self.n < self.min_events:
             return 0.0
         count = self.counts.get(trait, {}).get(value, 0)
-        surprise = -math.log10((count + 0.5) / (self.n + 1))
-        return self.weights.get(trait, 0.3) * saturate(surprise - self.tolerated, self.scale)
+        surprise = -math.log10((count + FIRST_SEEN_PSEUDO_COUNT) / (self.n + 1))
+        return self.weights.get(trait, NOVELTY_WEIGHT) * saturate(surprise - self.tolerated,
+                                                                  self.scale)
 
     def score_one(self, x: dict[str, str | None]) -> float:
         keep = 1.0
@@ -479,7 +538,7 @@ class TicketHabit:
 
     __slots__ = ("min_events", "rate")
 
-    def __init__(self, alpha: float = 0.02, min_events: int = 30) -> None:
+    def __init__(self, alpha: float = TICKET_ALPHA, min_events: int = TICKET_MIN_EVENTS) -> None:
         self.rate = RunningStats(alpha)
         self.min_events = min_events
 
@@ -525,15 +584,15 @@ class DayPeaks:
 
     __slots__ = ("bins", "n")
 
-    WIDTH = 0.02  # bin width in hazard units (risk 60 -> x 0.92; 95 -> 3.0)
-    TOP = 7.0     # x of risk 99.9: the last bin holds everything above
+    WIDTH = PEAKS_BIN_WIDTH  # bin width in hazard units
+    TOP = PEAKS_TOP  # x of risk 99.9: the last bin holds everything above
 
     def __init__(self) -> None:
         self.bins = [0] * (int(self.TOP / self.WIDTH) + 1)
         self.n = 0
 
     def add(self, risk: float) -> None:
-        x = -math.log(max(1e-9, 1.0 - min(risk, 99.99) / 100.0))
+        x = -math.log(max(_HAZARD_MIN, 1.0 - min(risk, _RISK_MAX) / 100.0))
         self.bins[min(len(self.bins) - 1, int(x / self.WIDTH))] += 1
         self.n += 1
 
@@ -548,7 +607,8 @@ class DayPeaks:
 
     def bar(self, budget: float) -> float:
         """The risk (0-100) an ordinary actor-day exceeds ``budget`` times per 1,000."""
-        lo, hi = self.quantile(0.5), self.quantile(0.9)
-        slope = max(hi - lo, self.WIDTH) / math.log(5.0)  # P(X > x) falls e-fold per slope
-        x = hi + slope * math.log(0.1 / (budget / 1000.0))
+        lo, hi = self.quantile(BUDGET_LOW_QUANTILE), self.quantile(BUDGET_HIGH_QUANTILE)
+        # P(X > x) falls e-fold per slope
+        slope = max(hi - lo, self.WIDTH) / math.log(BUDGET_TAIL_RATIO)
+        x = hi + slope * math.log(BUDGET_HIGH_TAIL / (budget / 1000.0))
         return round(100.0 * (1.0 - math.exp(-x)), 1)

@@ -41,7 +41,29 @@ from typing import Any, NamedTuple
 import numpy as np
 from river import base
 
-_EULER = 0.5772156649015329
+from detectors.priors import (
+    FOREST_CALIBRATION_QUANTILE,
+    FOREST_CALIBRATION_ROWS,
+    FOREST_EARLY_REBUILD,
+    FOREST_EXCESS_WEIGHT,
+    FOREST_EXPLAIN_NEIGHBOURS,
+    FOREST_EXPLAIN_TOP,
+    FOREST_MAX_FEATURES,
+    FOREST_MIN_RANGE,
+    FOREST_RANGE_UNITS,
+    FOREST_REFRESH,
+    FOREST_SAMPLE_SIZE,
+    FOREST_TREES,
+    FOREST_UNIT_FLOOR,
+    FOREST_WARMUP,
+    FOREST_WINDOW,
+)
+
+# Not priors: mathematical constants.
+_EULER = 0.5772156649015329  # the Euler-Mascheroni constant, in iForest's c(m)
+_QUARTILES = [0.25, 0.75]  # the interquartile range ...
+_IQR_PER_SIGMA = 1.349  # ... is 1.349 standard deviations of a normal distribution
+_TINY = 1e-6  # a spread that is no spread: keeps a division finite
 
 
 def _avg_path(m: float) -> float:
@@ -117,10 +139,11 @@ class StreamingOutlier(base.AnomalyDetector):
     'records'
     """
 
-    def __init__(self, n_trees: int = 25, sample_size: int = 256, window: int = 4096,
-                 refresh: int = 128, warmup: int = 128, excess_weight: float = 1.0,
-                 min_range: float = 1.0, horizon: int | None = None, max_features: int = 64,
-                 seed: int | None = None) -> None:
+    def __init__(self, n_trees: int = FOREST_TREES, sample_size: int = FOREST_SAMPLE_SIZE,
+                 window: int = FOREST_WINDOW, refresh: int = FOREST_REFRESH,
+                 warmup: int = FOREST_WARMUP, excess_weight: float = FOREST_EXCESS_WEIGHT,
+                 min_range: float = FOREST_MIN_RANGE, horizon: int | None = None,
+                 max_features: int = FOREST_MAX_FEATURES, seed: int | None = None) -> None:
         if not 1 <= warmup <= window:
             raise ValueError("need 1 <= warmup <= window")
         if horizon is not None and horizon < window:
@@ -177,7 +200,8 @@ class StreamingOutlier(base.AnomalyDetector):
             self._lo = np.concatenate([self._lo, np.zeros(pad)])
             self._hi = np.concatenate([self._hi, np.zeros(pad)])
             # Never seen away from 0: the narrowest unit, a tenth of min_range.
-            self._inv_unit = np.concatenate([self._inv_unit, np.full(pad, 10.0 / self.min_range)])
+            self._inv_unit = np.concatenate([self._inv_unit,
+                                             np.full(pad, FOREST_RANGE_UNITS / self.min_range)])
 
     def _vector(self, x: dict[str, Any]) -> tuple[np.ndarray, float]:
         """Known features as a log-space vector, plus the summed excess of unknown features."""
@@ -190,7 +214,7 @@ class StreamingOutlier(base.AnomalyDetector):
             if j is not None:  # _slog, inlined (hot path); NaN counts as missing, i.e. 0
                 v[j] = log1p(val) if val >= 0 else -log1p(-val) if val < 0 else 0.0
             elif val and val == val and len(index) < self.max_features:
-                unknown += 10.0 * abs(_slog(val)) / self.min_range
+                unknown += FOREST_RANGE_UNITS * abs(_slog(val)) / self.min_range
         return np.array(v), unknown
 
     # -- learning -----------------------------------------------------------------------------
@@ -214,7 +238,8 @@ class StreamingOutlier(base.AnomalyDetector):
             return
         # Build the whole forest when first warm and again while the reservoir is still small
         # (each doubling), then replace one tree every `refresh` vectors.
-        if not self._built or (self._filled == self.n and self.n <= 4 * self.sample_size
+        if not self._built or (self._filled == self.n
+                               and self.n <= FOREST_EARLY_REBUILD * self.sample_size
                                and self.n & (self.n - 1) == 0 and self.n > self.warmup):
             for t in range(self.n_trees):
                 self._build_tree(t)
@@ -269,14 +294,15 @@ class StreamingOutlier(base.AnomalyDetector):
         data = self._res[: self._filled]
         self._lo = data.min(axis=0)
         self._hi = data.max(axis=0)
-        q25, q75 = np.quantile(data, [0.25, 0.75], axis=0)
-        floor = 0.1 * np.maximum(self._hi - self._lo, self.min_range)
-        self._inv_unit = 1.0 / np.maximum((q75 - q25) / 1.349, floor)
-        rows = data[self._rng.choice(len(data), min(256, len(data)), replace=False)]
+        q25, q75 = np.quantile(data, _QUARTILES, axis=0)
+        floor = FOREST_UNIT_FLOOR * np.maximum(self._hi - self._lo, self.min_range)
+        self._inv_unit = 1.0 / np.maximum((q75 - q25) / _IQR_PER_SIGMA, floor)
+        rows = data[self._rng.choice(len(data), min(FOREST_CALIBRATION_ROWS, len(data)),
+                                     replace=False)]
         raw = self._forest(rows)
         center = float(np.median(raw))
         self._center = center
-        self._spread = max(float(np.quantile(raw, 0.9)) - center, 1e-6)
+        self._spread = max(float(np.quantile(raw, FOREST_CALIBRATION_QUANTILE)) - center, _TINY)
 
     # -- scoring ------------------------------------------------------------------------------
     def _forest(self, rows: np.ndarray) -> np.ndarray:
@@ -309,8 +335,8 @@ class StreamingOutlier(base.AnomalyDetector):
         return (forest - self._center) / self._spread + self.excess_weight * excess
 
     # -- explanation --------------------------------------------------------------------------
-    def explain(self, x: dict[str, Any], top: int | None = 3, k: int = 10
-                ) -> list[Contribution]:
+    def explain(self, x: dict[str, Any], top: int | None = FOREST_EXPLAIN_TOP,
+                k: int = FOREST_EXPLAIN_NEIGHBOURS) -> list[Contribution]:
         """The features that make ``x`` unusual, largest contribution first.
 
         ``expected`` is the model's normal for a feature *given the others*: its median over the
@@ -323,9 +349,10 @@ class StreamingOutlier(base.AnomalyDetector):
             return []
         v, _ = self._vector(x)
         data = self._res[: self._filled]
-        q25, q75 = np.quantile(data, [0.25, 0.75], axis=0)
-        floor = 0.1 * np.maximum(data.max(axis=0) - data.min(axis=0), self.min_range)
-        scale = np.maximum((q75 - q25) / 1.349, floor)
+        q25, q75 = np.quantile(data, _QUARTILES, axis=0)
+        floor = FOREST_UNIT_FLOOR * np.maximum(data.max(axis=0) - data.min(axis=0),
+                                               self.min_range)
+        scale = np.maximum((q75 - q25) / _IQR_PER_SIGMA, floor)
         z2 = ((data - v) / scale) ** 2
         total = z2.sum(axis=1)
         k = min(k, len(data))
@@ -339,7 +366,7 @@ class StreamingOutlier(base.AnomalyDetector):
             expected[name] = _unslog(normal)
         for key, val in x.items():
             if key not in self._index and val and val == val:
-                parts[key] = (_slog(val) / (0.1 * self.min_range)) ** 2
+                parts[key] = (_slog(val) / (FOREST_UNIT_FLOOR * self.min_range)) ** 2
                 expected[key] = 0.0
         whole = sum(parts.values())
         out = [Contribution(name, float(x.get(name, 0.0)), expected[name],

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from detectors.models import Reason, saturate
+from detectors.priors import LONG_TERM_FROM, LONG_TERM_SCALE, NEGLIGIBLE
 from detectors.signals.base import Signal
 
-# The long-term sum counts above 1.0; this much above it is a long-term score of 0.63.
-LONG_TERM_SCALE = 1.75
+# (LONG_TERM_SCALE, a prior defined here before, is re-exported: the engine imports it here.)
+__all__ = ["LONG_TERM_SCALE", "Accumulated"]
 
 
 class Accumulated(Signal):
@@ -23,12 +24,12 @@ class Accumulated(Signal):
     @staticmethod
     def level(st: Any) -> float:
         """The standing level of the actor's long-term sum."""
-        return saturate(st.long_term - 1.0, LONG_TERM_SCALE)
+        return saturate(st.long_term - LONG_TERM_FROM, LONG_TERM_SCALE)
 
     def explain(self, st: Any) -> Reason | None:
         """Its reason (text built only here, when an alert is), or None below 0.01."""
-        long_score = saturate(st.long_term - 1.0, LONG_TERM_SCALE)
-        if long_score <= 0.01:
+        long_score = saturate(st.long_term - LONG_TERM_FROM, LONG_TERM_SCALE)
+        if long_score <= NEGLIGIBLE:
             return None
         return Reason("accumulated", long_score,
                       "kept up unjustified or off-hours access over days "

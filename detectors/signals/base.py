@@ -26,11 +26,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detectors.models import DailyCount, Reason
+from detectors.priors import (
+    BUSY_MULTIPLE,
+    BUSY_SIGMAS,
+    DISPLAY_WHOLE_FROM,
+    LONG_TERM_CAP,
+    NEGLIGIBLE,
+    SPECIFIC_FROM,
+)
 from detectors.settings import Settings
+
+# (LONG_TERM_CAP, a prior in detectors.priors, is re-exported: the signals import it here.)
+__all__ = ["DAY_MS", "HOUR_MS", "LONG_TERM_CAP", "Context", "Signal", "bump", "busy_day",
+           "fmt_count", "others_in", "overrides", "restore_slots", "rfc3339", "specificity"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-LONG_TERM_CAP = 6.0  # long-term risk is ~0.9 here, and forgets a burst within a week
 
 
 def rfc3339(ms: int) -> str:
@@ -47,7 +58,7 @@ def specificity(share: float) -> float:
     >>> [round(specificity(s), 2) for s in (0.3, 0.6, 0.9, 0.97, 1.0)]
     [0.0, 0.04, 0.64, 0.88, 1.0]
     """
-    return max(0.0, (share - 0.5) / 0.5) ** 2
+    return max(0.0, (share - SPECIFIC_FROM) / (1.0 - SPECIFIC_FROM)) ** 2
 
 
 def bump(counts: dict[str, int], key: str) -> None:
@@ -58,11 +69,12 @@ def busy_day(dl: DailyCount) -> bool:
     """Today's count is over twice the usual rate and beyond its Poisson noise (two sigma):
     two downloads by someone who makes one most days is chance, not a busy day."""
     rate = dl.rate
-    return dl.usual.n >= dl.min_days and dl.today > max(2 * rate, rate + 2 * math.sqrt(rate))
+    return dl.usual.n >= dl.min_days and dl.today > max(BUSY_MULTIPLE * rate,
+                                                         rate + BUSY_SIGMAS * math.sqrt(rate))
 
 
 def fmt_count(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 10 or v == int(v) else f"{v:.1f}"
+    return f"{v:.0f}" if abs(v) >= DISPLAY_WHOLE_FROM or v == int(v) else f"{v:.1f}"
 
 
 def others_in(recent: OrderedDict, actor: str, t: int) -> int:
@@ -126,7 +138,7 @@ class Context:
 
     def raise_(self, name: str, score: float, reasons: list[Reason]) -> bool:
         """Raise the level ``name`` to ``score`` if higher; True if the event contributed."""
-        if score <= 0.01 or name in self.disabled:
+        if score <= NEGLIGIBLE or name in self.disabled:
             return False
         st = self.st
         st.levels[name] = max(score, st.levels.get(name, 0.0))

@@ -7,7 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from detectors.models import DailyCount, Reason
+from detectors.priors import (
+    DEPARTING_DOUBTFUL_WEIGHT,
+    LEAVING_FIRST_DAY_WEIGHT,
+    LEAVING_MULTIPLE,
+    LEAVING_SIGMAS,
+    LEAVING_STREAK_REMAINDER,
+    NEGLIGIBLE,
+)
 from detectors.signals.base import Context, Signal, busy_day, fmt_count, restore_slots
+
+# (LEAVING_MULTIPLE and LEAVING_SIGMAS, priors defined here before, are re-exported.)
+__all__ = ["LEAVING_MULTIPLE", "LEAVING_SIGMAS", "Departing", "DepartingState"]
 
 
 @dataclass(slots=True)
@@ -20,11 +31,6 @@ class DepartingState:
 
     __setstate__ = restore_slots
 
-
-# A leaver's last three active days are judged against its usual rate with a lower bar than
-# anyone's (2.5x and 3 sigma): a 75 % rise, 2.5 sigma out, sustained over three days, is
-# what a quiet last grab of ordinary-sized reports looks like.
-LEAVING_MULTIPLE, LEAVING_SIGMAS = 1.75, 2.5
 
 
 class Departing(Signal):
@@ -56,12 +62,12 @@ class Departing(Signal):
         # Honest leavers have busy days too; days in a row are what a last grab looks like.
         # The last three active days together catch a rise no single day shows.
         streak = state.leaving_streak
-        score = max(dl.day_score() * (1.0 if streak else 0.6),
+        score = max(dl.day_score() * (1.0 if streak else LEAVING_FIRST_DAY_WEIGHT),
                     dl.score_one(LEAVING_MULTIPLE, LEAVING_SIGMAS))
         if streak and busy_day(dl):
             # Another busy day right after busy ones: each in a row doubles what is left.
-            score = max(score, 1.0 - 0.5 ** streak)
-        if score <= 0.01:
+            score = max(score, 1.0 - LEAVING_STREAK_REMAINDER ** streak)
+        if score <= NEGLIGIBLE:
             return False
         last_day = entry.last_day  # type: ignore[attr-defined]
         leaves = f" (last day {last_day})" if last_day else ""
@@ -78,5 +84,5 @@ class Departing(Signal):
         dl = state.downloads
         busy = busy_day(dl)
         doubtful = busy and ctx.engine.leaving(ctx.st.actor, ctx.t) is not None
-        dl.roll(0.1 if doubtful else 1.0)
+        dl.roll(DEPARTING_DOUBTFUL_WEIGHT if doubtful else 1.0)
         state.leaving_streak = state.leaving_streak + 1 if doubtful else 0

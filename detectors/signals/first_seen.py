@@ -9,7 +9,17 @@ import ipaddress
 from sys import intern
 
 from detectors.models import FirstSeen as FirstSeenModel
+from detectors.priors import (
+    COMMON_FACTOR,
+    COMMON_SHARE,
+    FIRST_SEEN_PEER_HISTORY,
+    FIRST_SEEN_PEER_MAX_VALUES,
+)
 from detectors.signals.base import Context, Signal, bump
+
+# (COMMON_SHARE and COMMON_FACTOR, priors defined here before, are re-exported.)
+__all__ = ["COMMON_FACTOR", "COMMON_SHARE", "FirstSeen", "address_block", "near_known",
+           "network_of"]
 
 
 def network_of(ip: str | None) -> str | None:
@@ -24,9 +34,6 @@ def network_of(ip: str | None) -> str | None:
         return ip[:ip.rfind(".")] + ".0/24"
     return str(ipaddress.ip_network(f"{ip}/48", strict=False))
 
-
-# A value this share of the peers' events use is common among them, and counts this much.
-COMMON_SHARE, COMMON_FACTOR = 0.01, 0.3
 
 
 def address_block(network: str) -> str:
@@ -63,7 +70,8 @@ class FirstSeen(Signal):
         return FirstSeenModel(min_events=s.min_history_events, max_values=s.max_profile_values)
 
     def new_peer(self, key: str) -> FirstSeenModel:
-        return FirstSeenModel(min_events=10 * self.settings.min_history_events, max_values=1024)
+        return FirstSeenModel(min_events=FIRST_SEEN_PEER_HISTORY * self.settings.min_history_events,
+                              max_values=FIRST_SEEN_PEER_MAX_VALUES)
 
     def score_one(self, ctx: Context) -> None:
         # Scores, then learns: no other signal reads these profiles.

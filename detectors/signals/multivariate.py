@@ -12,13 +12,21 @@ import zlib
 
 from detectors.models import Reason, saturate
 from detectors.multivariate import StreamingOutlier
+from detectors.priors import (
+    FOREST_EXPLAIN_TOP,
+    MULTIVARIATE_SCALE,
+    MULTIVARIATE_TOLERATED,
+    MULTIVARIATE_WEIGHT,
+    NEGLIGIBLE,
+)
 from detectors.signals.base import Context, Signal, fmt_count
+
+# (MULTIVARIATE_TOLERATED and MULTIVARIATE_WEIGHT, priors defined here before, are re-exported.)
+__all__ = ["HOUR_FEATURES", "MULTIVARIATE_TOLERATED", "MULTIVARIATE_WEIGHT", "Multivariate"]
 
 # What the multivariate model sees of each finished actor-hour.
 HOUR_FEATURES = ("records", "customers", "egress", "egress_bytes", "unjustified", "novel",
                  "offhours", "denied")
-MULTIVARIATE_TOLERATED = 3.0  # model units; ~1 is the 90th percentile of normal hours
-MULTIVARIATE_WEIGHT = 0.5  # it corroborates; alone it never makes an alert
 
 
 class Multivariate(Signal):
@@ -34,10 +42,10 @@ class Multivariate(Signal):
         x = {f: counts.get(f, 0) for f in HOUR_FEATURES}
         score = model.score_one(x)
         model.learn_one(x)
-        level = MULTIVARIATE_WEIGHT * saturate(score - MULTIVARIATE_TOLERATED, 2.0)
-        if level <= 0.01:
+        level = MULTIVARIATE_WEIGHT * saturate(score - MULTIVARIATE_TOLERATED, MULTIVARIATE_SCALE)
+        if level <= NEGLIGIBLE:
             return
-        top = model.explain(x, top=3)
+        top = model.explain(x, top=FOREST_EXPLAIN_TOP)
         desc = "an hour unlike its peers' hours: " + ", ".join(
             f"{c.feature} {fmt_count(c.observed)} (peers' normal {fmt_count(c.expected)})"
             for c in top)

@@ -9,6 +9,14 @@ more), raised in the learn phase; off-hours egress also adds to the long-term su
 from __future__ import annotations
 
 from detectors.models import Reason, TimeOfWeek
+from detectors.priors import (
+    GROUP_MIN_OTHERS,
+    GROUP_OTHERS_PER_SHARE,
+    NEGLIGIBLE,
+    OFF_HOURS_ACTOR_HISTORY,
+    OFF_HOURS_PEER_HISTORY,
+    OFF_HOURS_WEIGHT,
+)
 from detectors.signals.base import LONG_TERM_CAP, Context, Signal, bump, others_in, rfc3339
 
 
@@ -16,22 +24,22 @@ class OffHours(Signal):
     name = "off_hours"
 
     def new_actor(self) -> TimeOfWeek:
-        return TimeOfWeek(min_events=2 * self.settings.min_history_events)
+        return TimeOfWeek(min_events=OFF_HOURS_ACTOR_HISTORY * self.settings.min_history_events)
 
     def new_peer(self, key: str) -> TimeOfWeek:
-        return TimeOfWeek(min_events=10 * self.settings.min_history_events)
+        return TimeOfWeek(min_events=OFF_HOURS_PEER_HISTORY * self.settings.min_history_events)
 
     def score_one(self, ctx: Context) -> None:
         ev = ctx.ev
         hours = ctx.st.signals["off_hours"]
         judged = (ctx.customer is not None or ev.is_egress) and hours.n >= hours.min_events
-        ctx.off = 0.5 * hours.score_one(ctx.t) if judged else 0.0
+        ctx.off = OFF_HOURS_WEIGHT * hours.score_one(ctx.t) if judged else 0.0
         # (raised in learn_one: after the signals scored, as the levels' order has it)
 
     def learn_one(self, ctx: Context) -> None:
         st, t, off = ctx.st, ctx.t, ctx.off
         hours = st.signals["off_hours"]
-        if off > 0.01:
+        if off > NEGLIGIBLE:
             bump(ctx.counts, "offhours")
             when, usual = rfc3339(t)[11:16], hours.usual_hours()
             ctx.raise_("off_hours", off, [Reason(
@@ -40,7 +48,8 @@ class OffHours(Signal):
                 # Several of the group exporting off their hours the same day (a quarter
                 # close worked late) is the group's night: it adds less up over days.
                 others = others_in(ctx.peer.night, st.actor, t)
-                add = off / (1 + others / 2) if others >= 2 else off
+                add = (off / (1 + others / GROUP_OTHERS_PER_SHARE)
+                       if others >= GROUP_MIN_OTHERS else off)
                 st.long_term = min(st.long_term + add, LONG_TERM_CAP)
         # Learn working hours from every access, though only data access is judged.
         hours.learn_one(t)

@@ -12,22 +12,35 @@ from __future__ import annotations
 import math
 
 from detectors.models import UNITS, Reason, VolumeBaseline, saturate
+from detectors.priors import (
+    COLD_START_SLACK,
+    DAILY_EGRESS_MIN,
+    DAILY_EGRESS_MIN_DAYS,
+    DAILY_EGRESS_PEER_MIN_DAYS,
+    EGRESS_MIN,
+    GROUP_MIN_OTHERS,
+    GROUP_OTHERS_PER_SHARE,
+    HOT_SCORE,
+    LEAVING_SLACK,
+    NEGLIGIBLE,
+    PEER_HISTORY_FACTOR,
+    PEER_ORDINARY_FACTOR,
+    PEER_ORDINARY_NOTE,
+    PEER_SPREAD_SHARE,
+    RARE_FACTOR,
+    RARE_MIN_HOURS,
+    RARE_SCALE,
+    SUSPECT_WEIGHT,
+)
 from detectors.signals.base import Context, Signal, fmt_count, others_in
+
+# (The priors that were defined here are re-exported; detectors.priors holds them.)
+__all__ = ["DAILY_EGRESS_MIN", "EGRESS_FEATURES", "EGRESS_MIN", "HOT_SCORE", "RARE_FACTOR",
+           "RARE_MIN_HOURS", "SUSPECT_WEIGHT", "VOLUME_FEATURES", "DailyEgress", "Egress",
+           "Volume", "VolumeSignal"]
 
 VOLUME_FEATURES = ("records", "customers")
 EGRESS_FEATURES = ("egress", "egress_bytes")
-# egress by a group that has worked this many hours but (almost) never exported (fewer than
-# its baseline's minimum hours of egress): 25 people-days of work without any
-RARE_MIN_HOURS, RARE_FACTOR = 200, 2000  # from 100k records an hour
-# A period whose risk reached the alert floor teaches the count baselines this much of an
-# ordinary one, and does not become the largest on record: an insider's export must not
-# widen its group's normal for the next insider's.
-SUSPECT_WEIGHT = 0.1
-# A volume score above this puts the actor among its group's hot ones for a day (the
-# group's busy day: see VolumeSignal.judge).
-HOT_SCORE = 0.2
-EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
-DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}
 
 
 class VolumeSignal(Signal):
@@ -45,7 +58,7 @@ class VolumeSignal(Signal):
             model, whose, z0 = own, "usually", own.z0 + slack
             if peers.hours >= peers.min_hours:
                 # An actor can vary as much as its peers do, whatever its short past shows.
-                floors = {f: 0.75 * peers.stats[f].std for f in own.features}
+                floors = {f: PEER_SPREAD_SHARE * peers.stats[f].std for f in own.features}
                 ask_peers = slack == 0.0
         elif (own.name == "egress" and peers.hours < peers.min_hours
               and ctx.peer.signals["volume"].hours >= RARE_MIN_HOURS):
@@ -53,27 +66,28 @@ class VolumeSignal(Signal):
             # there is no spread to judge by, only the size against the smallest that counts.
             return self._rare(ctx, own, counts, peers.hours, ctx.peer.signals["volume"].hours)
         else:  # cold start: judged against peers, with extra tolerance
-            model, whose, z0 = peers, "peers usually", peers.z0 + 1.0 + slack
+            model, whose, z0 = peers, "peers usually", peers.z0 + COLD_START_SLACK + slack
         score = model.score_one(counts, z0, floors)
         peer_factor = 1.0
-        if ask_peers and score > 0.01:
+        if ask_peers and score > NEGLIGIBLE:
             # Unusual for the actor but ordinary for its peers (a first scheduled export, a
             # big report) counts for less than unusual for both.
-            peer_factor = 0.3 + 0.7 * peers.score_one(counts)
+            peer_factor = (PEER_ORDINARY_FACTOR
+                           + (1.0 - PEER_ORDINARY_FACTOR) * peers.score_one(counts))
             score *= peer_factor
-        if score <= 0.01:
+        if score <= NEGLIGIBLE:
             return False
         # When several of the group are unusual at once (quarter end, a new tool), it is
         # the group's day, not this actor's: discount by how many others are running hot.
         others = others_in(ctx.peer.hot, ctx.st.actor, ctx.t) if score > HOT_SCORE else 0
-        if others < 2:
+        if others < GROUP_MIN_OTHERS:
             others = 0  # one busy colleague is a coincidence, not the group's day
         if others:
-            score /= 1 + others / 2
+            score /= 1 + others / GROUP_OTHERS_PER_SHARE
         reasons = model.explain(counts, z0, whose, floors)
         for r in reasons:
             r.score = score
-            if peer_factor < 0.5:
+            if peer_factor < PEER_ORDINARY_NOTE:
                 r.description += " (not unusual for their peers)"
             if others:
                 r.description += f" ({others} peers also unusually busy today)"
@@ -85,9 +99,9 @@ class VolumeSignal(Signal):
         """Egress by an actor of a group that (almost) never has any: only its size counts,
         from ``RARE_FACTOR`` times the smallest amount the baseline counts at all."""
         score = max(saturate(math.log(max(counts.get(f, 0), 1)
-                                      / (RARE_FACTOR * own.min_counts[f])), 1.0)
+                                      / (RARE_FACTOR * own.min_counts[f])), RARE_SCALE)
                     for f in own.features)
-        if score <= 0.01:
+        if score <= NEGLIGIBLE:
             return False
         shown = ", ".join(f"{fmt_count(counts.get(f, 0))} {UNITS[f]}"
                           for f in own.features)
@@ -107,7 +121,7 @@ class Volume(VolumeSignal):
         return self._baseline(self.settings.min_history_hours)
 
     def new_peer(self, key: str) -> VolumeBaseline:
-        return self._baseline(4 * self.settings.min_history_hours)
+        return self._baseline(PEER_HISTORY_FACTOR * self.settings.min_history_hours)
 
     def _baseline(self, min_hours: int) -> VolumeBaseline:
         s = self.settings
@@ -139,12 +153,13 @@ class Egress(VolumeSignal):
 
     def new_peer(self, key: str) -> VolumeBaseline:
         return VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN,
-                              min_hours=4 * self.settings.min_history_hours, name="egress")
+                              min_hours=PEER_HISTORY_FACTOR * self.settings.min_history_hours,
+                              name="egress")
 
     def score_one(self, ctx: Context) -> None:
         if not ctx.late and ctx.ev.is_egress:
             self.judge(ctx, ctx.st.signals["egress"], ctx.peer.signals["egress"],
-                          ctx.counts, -1.0 if ctx.leaving else 0.0)
+                          ctx.counts, LEAVING_SLACK if ctx.leaving else 0.0)
 
     def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
         if "egress" in counts:
@@ -161,10 +176,10 @@ class DailyEgress(VolumeSignal):
     family = "egress"
 
     def new_actor(self) -> VolumeBaseline:
-        return self._baseline(5)
+        return self._baseline(DAILY_EGRESS_MIN_DAYS)
 
     def new_peer(self, key: str) -> VolumeBaseline:
-        return self._baseline(20)
+        return self._baseline(DAILY_EGRESS_PEER_MIN_DAYS)
 
     @staticmethod
     def _baseline(min_days: int) -> VolumeBaseline:
@@ -174,7 +189,7 @@ class DailyEgress(VolumeSignal):
     def score_one(self, ctx: Context) -> None:
         if not ctx.late and ctx.ev.is_egress:
             self.judge(ctx, ctx.st.signals["daily_egress"], ctx.peer.signals["daily_egress"],
-                          ctx.st.day_counts, -1.0 if ctx.leaving else 0.0)
+                          ctx.st.day_counts, LEAVING_SLACK if ctx.leaving else 0.0)
 
     def end_day(self, ctx: Context) -> None:
         st = ctx.st

@@ -1,0 +1,208 @@
+"""Every detection prior, named in one place, each with its reason (issue 14, item 1).
+
+A *prior* here is a belief about how telling a kind of evidence is: how many standard
+deviations of an actor's own spread make a count unusual, how much a novelty weighs beside a
+volume, how many days a habit needs before its absence means anything. It is never a number
+that says what normal looks like in one company: normal (an actor's hours, volumes, clients,
+ticket habit; its peer group's) is learned from the stream, per actor and per group. A value
+here holds for any company that could run snoopwatch, or it does not belong here.
+
+Most numbers are in units of the learned normal (standard deviations, multiples of the usual
+rate, ``-log10`` of a frequency) or are weights between 0 and 1 that a score is multiplied by
+(``saturate(excess, scale)`` reaches 0.63 at ``scale``: see :func:`detectors.models.saturate`).
+Two sections at the end hold numbers that are not beliefs about evidence at all: bounds on
+memory and compute, and presentation (what an explanation shows). They live here so that no
+unnamed number is left in the detection code (``tests/test_priors.py`` fails on a new one).
+
+Not here: what an operator sets per deployment (``SNOOPWATCH_*``, :mod:`detectors.settings`:
+the alert bar, half-lives, history lengths, the false-alert budget), and structural numbers
+(0, 1, halving, 24 hours a day, milliseconds per second, array indices), which stay inline.
+
+Changing one: edit it here, then measure on the tuning family only, then once on held-out
+(docs/detection.md, "Priors"). Every value below is the one the detection was tuned with.
+"""
+
+from __future__ import annotations
+
+import math
+
+# --- Scores and risk (engine) -----------------------------------------------------------------
+
+NEGLIGIBLE = 0.01  # a score or level at or below this (one point of risk) counts nowhere
+# Each further family counts this much of the one before: evidence of different kinds adds
+# up, but a pile of weak ones of several kinds (a new hire's first days) must not alert alone.
+FURTHER_FAMILY_WEIGHT = 0.6
+LEVEL_CAP = 0.999  # no single level is certainty: risk stays below 100 and stays ordered
+# Severity bands of the risk score (0-100), highest first; an alert opens at the configured bar.
+SEVERITIES = ((95.0, "critical"), (85.0, "high"), (70.0, "medium"), (0.0, "low"))
+BAR_CAP = 95.0  # the adaptive raise of the bar stops here: critical risk always alerts
+# Finished actor-days before the false-alert budget's bar applies: its bulk must be known
+# (about 50 people's first fortnight).
+BUDGET_MIN_DAYS = 500
+LONG_TERM_QUIET_HOURS = 6  # the accumulated level's share of the risk halves per quiet 6 h
+EPISODE_QUIET_DAYS = 1  # an episode ends after a day below SNOOPWATCH_CLOSE_RATIO of the bar
+# A departing actor is treated as leaving from two weeks before its notice (a leaver may
+# start collecting before giving notice).
+LEAVING_BEFORE_NOTICE_DAYS = 14
+
+# --- The false-alert budget's tail (models.DayPeaks) ------------------------------------------
+
+PEAKS_BIN_WIDTH = 0.02  # hazard units per bin (risk 60 -> x 0.92; 95 -> 3.0): exact to a bin
+PEAKS_TOP = 7.0  # x of risk 99.9: the last bin holds everything above
+# The tail is extrapolated from the bulk of ordinary days, the median and the 90th percentile
+# (insiders, a few per cent of actor-days at most, move them a few points only) ...
+BUDGET_LOW_QUANTILE, BUDGET_HIGH_QUANTILE = 0.5, 0.9
+BUDGET_HIGH_TAIL = 0.1  # ... the share of days above the high quantile (1 - 0.9, exactly)
+BUDGET_TAIL_RATIO = 5.0  # ... and how much rarer that is than the median's (0.5 / 0.1)
+
+# --- Running statistics (models.RunningStats) -------------------------------------------------
+
+# Weight of a new value once 1/alpha (20) have been learned: a normal follows slow change
+# over about twenty observations and is exact (Welford) before.
+RUNNING_ALPHA = 0.05
+
+# --- Volume: records, customers and egress per hour or day (models.VolumeBaseline, volume) -----
+
+VOLUME_ALPHA = 0.05  # hours (or days): a normal follows change over ~20 active periods
+VOLUME_MIN_HOURS = 6  # active periods before a baseline scores anything (its own default)
+VOLUME_MIN_COUNT = 10  # a count below this is never anomalous: too small to matter
+VOLUME_SD_FLOOR = 0.5  # least spread in log1p units (x1.65): a quiet history understates it
+VOLUME_Z0 = 2.5  # standard deviations above the normal tolerated (log space): noise
+VOLUME_SCALE = 1.5  # standard deviations beyond the tolerance that score 0.63
+# log1p headroom over the largest period on record still counted as a repeat of it (25 %).
+REPEAT_MARGIN = math.log(1.25)
+REPEAT_DISCOUNT = 0.4  # a repeat of what it has done before (a weekly export) counts this much
+PEAK_FORGET = 0.005  # log units per learned period: the largest on record halves in ~140
+PEAK_MULTIPLE = 3  # beyond 3x the largest period on record is telling whatever the spread
+PEAK_SCALE = 1.0  # log units beyond that multiple (e-fold) that score 0.63
+PEAK_TOLERANCE_SHARE = 0.5  # a changed tolerance (z0) moves the peak test half as far
+# An actor may vary as much as this share of its peers' spread, whatever its short past shows.
+PEER_SPREAD_SHARE = 0.75
+PEER_HISTORY_FACTOR = 4  # a peer group's baseline needs 4x an actor's history to judge by
+COLD_START_SLACK = 1.0  # extra standard deviations tolerated while judged by peers' normal
+LEAVING_SLACK = -1.0  # a departing actor's egress: a standard deviation less tolerated
+# Unusual for the actor but ordinary for its peers (a first scheduled export) counts at least
+# this share, the rest in proportion to how unusual it is for the peers.
+PEER_ORDINARY_FACTOR = 0.3
+HOT_SCORE = 0.2  # a volume score above this puts the actor among its group's hot ones today
+# A period whose risk reached the alert bar teaches the count baselines this much of an
+# ordinary one, and does not become the largest on record: an insider's export must not
+# widen its group's normal for the next insider's.
+SUSPECT_WEIGHT = 0.1
+# Egress by a group that has worked this many hours but (almost) never exported (fewer than
+# its baseline's minimum hours of egress: 25 people-days of work without any) is judged by
+# size only, from RARE_FACTOR x the smallest count that counts (100k records an hour).
+RARE_MIN_HOURS, RARE_FACTOR = 200, 2000
+RARE_SCALE = 1.0  # log units (e-fold) beyond that size that score 0.63
+# The smallest egress that counts (records, bytes): a few files' worth in an hour ...
+EGRESS_MIN = {"egress": 50, "egress_bytes": 20_000_000}
+DAILY_EGRESS_MIN = {"egress": 20, "egress_bytes": 5_000_000}  # ... and in a day
+# Days with egress before a day's egress is judged (the actor's own, its peer group's).
+DAILY_EGRESS_MIN_DAYS, DAILY_EGRESS_PEER_MIN_DAYS = 5, 20
+
+# --- Peer groups' busy days and nights (volume, off_hours) ------------------------------------
+
+GROUP_MIN_OTHERS = 2  # one other hot colleague is a coincidence; two are the group's day
+GROUP_OTHERS_PER_SHARE = 2  # each two others make it one more actor's share: s / (1 + n/2)
+
+# --- Daily rates: downloads, unticketed customers (models.DailyCount, departing) --------------
+
+DAILY_ALPHA = 0.1  # days: a daily habit follows change over ~10 active days
+DAILY_MIN_DAYS = 5  # active days before a daily rate is judged
+DAILY_FLOOR = 0.5  # least rate assumed per day: "almost never" is not broken by one
+DAILY_RECENT_DAYS = 2  # today is judged with the two previous active days (a sustained rise)
+DAILY_MULTIPLE = 2.5  # the days' total must be 2.5x the usual rate ...
+DAILY_SIGMAS = 3.0  # ... and 3 sigma out (at least Poisson noise): both, or it is chance
+DAILY_SCALE = 0.5  # excess (in multiples of that bar) that scores 0.63
+DAY_MIN_SD = 1.0  # today alone: at least one count of spread (one day is noisier than three)
+# A busy day: over twice the usual rate and beyond two sigma of Poisson noise (two downloads
+# by someone who makes one most days is chance).
+BUSY_MULTIPLE, BUSY_SIGMAS = 2, 2
+
+# --- Departing staff (departing) --------------------------------------------------------------
+
+# A leaver's last three active days are judged with a lower bar than anyone's (2.5x, 3
+# sigma): a 75 % rise, 2.5 sigma out, sustained over three days, is what a quiet last grab of
+# ordinary-sized reports looks like.
+LEAVING_MULTIPLE, LEAVING_SIGMAS = 1.75, 2.5
+LEAVING_FIRST_DAY_WEIGHT = 0.6  # a single busy day, not after busy ones: honest leavers have one
+LEAVING_STREAK_REMAINDER = 0.5  # each busy day in a row halves what is left up to certainty
+DEPARTING_DOUBTFUL_WEIGHT = 0.1  # a leaver's busy day teaches its rate this much: the suspicion
+
+# --- Working hours (models.TimeOfWeek, off_hours) ---------------------------------------------
+
+HOURS_MIN_EVENTS = 50  # accesses before hours are judged (the model's own default)
+HOURS_TOLERATED = 1.5  # -log10 share of activity at that hour tolerated: ~1 access in 30
+HOURS_SCALE = 0.5  # -log10 units beyond it that score 0.63 (a factor of ~3 rarer)
+# The same hours on another kind of day (weekday/weekend) count this share: a weekend shift
+# at one's usual hours is not odd.
+HOURS_ANY_DAY_SHARE = 0.3
+HOURS_PSEUDO_COUNT = 0.5  # accesses assumed at any hour (Jeffreys-like): never exactly never
+OFF_HOURS_WEIGHT = 0.5  # an off-hours access alone is half a signal: it needs corroboration
+OFF_HOURS_ACTOR_HISTORY = 2  # an actor's hours are judged after 2x the minimum history events
+OFF_HOURS_PEER_HISTORY = 10  # a group's after 10x
+
+# --- Novelty: actions, clients, networks, fields (models.FirstSeen, first_seen) ---------------
+
+# A trait's score is capped by its weight: one new client or network alone stays below an
+# alert; it takes several unusual traits at once, or another signal agreeing.
+NOVELTY_WEIGHT = 0.3
+FIRST_SEEN_MIN_EVENTS = 30  # accesses before novelty is judged (the model's own default)
+FIRST_SEEN_TOLERATED = 1.3  # -log10 frequency tolerated: ~1 use in 20
+FIRST_SEEN_SCALE = 0.5  # -log10 units beyond it that score 0.63
+FIRST_SEEN_PSEUDO_COUNT = 0.5  # uses assumed of any value (Jeffreys-like): never exactly never
+# A value this share of the peers' events use is common among them, and counts this much.
+COMMON_SHARE, COMMON_FACTOR = 0.01, 0.3
+FIRST_SEEN_PEER_HISTORY = 10  # a peer group's profile judges after 10x an actor's history
+
+# --- Ticket habit (models.TicketHabit, signals.base.specificity) ------------------------------
+
+TICKET_ALPHA = 0.02  # customer accesses: the ticketed share follows change over ~50
+TICKET_MIN_EVENTS = 30  # customer accesses before a missing ticket means anything
+# A ticketed share at or below a half says nothing about a missing ticket; above it, how
+# telling one is rises as the square of the distance to always.
+SPECIFIC_FROM = 0.5
+
+# --- Accumulated over days (accumulated, off_hours) -------------------------------------------
+
+LONG_TERM_CAP = 6.0  # the long-term sum stops here: risk ~0.9, and a burst is forgotten in a week
+LONG_TERM_FROM = 1.0  # the sum counts above this: one day's weak signals are not low-and-slow
+LONG_TERM_SCALE = 1.75  # sum above LONG_TERM_FROM that makes a long-term score of 0.63
+
+# --- Hour as a whole (multivariate, detectors.multivariate.StreamingOutlier) ------------------
+
+MULTIVARIATE_TOLERATED = 3.0  # model units; ~1 is the 90th percentile of normal hours
+MULTIVARIATE_SCALE = 2.0  # model units beyond that which score 0.63
+MULTIVARIATE_WEIGHT = 0.5  # it corroborates; alone it never makes an alert
+FOREST_EXCESS_WEIGHT = 1.0  # score per unit of range excess (beside the forest's ~1 at q90)
+FOREST_MIN_RANGE = 1.0  # log1p units: a constant feature's unit is at least a tenth of this
+FOREST_RANGE_UNITS = 10.0  # a feature's unit is at least 1/10 of its range: 10 units span it
+FOREST_UNIT_FLOOR = 1 / FOREST_RANGE_UNITS  # (the same, as a share: exactly 0.1)
+FOREST_CALIBRATION_QUANTILE = 0.9  # a learned vector at this quantile scores 1
+
+# --- Bounds on memory and compute (not beliefs about evidence) --------------------------------
+
+MAX_EVIDENCE = 50  # events (ids, customers) kept behind an actor's risk and listed in an alert
+FIRST_SEEN_MAX_VALUES = 256  # values per trait and actor (SNOOPWATCH_MAX_PROFILE_VALUES in use)
+FIRST_SEEN_PEER_MAX_VALUES = 1024  # per trait and peer group
+FIRST_SEEN_FORGET_PARTS = 4  # a full profile forgets its rarest quarter at once
+FOREST_TREES = 25  # trees in the isolation forest
+FOREST_SAMPLE_SIZE = 256  # rows per tree (the iForest paper's psi)
+FOREST_WINDOW = 4096  # reservoir rows: the model's memory of normal (won on every ADBench seed)
+FOREST_REFRESH = 128  # learned vectors between rebuilding one tree
+FOREST_WARMUP = 128  # vectors learned before scoring
+FOREST_EARLY_REBUILD = 4  # the whole forest is rebuilt at each doubling up to 4x the sample
+FOREST_MAX_FEATURES = 64  # features beyond these are ignored
+FOREST_CALIBRATION_ROWS = 256  # reservoir rows the score is centred and scaled on
+
+# --- Presentation (what explanations show; never changes a score) -----------------------------
+
+SUMMARY_REASONS = 3  # reasons quoted in an alert's summary
+USUAL_VALUES = 3  # an explanation's "usually ..." values
+FOREST_EXPLAIN_TOP = 3  # features named in a multivariate reason
+FOREST_EXPLAIN_NEIGHBOURS = 10  # stored vectors a feature's expected value is the median of
+USUAL_CACHE_FROM = 4  # profiles over 4x USUAL_VALUES values cache their most used ...
+USUAL_CACHE_REFRESH, USUAL_CACHE_SLACK = 1.05, 20  # ... refreshed after 5 % (+20) more events
+PEER_ORDINARY_NOTE = 0.5  # a volume reason says "not unusual for their peers" below this factor
+USUAL_HOURS_SHARE = 0.02  # an hour with this share of the actor's activity is a usual one
+DISPLAY_WHOLE_FROM = 10  # counts from 10 are shown without decimals, from 10k as 12k (not 1.2k)
