@@ -155,6 +155,17 @@ FIRST_SEEN_PSEUDO_COUNT = 0.5  # uses assumed of any value (Jeffreys-like): neve
 COMMON_SHARE, COMMON_FACTOR = 0.01, 0.3
 FIRST_SEEN_PEER_HISTORY = 10  # a peer group's profile judges after 10x an actor's history
 
+# --- New origin (signals.new_origin) ----------------------------------------------------------
+
+NEW_ORIGIN_MIN_EVENTS = 2  # the actor's own calls before an origin can be "new" to it
+NEW_ORIGIN_SCALE = 3.0  # downloads from the new origin that make a level of 0.63
+NEW_ORIGIN_COMMON = 0.3  # the level's share where peers use the network too
+NEW_ORIGIN_PEERS = 2  # peers using a network (a client) that make it common among them
+# Distinct actors of a group on one address that make it a shared host (a server acting for
+# several people), whose calls are none of those actors' own origin: more than a desk two
+# people share.
+NEW_ORIGIN_SHARED_HOST = 3
+
 # --- Ticket habit (models.TicketHabit, signals.base.specificity) ------------------------------
 
 TICKET_ALPHA = 0.02  # customer accesses: the ticketed share follows change over ~50
@@ -162,6 +173,51 @@ TICKET_MIN_EVENTS = 30  # customer accesses before a missing ticket means anythi
 # A ticketed share at or below a half says nothing about a missing ticket; above it, how
 # telling one is rises as the square of the distance to always.
 SPECIFIC_FROM = 0.5
+
+# --- Unjustified reads (signals.unjustified) --------------------------------------------------
+
+TICKET_CONTEXT_DAYS = 1  # a ticketed contact with a customer justifies unticketed reads for a day
+LATE_TICKET_HOURS = 1  # an unticketed read ticketed within the hour was a forgotten ticket
+TICKET_HISTORY = 3  # a ticket habit (an actor's, its group's) is used after 3x the minimum history
+# ctx.off (off_hours' score, at most OFF_HOURS_WEIGHT) from which the hour is one the actor never
+# works: a day's ticketed contact no longer justifies a read (night views of customers it
+# served are the camera-spying case), nor is a second look within the hour taken back.
+NEVER_WORKED_OFF = 0.3
+# A team shares a queue with the teams holding at least this share (and this many) of the
+# customers it shares at all: another region's team meets it only by chance.
+QUEUE_LINK_SHARE, QUEUE_MIN_LINKS = 0.1, 5
+FOREIGN_ALPHA = 0.02  # customer accesses: the share outside the queue follows change over ~50
+FOREIGN_MIN_READS = 20  # reads of customers a team serves before that share is the actor's own
+# Before then, the share of its reads assumed inside its queue (an outside read then weighs
+# 1.0 and counts 1.25).
+INSIDE_PRIOR = 1 / 6
+# An unjustified read's long-term weight: this much in the actor's own team's queue ...
+IN_QUEUE_WEIGHT = 0.5
+# ... and outside it, this much more per share of the actor's reads inside its queue: telling
+# only for an actor who normally stays within it (not, say, a fraud investigator) ...
+OUTSIDE_QUEUE_WEIGHT = 3.0
+OUTSIDE_QUEUE_COUNT = 1.5  # ... as is its count: one customer, plus this much per such share
+# A customer no team has served under a ticket yet counts this share of that inside share:
+# it may be the queue's next one.
+UNSERVED_FACTOR = 0.5
+VIP_LONG_TERM_FACTOR = 4  # an unticketed VIP read adds 4x, within its daily rate or not
+LONG_TERM_GAIN_PER_HOUR = 1.0  # long-term sum added per hour: bursts are the short-term levels' job
+UNJUSTIFIED_SCALE = 4.0  # unjustified customers beyond the habit's allowance that score 0.63
+VIP_WEIGHT = 0.75  # an unticketed VIP read scores this x the actor's ticketed share
+# An unjustified level from which the actor's unticketed reads are under suspicion (as they
+# are above LONG_TERM_FROM) ...
+UNJUSTIFIED_SUSPECT_LEVEL = 0.3
+# ... and teach its ticket habit this much: low-and-slow must not quickly teach the actor that
+# unticketed reads are normal, nor freeze an honest one forever.
+SUSPECT_READ_WEIGHT = 0.25
+# Unjustified customers per active day: the least rate assumed, and the active days before a
+# rise is judged.
+UNJUSTIFIED_DAILY_FLOOR, UNJUSTIFIED_MIN_DAYS = 0.3, 3
+# A day of over twice the usual rate of them teaches the rate this much: a slow scraper must
+# not teach its baseline that this is normal.
+UNJUSTIFIED_DOUBTFUL_MULTIPLE, UNJUSTIFIED_DOUBTFUL_WEIGHT = 2, 0.1
+JUSTIFIED_ALPHA = 0.005  # customer-hours: the share of justified reads follows change over ~200
+JUSTIFIED_MIN_READS = 100  # customer reads before the actor's justified share is used
 
 # --- Accumulated over days (accumulated, off_hours) -------------------------------------------
 
@@ -194,6 +250,13 @@ FOREST_WARMUP = 128  # vectors learned before scoring
 FOREST_EARLY_REBUILD = 4  # the whole forest is rebuilt at each doubling up to 4x the sample
 FOREST_MAX_FEATURES = 64  # features beyond these are ignored
 FOREST_CALIBRATION_ROWS = 256  # reservoir rows the score is centred and scaled on
+MAX_TICKETED = 64  # recent ticketed (and unticketed) customers remembered per actor
+MAX_ORIGINS = 64  # networks and clients remembered per actor, shared hosts per group
+MAX_PEER_ORIGINS = 4 * MAX_ORIGINS  # a group's networks, clients, addresses not yet shared
+# Addresses whose calls an actor remembers counting (its first ones): a host found shared
+# only after the actor's calls from it counted (the data's first morning, when the scheduler
+# has run for only one or two people) is taken back out of its own calls.
+MAX_OWN_HOSTS = 8
 
 # --- Presentation (what explanations show; never changes a score) -----------------------------
 
@@ -205,4 +268,5 @@ USUAL_CACHE_FROM = 4  # profiles over 4x USUAL_VALUES values cache their most us
 USUAL_CACHE_REFRESH, USUAL_CACHE_SLACK = 1.05, 20  # ... refreshed after 5 % (+20) more events
 PEER_ORDINARY_NOTE = 0.5  # a volume reason says "not unusual for their peers" below this factor
 USUAL_HOURS_SHARE = 0.02  # an hour with this share of the actor's activity is a usual one
+SHARE_DECIMALS = 3  # decimals of a share among an alert's expected values
 DISPLAY_WHOLE_FROM = 10  # counts from 10 are shown without decimals, from 10k as 12k (not 1.2k)

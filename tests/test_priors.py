@@ -20,13 +20,13 @@ from detectors import priors
 REPO = Path(__file__).resolve().parents[1]
 PRIORS = REPO / "detectors" / "priors.py"
 
-# The detection modules whose numbers are all named priors (or structural). Not yet:
-# signals/unjustified.py and signals/new_origin.py (their named constants move later).
+# The detection modules whose numbers are all named priors (or structural).
 CONVERTED = ("detectors/engine.py", "detectors/models.py", "detectors/multivariate.py",
              "detectors/signals/base.py", "detectors/signals/volume.py",
              "detectors/signals/off_hours.py", "detectors/signals/departing.py",
              "detectors/signals/accumulated.py", "detectors/signals/first_seen.py",
-             "detectors/signals/multivariate.py")
+             "detectors/signals/multivariate.py", "detectors/signals/unjustified.py",
+             "detectors/signals/new_origin.py")
 
 # Structural values, allowed anywhere: nothing, one, two (pairs, halves, squares, doubling),
 # a half (halving, a bin's middle), time units (hours a day, days a week, seconds and
@@ -144,7 +144,16 @@ def test_priors_are_constants_and_used() -> None:
 
 def test_names_moved_here_stay_importable_where_they_were() -> None:
     from detectors import engine, models
-    from detectors.signals import accumulated, base, departing, first_seen, multivariate, volume
+    from detectors.signals import (
+        accumulated,
+        base,
+        departing,
+        first_seen,
+        multivariate,
+        new_origin,
+        unjustified,
+        volume,
+    )
 
     old = {engine: ("FURTHER_FAMILY_WEIGHT", "BUDGET_MIN_DAYS", "MAX_EVIDENCE", "SEVERITIES",
                     "LONG_TERM_CAP", "LONG_TERM_SCALE"),
@@ -155,7 +164,12 @@ def test_names_moved_here_stay_importable_where_they_were() -> None:
            departing: ("LEAVING_MULTIPLE", "LEAVING_SIGMAS"),
            accumulated: ("LONG_TERM_SCALE",),
            first_seen: ("COMMON_SHARE", "COMMON_FACTOR"),
-           multivariate: ("MULTIVARIATE_TOLERATED", "MULTIVARIATE_WEIGHT")}
+           multivariate: ("MULTIVARIATE_TOLERATED", "MULTIVARIATE_WEIGHT"),
+           unjustified: ("MAX_TICKETED", "QUEUE_LINK_SHARE", "QUEUE_MIN_LINKS",
+                         "LONG_TERM_GAIN_PER_HOUR", "JUSTIFIED_MIN_READS"),
+           new_origin: ("NEW_ORIGIN_MIN_EVENTS", "NEW_ORIGIN_SCALE", "NEW_ORIGIN_COMMON",
+                        "NEW_ORIGIN_PEERS", "NEW_ORIGIN_SHARED_HOST", "MAX_ORIGINS",
+                        "MAX_OWN_HOSTS")}
     for module, names in old.items():
         for name in names:
             assert getattr(module, name) is getattr(priors, name), (module.__name__, name)

@@ -37,22 +37,23 @@ from sys import intern
 from typing import Any
 
 from detectors.models import Reason, saturate
+from detectors.priors import (
+    MAX_ORIGINS,
+    MAX_OWN_HOSTS,
+    MAX_PEER_ORIGINS,
+    NEW_ORIGIN_COMMON,
+    NEW_ORIGIN_MIN_EVENTS,
+    NEW_ORIGIN_PEERS,
+    NEW_ORIGIN_SCALE,
+    NEW_ORIGIN_SHARED_HOST,
+)
 from detectors.signals.base import DAY_MS, Context, Signal
 
-# Priors (issue 14: documented, named in one place per signal).
-NEW_ORIGIN_MIN_EVENTS = 2  # the actor's own calls before an origin can be "new" to it
-NEW_ORIGIN_SCALE = 3.0     # downloads from the new origin that make a level of 0.63
-NEW_ORIGIN_COMMON = 0.3    # the level's share where peers use the network too
-NEW_ORIGIN_PEERS = 2       # peers using a network (a client) that make it common among them
-MAX_ORIGINS = 64           # networks and clients remembered per actor (bounded memory)
-# Distinct actors of a group on one address that make it a shared host (a server acting for
-# several people), whose calls are none of those actors' own origin: more than a desk two
-# people share.
-NEW_ORIGIN_SHARED_HOST = 3
-# Addresses whose calls an actor remembers counting (its first ones): a host found shared
-# only after the actor's calls from it counted (the data's first morning, when the scheduler
-# has run for only one or two people) is taken back out of its own calls.
-MAX_OWN_HOSTS = 8
+# (The NEW_ORIGIN_* priors, MAX_ORIGINS and MAX_OWN_HOSTS, defined here before and now in
+# detectors.priors, are re-exported.)
+__all__ = ["MAX_ORIGINS", "MAX_OWN_HOSTS", "NEW_ORIGIN_COMMON", "NEW_ORIGIN_MIN_EVENTS",
+           "NEW_ORIGIN_PEERS", "NEW_ORIGIN_SCALE", "NEW_ORIGIN_SHARED_HOST", "NewOrigin",
+           "Origins", "PeerOrigins", "peer_origins"]
 
 
 class Origins:
@@ -77,7 +78,7 @@ class Origins:
     def __setstate__(self, state: tuple) -> None:
         self.n, self.networks, self.clients, self.suspect, self.taken, self.since = state[:6]
         # (a record from before shared hosts: all its calls its own)
-        self.via, self.hosts = state[6:] if len(state) > 6 else (0, {})
+        self.via, self.hosts = state[6:] or (0, {})
 
     def own_calls(self, shared: set[str]) -> int:
         """Its calls from no shared host (one found shared since they counted included)."""
@@ -122,7 +123,7 @@ class PeerOrigins:
             if len(self.shared) < MAX_ORIGINS:
                 self.shared.add(intern(address))
             return True
-        if not who and len(self.hosts) >= 4 * MAX_ORIGINS:
+        if not who and len(self.hosts) >= MAX_PEER_ORIGINS:
             self.hosts.clear()  # (bounded: addresses seen by one actor are the bulk)
         self.hosts[intern(address)] = (*who, intern(actor))
         return False
@@ -212,13 +213,13 @@ class NewOrigin(Signal):
         if network is not None and len(own.networks) < MAX_ORIGINS:
             if network not in own.networks:
                 seen = group.networks
-                if len(seen) < 4 * MAX_ORIGINS or network in seen:
+                if len(seen) < MAX_PEER_ORIGINS or network in seen:
                     seen[network] = seen.get(network, 0) + 1
             own.networks.add(intern(network))
         client = ev.client
         if client is not None and len(own.clients) < MAX_ORIGINS:
             if client not in own.clients:
                 seen = group.clients
-                if len(seen) < 4 * MAX_ORIGINS or client in seen:
+                if len(seen) < MAX_PEER_ORIGINS or client in seen:
                     seen[client] = seen.get(client, 0) + 1
             own.clients.add(intern(client))

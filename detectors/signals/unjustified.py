@@ -15,6 +15,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.models import DailyCount, Reason, RunningStats, TicketHabit, saturate
+from detectors.priors import (
+    FOREIGN_ALPHA,
+    FOREIGN_MIN_READS,
+    IN_QUEUE_WEIGHT,
+    INSIDE_PRIOR,
+    JUSTIFIED_ALPHA,
+    JUSTIFIED_MIN_READS,
+    LATE_TICKET_HOURS,
+    LONG_TERM_FROM,
+    LONG_TERM_GAIN_PER_HOUR,
+    MAX_TICKETED,
+    NEVER_WORKED_OFF,
+    OUTSIDE_QUEUE_COUNT,
+    OUTSIDE_QUEUE_WEIGHT,
+    QUEUE_LINK_SHARE,
+    QUEUE_MIN_LINKS,
+    SHARE_DECIMALS,
+    SUSPECT_READ_WEIGHT,
+    TICKET_CONTEXT_DAYS,
+    TICKET_HISTORY,
+    UNJUSTIFIED_DAILY_FLOOR,
+    UNJUSTIFIED_DOUBTFUL_MULTIPLE,
+    UNJUSTIFIED_DOUBTFUL_WEIGHT,
+    UNJUSTIFIED_MIN_DAYS,
+    UNJUSTIFIED_SCALE,
+    UNJUSTIFIED_SUSPECT_LEVEL,
+    UNSERVED_FACTOR,
+    VIP_LONG_TERM_FACTOR,
+    VIP_WEIGHT,
+)
 from detectors.signals.base import (
     DAY_MS,
     HOUR_MS,
@@ -27,17 +57,17 @@ from detectors.signals.base import (
     specificity,
 )
 
+# (MAX_TICKETED, QUEUE_LINK_SHARE, QUEUE_MIN_LINKS, LONG_TERM_GAIN_PER_HOUR and
+# JUSTIFIED_MIN_READS, priors in detectors.priors defined here before, are re-exported.)
+__all__ = ["JUSTIFIED_MIN_READS", "LATE_TICKET_MS", "LONG_TERM_GAIN_PER_HOUR", "MAX_TICKETED",
+           "QUEUE_LINK_SHARE", "QUEUE_MIN_LINKS", "TICKET_CONTEXT_MS", "QueueMap", "Unjustified",
+           "UnjustifiedState"]
+
 # A ticketed contact with a customer justifies unticketed reads of it for this long.
-TICKET_CONTEXT_MS = DAY_MS
+TICKET_CONTEXT_MS = TICKET_CONTEXT_DAYS * DAY_MS
 # An unticketed read followed this soon by a ticketed one was a forgotten ticket.
-LATE_TICKET_MS = HOUR_MS
+LATE_TICKET_MS = LATE_TICKET_HOURS * HOUR_MS
 _TAKEN_BACK = (0.0, 0.0)  # a pending look's (weight, count) once its suspicion is withdrawn
-MAX_TICKETED = 64  # recent ticketed customers remembered per actor
-# a team shares a queue with the teams holding at least this share (and this many) of the
-# customers it shares at all: another region's team meets it only by chance
-QUEUE_LINK_SHARE, QUEUE_MIN_LINKS = 0.1, 5
-LONG_TERM_GAIN_PER_HOUR = 1.0  # bursts are the short-term levels' job
-JUSTIFIED_MIN_READS = 100  # customer reads before the actor's justified share is used
 
 
 @dataclass(slots=True)
@@ -46,10 +76,10 @@ class UnjustifiedState:
 
     tickets: TicketHabit  # its share of customer reads with a ticket (reset on a role change)
     # share of its customer accesses that are customers other teams serve
-    foreign: RunningStats = field(default_factory=lambda: RunningStats(0.02))
+    foreign: RunningStats = field(default_factory=lambda: RunningStats(FOREIGN_ALPHA))
     # unjustified customers per active day: a sustained rise is low-and-slow scraping
-    unjustified_days: DailyCount = field(
-        default_factory=lambda: DailyCount(floor=0.3, min_days=3))
+    unjustified_days: DailyCount = field(default_factory=lambda: DailyCount(
+        floor=UNJUSTIFIED_DAILY_FLOOR, min_days=UNJUSTIFIED_MIN_DAYS))
     ticketed: dict[str, int] = field(default_factory=dict)  # customer -> last ticketed ms
     # customer -> (last look, long-term weight, unjustified count) of an unticketed look
     pending: dict[str, tuple[int, float, float]] = field(default_factory=dict)
@@ -59,7 +89,7 @@ class UnjustifiedState:
     hour_long_gain: float = 0.0  # long-term weight added in the running hour
     # share of its customer reads (per customer-hour) that were justified: a ticket, or a
     # ticketed contact with the customer in the last day (call-backs are justified)
-    justified: RunningStats = field(default_factory=lambda: RunningStats(0.005))
+    justified: RunningStats = field(default_factory=lambda: RunningStats(JUSTIFIED_ALPHA))
 
     __setstate__ = restore_slots
 
@@ -131,7 +161,7 @@ class Unjustified(Signal):
         self.queues = QueueMap(settings.max_customers)
 
     def _habit(self) -> TicketHabit:
-        return TicketHabit(min_events=3 * self.settings.min_history_events)
+        return TicketHabit(min_events=TICKET_HISTORY * self.settings.min_history_events)
 
     def new_actor(self) -> UnjustifiedState:
         return UnjustifiedState(self._habit())
@@ -153,7 +183,8 @@ class Unjustified(Signal):
         # Days of unjustified reads well above the actor's rate: a slow scraper must not
         # teach its baseline that this is normal.
         uj = ctx.st.signals["unjustified"].unjustified_days
-        uj.roll(0.1 if uj.usual.n >= uj.min_days and uj.today > 2 * uj.rate else 1.0)
+        doubtful = uj.usual.n >= uj.min_days and uj.today > UNJUSTIFIED_DOUBTFUL_MULTIPLE * uj.rate
+        uj.roll(UNJUSTIFIED_DOUBTFUL_WEIGHT if doubtful else 1.0)
 
     def score_one(self, ctx: Context) -> None:
         # Scores, then learns the ticket habit: how suspicious this read is decides how much
@@ -187,13 +218,13 @@ class Unjustified(Signal):
             if late is not None and t - late[0] <= LATE_TICKET_MS:
                 # A forgotten ticket, supplied after all: take the suspicion back.
                 _take_back(st, state, tickets, late)
-        elif (off >= 0.3
+        elif (off >= NEVER_WORKED_OFF
               or t - state.ticketed.get(customer, -TICKET_CONTEXT_MS) >= TICKET_CONTEXT_MS):
             # (A day's ticketed contact justifies a later look, but not at an hour the actor
             # never works: night views of customers it served are the camera-spying case.)
             recent = state.pending.get(customer)
             if recent is not None and t - recent[0] < LATE_TICKET_MS:
-                if off < 0.3 and recent[1:] != _TAKEN_BACK:
+                if off < NEVER_WORKED_OFF and recent[1:] != _TAKEN_BACK:
                     # Looked at again within the hour, at an hour the actor works: a case
                     # worked without its ticket, not a lookup (one read per customer).
                     _take_back(st, state, tickets, recent)
@@ -213,9 +244,10 @@ class Unjustified(Signal):
                                * specificity(share) * (1.0 - share))
         # Reads under suspicion count a quarter: low-and-slow must not quickly teach
         # the actor that unticketed reads are normal, nor freeze an honest one forever.
-        suspicious = not ev.ticket and (st.levels.get("unjustified", 0.0) >= 0.3
-                                        or st.long_term >= 1.0)
-        weight = 0.25 if suspicious else 1.0
+        suspicious = not ev.ticket and (
+            st.levels.get("unjustified", 0.0) >= UNJUSTIFIED_SUSPECT_LEVEL
+            or st.long_term >= LONG_TERM_FROM)
+        weight = SUSPECT_READ_WEIGHT if suspicious else 1.0
         if fresh:  # per customer (-hour), like the unjustified count and its payback
             state.justified.update(0.0 if looked else 1.0)
             state.tickets.learn_one(habit, weight)
@@ -234,23 +266,24 @@ class Unjustified(Signal):
             state.unjustified_customers.add(customer)  # bounded, like the hour's customers
         count = 1.0
         if in_queue:
-            where, weight = "", 0.5  # a customer of the actor's own team's queue
+            where, weight = "", IN_QUEUE_WEIGHT  # a customer of the actor's own team's queue
         else:
             # Outside the population it serves: telling only for an actor who normally
             # stays within its team's queue (not, say, a fraud investigator). A customer no
             # team has served yet counts half as much: it may be the queue's next one.
-            inside = 1.0 - state.foreign.mean if state.foreign.n >= 20 else 1 / 6
+            inside = (1.0 - state.foreign.mean if state.foreign.n >= FOREIGN_MIN_READS
+                      else INSIDE_PRIOR)
             if not served_by:
-                inside /= 2
+                inside *= UNSERVED_FACTOR
             where = (", outside its team's queue" if served_by
                      else ", one no team has served under a ticket")
-            weight = 0.5 + 3.0 * inside
-            count = 1.0 + 1.5 * inside
+            weight = IN_QUEUE_WEIGHT + OUTSIDE_QUEUE_WEIGHT * inside
+            count = 1.0 + OUTSIDE_QUEUE_COUNT * inside
         state.unjustified += count
         weight *= self.settings.long_term_weight * specificity(share)
         vip = customer in ctx.engine.vip_customers
         if vip:
-            weight *= 4
+            weight *= VIP_LONG_TERM_FACTOR
         else:
             # Only reads beyond the actor's own daily rate add up over days: a steady habit
             # of ticketless call-backs, however large, never accumulates; a scraper's extra
@@ -266,13 +299,13 @@ class Unjustified(Signal):
         n = len(state.unjustified_customers)
         excess = state.unjustified - (1.0 - share) * state.customer_reads
         # Unticketed and at an hour the actor never works: together worth more than apart.
-        score = min(1.0, specificity(share) * saturate(excess, 4.0) * (1.0 + off))
+        score = min(1.0, specificity(share) * saturate(excess, UNJUSTIFIED_SCALE) * (1.0 + off))
         whose = "their" if tickets is state.tickets else "their peers'"
         desc = (f"accessed {n} customers without a ticket or a ticketed contact (the last "
                 f"{customer}{where}); {round(100 * share)}% of {whose} customer "
                 "accesses carry one")
         observed: dict[str, Any] = {"unticketed_customers": n, "last": customer}
-        expected: dict[str, Any] = {"ticketed_share": round(share, 3)}
+        expected: dict[str, Any] = {"ticketed_share": round(share, SHARE_DECIMALS)}
         # Day after day more of them than the actor's own rate: low-and-slow scraping.
         days = state.unjustified_days
         if t // DAY_MS >= st.day:
@@ -295,7 +328,7 @@ class Unjustified(Signal):
             expected["unticketed_per_day"] = round(days.rate, 2)
         ctx.raise_("unjustified", score, [Reason("unjustified", score, desc, observed, expected)])
         if vip:
-            vip_score = 0.75 * share
+            vip_score = VIP_WEIGHT * share
             ctx.raise_("vip", vip_score, [Reason(
                 "vip", vip_score, f"read VIP customer {customer} without a ticket",
                 customer, "no VIP reads without a ticket")])
@@ -311,4 +344,4 @@ def _take_back(st: Any, state: UnjustifiedState, tickets: TicketHabit, look: tup
     st.levels["unjustified"] = min(
         st.levels.get("unjustified", 0.0),
         specificity(share) * saturate(state.unjustified - (1.0 - share) * state.customer_reads,
-                                      4.0))
+                                      UNJUSTIFIED_SCALE))
