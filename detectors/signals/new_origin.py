@@ -210,16 +210,10 @@ class NewOrigin(Signal):
             own.suspect, own.taken = None, 0
         if own.suspect is not None:
             return  # a suspect origin is not learned as the actor's own while in use
-        if network is not None and len(own.networks) < MAX_ORIGINS:
-            if network not in own.networks:
-                seen = group.networks
-                if len(seen) < MAX_PEER_ORIGINS or network in seen:
-                    seen[network] = seen.get(network, 0) + 1
-            own.networks.add(intern(network))
-        client = ev.client
-        if client is not None and len(own.clients) < MAX_ORIGINS:
-            if client not in own.clients:
-                seen = group.clients
-                if len(seen) < MAX_PEER_ORIGINS or client in seen:
-                    seen[client] = seen.get(client, 0) + 1
-            own.clients.add(intern(client))
+        for value, mine, seen in ((network, own.networks, group.networks),
+                                  (ev.client, own.clients, group.clients)):
+            if value is not None and len(mine) < MAX_ORIGINS:
+                # (the group counts the actors that use it: each actor once)
+                if value not in mine and (len(seen) < MAX_PEER_ORIGINS or value in seen):
+                    seen[value] = seen.get(value, 0) + 1
+                mine.add(intern(value))
