@@ -30,7 +30,6 @@ from detectors import core_build
 from detectors.events import AccessEvent, InvalidEvent, decode_context, decode_event
 from detectors.settings import Settings
 from stream import web as webguard
-from stream.audit import SOURCE_HEADER
 from stream.deadletters import ContextDeadLetters, DeadLetters
 from stream.kafka_security import broker_credentials, client_kwargs
 from stream.kafka_security import describe as describe_security
@@ -43,6 +42,7 @@ from stream.pipeline import (
     encode,
     home_partition,
 )
+from stream.shared import SOURCE_HEADER
 from stream.sinks.ocsf import finding
 from stream.sources import Source, parse_sources, source_for
 from stream.state import ActorStore

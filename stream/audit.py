@@ -30,9 +30,8 @@ from detectors.events import InvalidEvent, decode_event
 from detectors.settings import Settings
 from stream.kafka_security import client_kwargs
 from stream.pipeline import home_partition
+from stream.shared import SOURCE_HEADER
 from stream.topics import read_to_end
-
-SOURCE_HEADER = "snoopwatch-source"
 
 
 @dataclass
@@ -217,7 +216,7 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
             pa.reasons[r] = pa.reasons.get(r, 0) + 1
     audit = Audit(result[settings.input_topic], result[by_actor_topic])
     if metrics_urls:
-        from stream.demo import scrape
+        from stream.shared import scrape
 
         audit.workers = {url: scrape(url) for url in metrics_urls}
     return audit

@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from detectors.settings import Settings
-from stream.audit import SOURCE_HEADER
 from stream.kafka_security import client_kwargs
+from stream.shared import SOURCE_HEADER
 from stream.topics import read_to_end
 
 log = logging.getLogger("snoopwatch")

@@ -42,8 +42,8 @@ from typing import IO, Any
 import orjson
 
 from detectors.settings import Settings
-from stream.demo import alert_line
 from stream.kafka_security import client_kwargs
+from stream.shared import alert_line
 
 ALERTNAME = "SnoopwatchInsider"
 MAX_EVENT_IDS = 10

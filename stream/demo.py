@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import orjson
 from detectors.settings import Settings
 from stream.kafka_security import check_connection, client_kwargs
 from stream.processes import stop_process
+from stream.shared import alert_line, scrape
 from stream.simulate import SimConfig, produce
 from stream.topics import topic_partitions
 
@@ -40,28 +40,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Unlabelled and labelled samples of a /metrics page, as {'name{labels}': value}."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def alert_line(alert: dict[str, Any]) -> str:
-    """One readable line per alert, for a terminal."""
-    when = alert["time"][:16].replace("T", " ")
-    return (f"[{alert['severity'].upper():8}] {alert['score']:5.1f}  {when}  "
-            f"{alert['summary']}")
 
 
 async def _run(settings: Settings, cfg: SimConfig, timeout_s: float, log_path: Path) -> int:
