@@ -125,6 +125,7 @@ def test_alertmanager_payload() -> None:
 # --- snoopwatch alerts ---------------------------------------------------------------------
 
 
+@pytest.mark.kafka
 def test_alerts_prints_one_line_per_alert(settings: Settings) -> None:
     alerts = [make_alert(f"a{i}", f"agent-{i}", sev) for i, sev in
               enumerate(["medium", "high", "critical"])]
@@ -146,6 +147,7 @@ def test_alerts_prints_one_line_per_alert(settings: Settings) -> None:
     assert proc.returncode == 1 and len(proc.stdout.splitlines()) == 3
 
 
+@pytest.mark.kafka
 def test_alerts_follows_new_alerts_and_stops_cleanly_on_ctrl_c(settings: Settings) -> None:
     old = make_alert("old", "agent-1", "high")
     _send(settings, [orjson.dumps(old)])
@@ -186,6 +188,7 @@ def _held(am: str) -> list[dict[str, Any]]:
     return get_json(f"{am}/api/v2/alerts?{q}")
 
 
+@pytest.mark.kafka
 def test_forwarder_posts_each_alert_once_to_alertmanager(settings: Settings,
                                                          tmp_path: Path) -> None:
     a = make_alert("aaaa", "agent-0014", "critical")
@@ -226,6 +229,7 @@ def test_forwarder_posts_each_alert_once_to_alertmanager(settings: Settings,
         assert sorted(x["labels"]["alert_id"] for x in _held(am)) == ["aaaa", "bbbb", "cccc"]
 
 
+@pytest.mark.kafka
 def test_forwarder_waits_for_alertmanager_and_then_delivers(settings: Settings,
                                                             tmp_path: Path) -> None:
     """Alertmanager down: the forwarder retries and commits nothing, so the alert is
