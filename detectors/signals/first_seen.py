@@ -90,26 +90,21 @@ class FirstSeen(Signal):
     @staticmethod
     def _judge(ctx: Context, own: FirstSeenModel, peers: FirstSeenModel,
                traits: dict[str, str | None]) -> None:
-        if own.n >= own.min_events:
-            reasons = own.explain(traits)
-            # What the actor's peers use commonly (a new tool for the team) counts far less.
-            for r in reasons:
-                trait = r.detector.removeprefix("first_seen_")
-                common = peers.counts.get(trait, {}).get(traits[trait], 0)
-                if peers.n and common / peers.n >= COMMON_SHARE:
-                    r.score *= COMMON_FACTOR
-                    r.description += " (common among peers)"
-                elif trait == "network" and near_known(traits["network"], own, peers):
-                    r.score *= COMMON_FACTOR
-                    r.description += " (in an address block the actor or its peers use)"
-        else:  # cold start: only what is rare for the peers too
-            reasons = peers.explain(traits)
-            for r in reasons:
+        cold = own.n < own.min_events  # cold start: only what is rare for the peers too
+        reasons = (peers if cold else own).explain(traits)
+        for r in reasons:
+            trait = r.detector.removeprefix("first_seen_")
+            if cold:
                 r.description = r.description.replace("usually", "peers usually")
-                if r.detector == "first_seen_network" and near_known(
-                        traits["network"], own, peers):
-                    r.score *= COMMON_FACTOR
-                    r.description += " (in an address block the actor or its peers use)"
+            elif peers.n and (peers.counts.get(trait, {}).get(traits[trait], 0) / peers.n
+                              >= COMMON_SHARE):
+                # What the actor's peers use commonly (a new tool for the team) counts far less.
+                r.score *= COMMON_FACTOR
+                r.description += " (common among peers)"
+                continue
+            if trait == "network" and near_known(traits["network"], own, peers):
+                r.score *= COMMON_FACTOR
+                r.description += " (in an address block the actor or its peers use)"
         if not reasons:
             return
         bump(ctx.st.hour_counts, "novel")  # (late events too, as ever)

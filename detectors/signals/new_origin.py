@@ -202,8 +202,10 @@ class NewOrigin(Signal):
             own.via += 1  # (a shared host's calls are not the actor's own origin)
         else:
             hosts = own.hosts
-            if address is not None and (address in hosts or len(hosts) < MAX_OWN_HOSTS):
-                hosts[intern(address)] = hosts.get(address, 0) + 1
+            if address in hosts:
+                hosts[address] += 1  # (the common case: no intern per event)
+            elif address is not None and len(hosts) < MAX_OWN_HOSTS:
+                hosts[intern(address)] = 1
         if (own.suspect is not None and (network, ev.client) != own.suspect
                 and (network in own.networks or ev.client in own.clients)):
             # Back on an origin it had used: the new one is no longer being used alone.
