@@ -203,7 +203,11 @@ UNSERVED_FACTOR = 0.5
 VIP_LONG_TERM_FACTOR = 4  # an unticketed VIP read adds 4x, within its daily rate or not
 LONG_TERM_GAIN_PER_HOUR = 1.0  # long-term sum added per hour: bursts are the short-term levels' job
 UNJUSTIFIED_SCALE = 4.0  # unjustified customers beyond the habit's allowance that score 0.63
-VIP_WEIGHT = 0.75  # an unticketed VIP read scores this x the actor's ticketed share
+# An unticketed VIP read scores this x the larger of the actor's ticketed share and its
+# group's share of justified VIP reads ...
+VIP_WEIGHT = 0.75
+VIP_MIN_READS = 20  # ... the latter once the group has made this many VIP reads ...
+VIP_ALPHA = 0.01  # ... and tracked over about its last 100 (a drifting share)
 # An unjustified level from which the actor's unticketed reads are under suspicion (as they
 # are above LONG_TERM_FROM) ...
 UNJUSTIFIED_SUSPECT_LEVEL = 0.3

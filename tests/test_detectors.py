@@ -521,6 +521,29 @@ def test_vip_read_without_ticket_alerts_but_with_ticket_does_not() -> None:
     assert "star" in alert.summary
 
 
+def test_an_unticketed_vip_read_is_judged_by_how_the_groups_vip_reads_go() -> None:
+    """Issue 14: where the group's VIP reads carry tickets, an unticketed one is telling
+    even from an agent a quarter of whose other reads go unticketed (call-backs): its level
+    follows the group's VIP habit (0.75 x ~1), not the agent's own (0.75 x ~0.75)."""
+    eng = Engine()
+    eng.apply_context(parse_context({"kind": "vip_customer", "id": "star"}))
+    i = 0
+    for day in range(6):
+        for k in range(40):
+            for a in range(8):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 600_000 + a * 1000
+                cust = "star" if k == 5 + a else f"c{day}-{a}-{k}"
+                ticket = None if a == 0 and k % 4 == 3 else f"T{i}"
+                eng.process(ev(i, t, actor=f"ag{a}", customer=cust, ticket=ticket))
+    share = eng.state_of("ag0").signals["unjustified"].tickets.ticketed_share
+    assert 0.7 < share < 0.8  # the call-back habit
+    assert eng.peers["support_agent"].signals["vip"].mean > 0.95  # VIP reads ticketed
+    eng.process(ev(i + 1, T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS, actor="ag0", customer="star",
+                   ticket=None))
+    assert eng.state_of("ag0").levels["vip"] > 0.7
+
+
 def test_departing_actor_is_not_alerted_for_being_on_the_list() -> None:
     from detectors.events import ContextEntry
 

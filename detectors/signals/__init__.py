@@ -16,6 +16,7 @@ from detectors.signals.multivariate import Multivariate
 from detectors.signals.new_origin import NewOrigin
 from detectors.signals.off_hours import OffHours
 from detectors.signals.unjustified import Unjustified
+from detectors.signals.vip import Vip
 from detectors.signals.volume import DailyEgress, Egress, Volume
 
 REGISTRY: list[type[Signal]] = [
@@ -24,7 +25,8 @@ REGISTRY: list[type[Signal]] = [
     Egress,
     DailyEgress,
     OffHours,
-    Unjustified,  # (raises unjustified and vip)
+    Unjustified,
+    Vip,  # (after unjustified: it reads ctx.looked)
     FirstSeen,
     NewOrigin,
     Multivariate,

@@ -109,14 +109,16 @@ class Context:
     Filled by the engine before the score phase (``engine`` .. ``leaving``, ``network``);
     ``off`` is the off-hours signal's score of the event, set in its ``score_one`` (registry
     order puts it before ``unjustified``, which weighs an unticketed read at a never-worked
-    hour more).
+    hour more); ``looked`` and ``ticketed_share`` are ``unjustified``'s verdict on the read,
+    set in its ``score_one`` (``vip`` reads them).
     Signals feed the actor's long-term sum (``ActorState.long_term``, the ``accumulated``
     signal) and its hour's counts (``counts``: what the ``multivariate`` signal sees of the
     finished hour, and the hourly volume baselines learn) directly on ``st``.
     """
 
     __slots__ = ("contributed", "counts", "customer", "decay", "disabled", "engine", "ev",
-                 "fresh", "late", "leaving", "network", "off", "peer", "settings", "st", "t")
+                 "fresh", "late", "leaving", "looked", "network", "off", "peer", "settings",
+                 "st", "t", "ticketed_share")
 
     def __init__(self, engine: Any, st: Any, peer: Any, t: int) -> None:
         self.engine = engine  # the Engine (watchlists: vip_customers, leaving(actor, t))
@@ -134,6 +136,10 @@ class Context:
         self.fresh = False  # the customer's first access this hour
         self.leaving: Any = None  # the actor's departing watchlist entry while it leaves
         self.off = 0.0  # the off-hours score (0.5 x how rarely the actor works at this hour)
+        # Set by ``unjustified``: the read is a look with no ticket or ticketed contact (not
+        # a repeat within the hour), judged against this ticketed share (0: not judged).
+        self.looked = False
+        self.ticketed_share = 0.0
         self.contributed = False  # a signal raised its level on this event (see raise_)
 
     def raise_(self, name: str, score: float, reasons: list[Reason]) -> bool:

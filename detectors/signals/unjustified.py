@@ -1,7 +1,7 @@
-"""``unjustified`` and ``vip``: customer reads without a ticket and with no ticketed contact
-with that customer in the last day (none at hours the actor never works), beyond the actor's
-own habit, and their daily count rising above its own rate; ``vip``: such reads of customers
-on the VIP watchlist.
+"""``unjustified``: customer reads without a ticket and with no ticketed contact with that
+customer in the last day (none at hours the actor never works), beyond the actor's own habit,
+and their daily count rising above its own rate. It tells the signals after it (``vip``)
+which reads were such looks (``ctx.looked``, ``ctx.ticketed_share``).
 
 Engine-wide it learns which teams serve which customers under tickets (the "queue" map,
 :class:`QueueMap`): a read outside the actor's team's queue is more telling. Each unjustified
@@ -43,7 +43,6 @@ from detectors.priors import (
     UNJUSTIFIED_SUSPECT_LEVEL,
     UNSERVED_FACTOR,
     VIP_LONG_TERM_FACTOR,
-    VIP_WEIGHT,
 )
 from detectors.signals.base import (
     DAY_MS,
@@ -154,7 +153,6 @@ class Unjustified(Signal):
     """Unticketed reads, counted per customer: one forgotten ticket is one customer."""
 
     name = "unjustified"
-    raises = ("unjustified", "vip")
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
@@ -231,8 +229,8 @@ class Unjustified(Signal):
                     recent = (t, *_TAKEN_BACK)
                 state.pending[customer] = (t, *recent[1:])  # the same look, still going on
             else:
-                looked = True
-                share = tickets.score_one(habit)
+                looked = ctx.looked = True
+                share = ctx.ticketed_share = tickets.score_one(habit)
                 if share > 0:
                     self._unjustified(ctx, state, tickets, customer, served_by, in_queue,
                                       share)
@@ -327,11 +325,6 @@ class Unjustified(Signal):
             observed["unticketed_last_days"] = recent
             expected["unticketed_per_day"] = round(days.rate, 2)
         ctx.raise_("unjustified", score, [Reason("unjustified", score, desc, observed, expected)])
-        if vip:
-            vip_score = VIP_WEIGHT * share
-            ctx.raise_("vip", vip_score, [Reason(
-                "vip", vip_score, f"read VIP customer {customer} without a ticket",
-                customer, "no VIP reads without a ticket")])
 
 
 def _take_back(st: Any, state: UnjustifiedState, tickets: TicketHabit, look: tuple) -> None:
