@@ -86,6 +86,7 @@ from detectors.signals.base import (
     DAY_MS,
     HOUR_MS,
     LONG_TERM_CAP,
+    Profile,
     overrides,
     rfc3339,
     specificity,
@@ -186,7 +187,7 @@ class PeerGroup:
     """What is normal for a role, pooled over the actors of that role."""
 
     # signal name -> that signal's state for the group (Signal.new_peer), registry order
-    signals: dict[str, Any] = field(default_factory=dict)
+    signals: Profile = field(default_factory=Profile)
     # Who of the group ran unusually hot (volume) or exported off hours, in the last day:
     # the group's busy day or night, shared by the volume-type and off-hours signals.
     hot: OrderedDict = field(default_factory=OrderedDict)  # actor -> last time it ran hot
@@ -207,7 +208,7 @@ class ActorState:
     actor: str
     peer: str
     # signal name -> that signal's state for the actor (Signal.new_actor), registry order
-    signals: dict[str, Any] = field(default_factory=dict)
+    signals: Profile = field(default_factory=Profile)
     role: str | None = None
     hour: int = -1
     hour_counts: dict[str, int] = field(default_factory=dict)  # the running hour's counts
@@ -246,10 +247,19 @@ def _values(state: Any) -> dict[str, Any]:
     return dict(state[1] if isinstance(state, tuple) else state)
 
 
+def _as_profile(values: dict[str, Any]) -> dict[str, Any]:
+    """A record written before :class:`Profile` (or moved from its old fields above) holds a
+    plain dict in ``signals``: the engine calls Profile's methods on it."""
+    signals = values.get("signals")
+    if signals is not None and not isinstance(signals, Profile):
+        values["signals"] = Profile(signals)
+    return values
+
+
 def _migrate_actor(state: Any) -> dict[str, Any]:
     values = _values(state)
     if "signals" in values or "volume" not in values:
-        return values
+        return _as_profile(values)
     from detectors.signals.departing import DepartingState
     from detectors.signals.unjustified import UnjustifiedState
 
@@ -264,16 +274,16 @@ def _migrate_actor(state: Any) -> dict[str, Any]:
             setattr(uj, name, values.pop(name))
     signals["departing"], signals["unjustified"] = dep, uj
     values["signals"] = {name: signals[name] for name in _REGISTRY_ORDER if name in signals}
-    return values
+    return _as_profile(values)
 
 
 def _migrate_peer(state: Any) -> dict[str, Any]:
     values = _values(state)
     if "signals" in values or "volume" not in values:
-        return values
+        return _as_profile(values)
     signals = {new: values.pop(old) for old, new in _OLD_PEER_FIELDS.items() if old in values}
     values["signals"] = {name: signals[name] for name in _REGISTRY_ORDER if name in signals}
-    return values
+    return _as_profile(values)
 
 
 _REGISTRY_ORDER = tuple(cls.name for cls in REGISTRY)
@@ -388,13 +398,10 @@ class Engine:
         else:
             self.departing[entry.id] = entry
 
-    def _profile(self) -> dict[str, Any]:
-        """Fresh per-actor signal states (registry order): for a new actor."""
-        return {sig.name: sig.new_actor() for sig in self._actor_signals}
-
     def new_actor(self, actor: str, peer: str) -> ActorState:
         """A fresh state for ``actor`` in peer group ``peer`` (not yet tracked)."""
-        return ActorState(actor=actor, peer=peer, signals=self._profile())
+        return ActorState(actor=actor, peer=peer, signals=Profile.fresh(
+            self._actor_signals, lambda sig: sig.new_actor()))
 
     def leaving(self, actor: str, t: int) -> ContextEntry | None:
         """The actor's watchlist entry while it is leaving (from two weeks before notice)."""
@@ -438,8 +445,8 @@ class Engine:
         if st is None:
             st = self.new_actor(ev.actor, ev.role or ev.team or "unknown")
             self.actors[ev.actor] = st
-        elif len(st.signals) < len(self._actor_signals):
-            self._add_new_signals(st.signals, self._actor_signals, lambda sig: sig.new_actor())
+        elif len(st.signals) < len(self._actor_signals):  # (restored from before a signal)
+            st.signals.complete(self._actor_signals, lambda sig: sig.new_actor())
         if ev.role and st.role is not None and ev.role != st.role:
             # A role change: the old normal no longer applies. Judge the actor against
             # its new peers until it has a history in the new role.
@@ -457,20 +464,11 @@ class Engine:
             from river import stats
 
             peer = self.peers[key] = PeerGroup(
-                signals={sig.name: sig.new_peer(key) for sig in self._peer_signals},
+                signals=Profile.fresh(self._peer_signals, lambda sig: sig.new_peer(key)),
                 risk=stats.Quantile(self.settings.adaptive_quantile))
         elif len(peer.signals) < len(self._peer_signals):
-            self._add_new_signals(peer.signals, self._peer_signals, lambda sig: sig.new_peer(key))
+            peer.signals.complete(self._peer_signals, lambda sig: sig.new_peer(key))
         return peer
-
-    @staticmethod
-    def _add_new_signals(states: dict[str, Any], signals: list[Signal], new: Any) -> None:
-        """A state restored from before a signal was registered: give it the signal's fresh
-        state (in registry order), so adding a signal needs no checkpoint migration."""
-        fresh = {sig.name: states[sig.name] if sig.name in states else new(sig)
-                 for sig in signals}
-        states.clear()
-        states.update(fresh)
 
     def process(self, ev: AccessEvent) -> Verdict:
         s = self.settings

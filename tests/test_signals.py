@@ -19,6 +19,7 @@ from detectors.models import Reason
 from detectors.settings import Settings
 from detectors.signals import REGISTRY, Context, Signal, register, unregister
 from detectors.signals.accumulated import Accumulated
+from detectors.signals.base import Profile
 from stream.simulate import SimConfig, write_jsonl
 
 # A small company with one insider of each kind a small company holds (about 57k events).
@@ -228,6 +229,27 @@ def test_a_new_signal_is_one_class_and_one_registration(toy: type[Signal]) -> No
     assert off.process(ev(1, T0, action="delete")).score == 0.0
     with pytest.raises(ValueError, match="already"):
         register(Deletes)
+
+
+def test_a_profile_from_before_a_signal_was_registered_gets_its_fresh_state(
+        toy: type[Signal]) -> None:
+    """A state restored from a record written before ``departing`` and the toy were
+    registered (actor), or ``egress`` (peer group): on its next event each profile gets the
+    missing signals' fresh states in registry order, and keeps the states it had."""
+    eng = Engine()
+    eng.process(ev(1, T0))
+    st, peer = eng.state_of("ann"), eng.peers["support_agent"]
+    order, peer_order, egress = list(st.signals), list(peer.signals), peer.signals["egress"]
+    kept = {k: v for k, v in st.signals.items() if k not in ("departing", "deletes")}
+    st.signals = Profile(kept)
+    peer.signals = Profile((k, v) for k, v in peer.signals.items() if k != "egress")
+    v = eng.process(ev(2, T0 + 1000, action="delete"))
+    assert v.alert is not None and v.alert.reasons[0].detector == "deletes"
+    assert list(st.signals) == order and order[-1] == "deletes" and order[1] == "departing"
+    assert all(st.signals[k] is state for k, state in kept.items())
+    assert st.signals["deletes"] == {"n": 1}
+    assert list(peer.signals) == peer_order and peer.signals["egress"] is not egress
+    assert isinstance(st.signals, Profile) and isinstance(peer.signals, Profile)
 
 
 def test_without_the_toy_the_engine_knows_no_such_signal() -> None:

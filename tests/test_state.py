@@ -8,6 +8,7 @@ from typing import Any
 
 from detectors.engine import Engine
 from detectors.settings import Settings
+from detectors.signals.base import Profile
 from stream.metrics import Metrics
 from stream.state import (
     ENGINE_KEY,
@@ -84,6 +85,38 @@ def _read(i: int, actor: str, hour: int = 0) -> Any:
                         + i, "actor": actor, "role": "support_agent", "action": "read",
                         "resource_type": "customer_profile", "customer_id": f"c{i % 7}",
                         "ticket": "T1"})
+
+
+def test_a_checkpoint_with_plain_dict_signals_restores_them_as_profiles() -> None:
+    """Records written before :class:`Profile` hold plain dicts in ``signals`` (actor and
+    peer group): restored, they are Profiles with the same states in the same order, and
+    the actor carries on as if it had never been checkpointed."""
+    from detectors.events import parse_event
+
+    eng = Engine()
+    for i in range(80):
+        eng.process(_read(i, "ann", hour=i // 10))
+    # The records as the engine wrote them before Profile: plain dicts in signals.
+    st, shared = pickle.loads(pickle.dumps((eng.actors["ann"], eng.shared_state())))
+    st.signals = dict(st.signals)
+    peer = shared["peers"]["support_agent"]
+    peer.signals = dict(peer.signals)
+    record, shared_blob = encode_record(ActorMeta(0), st), pickle.dumps(shared)
+    restored = Engine()
+    restored.load_shared(pickle.loads(shared_blob))
+    restored.actors["ann"] = decode_record(record, 0)[1]
+    for plain, profile in ((st.signals, restored.actors["ann"].signals),
+                           (peer.signals, restored.peers["support_agent"].signals)):
+        assert type(plain) is dict and type(profile) is Profile
+        # (compared after a pickle round trip, which alone changes the bytes, not the state)
+        assert pickle.dumps(dict(profile)) == pickle.dumps(pickle.loads(pickle.dumps(plain)))
+    # Exports at night from a new client and address: every signal's state takes part.
+    later = [parse_event({"event_id": f"x{i}", "time": 1_700_000_000_000 + 30 * 3_600_000 + i,
+                          "actor": "ann", "role": "support_agent", "action": "export",
+                          "resource_type": "customer_profile", "records": 50_000,
+                          "client": "curl", "source_ip": "203.0.113.9"}) for i in range(5)]
+    scores = [restored.process(e).score for e in later]
+    assert scores == [eng.process(e).score for e in later] and scores[-1] > 50
 
 
 async def test_an_epoch_is_one_point_of_the_stream_while_the_agents_run_on() -> None:

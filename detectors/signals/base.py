@@ -13,7 +13,9 @@ engine-wide state (if any) and making its per-actor and per-peer-group state, li
 5. risk and alert: the levels combined, with the ``accumulated`` standing level.
 
 Only the hooks a signal overrides are called (the engine looks them up once), so a signal
-costs nothing in the phases it takes no part in.
+costs nothing in the phases it takes no part in. An actor's and a peer group's signal states
+make one :class:`Profile` each (``ActorState.signals``, ``PeerGroup.signals``), which also
+completes a baseline restored from before a signal was registered.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -37,8 +40,9 @@ from detectors.priors import (
 from detectors.settings import Settings
 
 # (LONG_TERM_CAP, a prior in detectors.priors, is re-exported: the signals import it here.)
-__all__ = ["DAY_MS", "HOUR_MS", "LONG_TERM_CAP", "Context", "Signal", "bump", "busy_day",
-           "fmt_count", "others_in", "overrides", "restore_slots", "rfc3339", "specificity"]
+__all__ = ["DAY_MS", "HOUR_MS", "LONG_TERM_CAP", "Context", "Profile", "Signal", "bump",
+           "busy_day", "fmt_count", "others_in", "overrides", "restore_slots", "rfc3339",
+           "specificity"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -198,6 +202,32 @@ class Signal:
 
     def end_day(self, ctx: Context) -> None:
         """The actor's day ended (``ctx.st.day`` still the finished day)."""
+
+
+class Profile(dict[str, Any]):
+    """The baseline of one actor or one peer group: signal name -> that signal's state
+    (:meth:`Signal.new_actor` / :meth:`Signal.new_peer`), in registry order.
+
+    A dict, so a signal reads its state as ``ctx.st.signals[name]`` at a dict lookup's cost;
+    ``__slots__ = ()`` keeps it as small as a dict (no instance ``__dict__``).
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def fresh(cls, signals: Iterable[Signal], make: Callable[[Signal], Any]) -> Profile:
+        """A new baseline: ``make(sig)`` (the signal's fresh state) for each of ``signals``."""
+        return cls((sig.name, make(sig)) for sig in signals)
+
+    def complete(self, signals: Sequence[Signal], make: Callable[[Signal], Any]) -> None:
+        """Give a baseline restored from before a signal was registered that signal's fresh
+        state, ``make(sig)``, in registry order: adding a signal needs no checkpoint
+        migration. (A profile lacking a signal is shorter than the list of signals: the
+        engine compares lengths per event and calls this only then.)"""
+        merged = {sig.name: self[sig.name] if sig.name in self else make(sig)
+                  for sig in signals}
+        self.clear()
+        self.update(merged)
 
 
 def overrides(sig: Signal, hook: str) -> bool:
