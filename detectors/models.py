@@ -347,6 +347,11 @@ class DailyCount:
         allowance = usual + math.sqrt(usual)  # (and a standard deviation of Poisson noise)
         return max(0.0, 1.0 - allowance / (self.today + 1))
 
+    def z(self) -> float:
+        """Today's count in units of the usual day-to-day spread (at least Poisson noise)."""
+        rate = self.rate
+        return (self.today - rate) / max(math.sqrt(self.usual.var), math.sqrt(rate))
+
     def day_score(self, min_sd: float = DAY_MIN_SD) -> float:
         """Today alone, with at least ``min_sd`` of spread (one day is noisier than three)."""
         if self.usual.n < self.min_days:

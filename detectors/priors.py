@@ -128,6 +128,12 @@ LEAVING_MULTIPLE, LEAVING_SIGMAS = 1.75, 2.5
 LEAVING_FIRST_DAY_WEIGHT = 0.6  # a single busy day, not after busy ones: honest leavers have one
 LEAVING_STREAK_REMAINDER = 0.5  # each busy day in a row halves what is left up to certainty
 DEPARTING_DOUBTFUL_WEIGHT = 0.1  # a leaver's busy day teaches its rate this much: the suspicion
+# A leaver's days above its own rate add up (a one-sided CUSUM, in its own sigmas): each day
+# adds how far it lies above the rate less this slack (days within it wear the sum down) ...
+LEAVING_DRIFT_SLACK = 0.5
+# ... and a sum beyond this (more than one very busy day: honest leavers have one) scores,
+# this much more past it scoring 0.63.
+LEAVING_DRIFT_FROM, LEAVING_DRIFT_SCALE = 3.0, 3.0
 
 # --- Working hours (models.TimeOfWeek, off_hours) ---------------------------------------------
 

@@ -627,6 +627,38 @@ def test_a_leaver_doubling_a_busy_download_habit_for_three_days_raises_departing
     assert last_day(True) > 0.1 and last_day(False) == 0.0
 
 
+def test_a_leavers_days_above_its_rate_add_up_though_none_is_busy() -> None:
+    """Issue 14: a leaver who makes about five downloads a day makes ten, nine and eleven on
+    three days running. None of them is over twice the rate, and the three-day total is not
+    75 % above it when the first days are ordinary ones, but the days above the own rate add
+    up (a one-sided CUSUM in the actor's sigmas) to a clear departing level; a leaver's
+    single such day does not."""
+    from detectors.events import ContextEntry
+    from detectors.models import DailyCount
+
+    def peak(grab: tuple[int, ...]) -> float:
+        eng = Engine()
+        eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-11-20"))
+        i = ordinary_days(eng, days=3)
+        eng.process(ev(i + 1, T0 + 3 * 24 * HOUR_MS + 8 * HOUR_MS, customer="c-x", ticket="X"))
+        habit = DailyCount()  # (installed once day 3 has begun: the day roll is past)
+        for n in (4, 5, 6, 3, 4, 7, 5, 4, 6, 2, 7):  # about five a day
+            habit.add(n)
+            habit.roll()
+        eng.actors["ann"].signals["departing"].downloads = habit
+        top, i = 0.0, i + 2
+        for day, n in enumerate(grab, start=3):
+            for k in range(n):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 1_800_000
+                eng.process(ev(i, t, customer=f"d{i}", ticket=f"D{i}", action="download"))
+                top = max(top, eng.actors["ann"].levels.get("departing", 0.0))
+        return top
+
+    assert peak((10, 9, 11)) > 0.4
+    assert peak((10, 5, 4)) < 0.2
+
+
 def test_downloads_habit_is_no_alert_for_one_busy_day_or_for_staff_who_stay() -> None:
     assert downloads_over_days(leaving=True, busy_days={10}) == []  # honest leavers' busy day
     assert downloads_over_days(leaving=False, busy_days={10, 11, 12}) == []

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from detectors.models import DailyCount, Reason
+from detectors.models import DailyCount, Reason, saturate
 from detectors.priors import (
     DEPARTING_DOUBTFUL_WEIGHT,
+    LEAVING_DRIFT_FROM,
+    LEAVING_DRIFT_SCALE,
+    LEAVING_DRIFT_SLACK,
     LEAVING_FIRST_DAY_WEIGHT,
     LEAVING_MULTIPLE,
     LEAVING_SIGMAS,
@@ -28,6 +31,8 @@ class DepartingState:
 
     downloads: DailyCount = field(default_factory=DailyCount)
     leaving_streak: int = 0  # busy download days in a row while leaving
+    # leaving days' excess over the own rate, in its sigmas, added up (a one-sided CUSUM)
+    drift: float = 0.0
 
     __setstate__ = restore_slots
 
@@ -67,11 +72,22 @@ class Departing(Signal):
         if streak and busy_day(dl):
             # Another busy day right after busy ones: each in a row doubles what is left.
             score = max(score, 1.0 - LEAVING_STREAK_REMAINDER ** streak)
+        drifting = False
+        above = dl.z() - LEAVING_DRIFT_SLACK if dl.usual.n >= dl.min_days else 0.0
+        if above > 0.0:
+            # Days above the own rate, none busy on its own, that keep coming: a grab spread
+            # thin. (Judged on a day that is itself above the rate, with what it has so far.)
+            drift = state.drift + above
+            drift_score = saturate(drift - LEAVING_DRIFT_FROM, LEAVING_DRIFT_SCALE)
+            drifting = drift_score > score
+            score = max(score, drift_score)
         if score <= NEGLIGIBLE:
             return False
         last_day = entry.last_day  # type: ignore[attr-defined]
         leaves = f" (last day {last_day})" if last_day else ""
         again = f", after {streak} such day{'s' if streak > 1 else ''} in a row" if streak else ""
+        if drifting:
+            again += ", and its leaving days keep running above its usual rate"
         desc = (f"is leaving{leaves} and made {dl.today} downloads or exports today{again}; "
                 f"usually {fmt_count(dl.rate)} a day")
         return ctx.raise_("departing", score, [Reason(
@@ -83,6 +99,9 @@ class Departing(Signal):
         state = ctx.st.signals["departing"]
         dl = state.downloads
         busy = busy_day(dl)
-        doubtful = busy and ctx.engine.leaving(ctx.st.actor, ctx.t) is not None
-        dl.roll(DEPARTING_DOUBTFUL_WEIGHT if doubtful else 1.0)
-        state.leaving_streak = state.leaving_streak + 1 if doubtful else 0
+        leaving = ctx.engine.leaving(ctx.st.actor, ctx.t) is not None
+        above = dl.z() - LEAVING_DRIFT_SLACK if leaving and dl.usual.n >= dl.min_days else 0.0
+        state.drift = max(0.0, state.drift + above) if leaving else 0.0
+        # (A leaving day above the rate, busy or not, is barely learned either.)
+        dl.roll(DEPARTING_DOUBTFUL_WEIGHT if leaving and (busy or above > 0) else 1.0)
+        state.leaving_streak = state.leaving_streak + 1 if leaving and busy else 0

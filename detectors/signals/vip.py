@@ -6,13 +6,15 @@ it is new). How telling the look is comes from the data, not from a number: per 
 the share of its VIP reads that were justified. Where the group's VIP reads carry tickets (a
 console that asks for a case id on a flagged account), an unticketed one is telling even
 from an actor many of whose other reads go unticketed (call-backs); where they often do not,
-the actor's own habit decides, as it does while the group has few VIP reads.
+the actor's own habit decides, as it does while the group has few VIP reads. A snooper's
+looks after its first (its ``vip`` level still up) teach the group's share a quarter as much,
+so a few snoopers do not make unticketed VIP reads look usual.
 """
 
 from __future__ import annotations
 
 from detectors.models import Reason, RunningStats
-from detectors.priors import VIP_ALPHA, VIP_MIN_READS, VIP_WEIGHT
+from detectors.priors import NEGLIGIBLE, SUSPECT_READ_WEIGHT, VIP_ALPHA, VIP_MIN_READS, VIP_WEIGHT
 from detectors.signals.base import Context, Signal
 
 
@@ -24,17 +26,20 @@ class Vip(Signal):
         return RunningStats(VIP_ALPHA)
 
     def score_one(self, ctx: Context) -> None:
-        share = ctx.ticketed_share
-        if share <= 0.0 or ctx.customer not in ctx.engine.vip_customers:
-            return  # not an unjustified look, or one from an actor who works without tickets
+        # Scores, then learns the group's VIP habit (learn_one would come after the level is
+        # raised; the snooper's repeat looks must barely teach the group that they are usual).
+        customer = ctx.customer
+        if customer not in ctx.engine.vip_customers:
+            return
         group = ctx.peer.signals["vip"]
-        if group.n >= VIP_MIN_READS:
-            share = max(share, group.mean)
-        score = VIP_WEIGHT * share
-        ctx.raise_("vip", score, [Reason(
-            "vip", score, f"read VIP customer {ctx.customer} without a ticket", ctx.customer,
-            "no VIP reads without a ticket")])
-
-    def learn_one(self, ctx: Context) -> None:
-        if ctx.fresh and ctx.customer in ctx.engine.vip_customers:
-            ctx.peer.signals["vip"].update(0.0 if ctx.looked else 1.0)
+        share = ctx.ticketed_share
+        repeat = ctx.st.levels.get("vip", 0.0) > NEGLIGIBLE
+        if share > 0.0:  # an unjustified look, from an actor who works under tickets
+            if group.n >= VIP_MIN_READS:
+                share = max(share, group.mean)
+            score = VIP_WEIGHT * share
+            ctx.raise_("vip", score, [Reason(
+                "vip", score, f"read VIP customer {customer} without a ticket", customer,
+                "no VIP reads without a ticket")])
+        if ctx.fresh:
+            group.update(0.0 if ctx.looked else 1.0, SUSPECT_READ_WEIGHT if repeat else 1.0)
