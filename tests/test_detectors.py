@@ -1256,6 +1256,41 @@ def test_a_rising_unjustified_count_is_telling_despite_many_justified_callbacks(
     assert max(peaks[-4:]) > 0.35, [round(p, 2) for p in peaks]
 
 
+def test_a_rising_count_does_not_teach_the_actor_that_unticketed_reads_are_usual() -> None:
+    """An agent with a heavy call-back habit (a fifth of his reads) and about one unrelated
+    lookup a day scrapes more each day (low-and-slow). His level stays under the bar at
+    which reads fall under suspicion, but the rising count itself is suspicion: his scraping
+    must teach his ticketed share a quarter as much, or it lowers his scores as it goes on."""
+    import random
+
+    rng = random.Random(5)
+    eng, i, shares, peak = Engine(), 0, [], 0.0
+    ramp = {12: 3, 13: 5, 14: 7, 15: 9, 16: 11, 19: 13, 20: 15, 21: 17}
+    for day in (d for d in range(22) if d % 7 < 5):
+        worked: list[str] = []
+        for hour in range(9, 17):
+            for k in range(6):
+                t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 600_000
+                i += 1
+                if worked and rng.random() < 0.2:
+                    e = ev(i, t, actor="carl", team="A", customer=rng.choice(worked), ticket=None)
+                else:
+                    worked.append(f"a{rng.randrange(5000)}")
+                    e = ev(i, t, actor="carl", team="A", customer=worked[-1], ticket=f"T{i}")
+                eng.process(e)
+        for k in range(ramp.get(day, rng.choice((0, 1, 1, 2)))):
+            i += 1
+            t = T0 + day * 24 * HOUR_MS + 17 * HOUR_MS + k * 300_000
+            eng.process(ev(i, t, actor="carl", team="A", customer=f"z{i}", ticket=None))
+            if day in ramp:
+                peak = max(peak, eng.actors["carl"].levels.get("unjustified", 0.0))
+        shares.append(eng.actors["carl"].signals["unjustified"].tickets.ticketed_share)
+    before, after = shares[8], shares[-1]  # (day 11, the eve of the ramp; day 21)
+    # (Without the rising count as suspicion: 0.87 -> 0.58, and a peak level of 0.39.)
+    assert before - after < 0.25, (round(before, 3), round(after, 3))
+    assert peak > 0.5, peak
+
+
 def test_a_new_actor_on_a_network_in_a_block_its_peers_use_counts_less() -> None:
     """Cold start (the actor judged against its peers): a newcomer's phone on a /24 of the
     carrier block its colleagues' phones use is far less novel than a network outside every
