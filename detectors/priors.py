@@ -131,6 +131,9 @@ DEPARTING_DOUBTFUL_WEIGHT = 0.1  # a leaver's busy day teaches its rate this muc
 # A leaver's days above its own rate add up (a one-sided CUSUM, in its own sigmas): each day
 # adds how far it lies above the rate less this slack (days within it wear the sum down) ...
 LEAVING_DRIFT_SLACK = 0.5
+# ... a day counting at most as one this many sigmas out: one very busy day is the single-day
+# bar's to judge, and must not leave a sum that any slightly busy day then tips over ...
+LEAVING_DRIFT_DAY_CAP = 3.0
 # ... and a sum beyond this (more than one very busy day: honest leavers have one) scores,
 # this much more past it scoring 0.63.
 LEAVING_DRIFT_FROM, LEAVING_DRIFT_SCALE = 3.0, 3.0

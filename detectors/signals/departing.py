@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from detectors.models import DailyCount, Reason, saturate
 from detectors.priors import (
     DEPARTING_DOUBTFUL_WEIGHT,
+    LEAVING_DRIFT_DAY_CAP,
     LEAVING_DRIFT_FROM,
     LEAVING_DRIFT_SCALE,
     LEAVING_DRIFT_SLACK,
@@ -73,7 +74,7 @@ class Departing(Signal):
             # Another busy day right after busy ones: each in a row doubles what is left.
             score = max(score, 1.0 - LEAVING_STREAK_REMAINDER ** streak)
         drifting = False
-        above = dl.z() - LEAVING_DRIFT_SLACK if dl.usual.n >= dl.min_days else 0.0
+        above = _above(dl)
         if above > 0.0:
             # Days above the own rate, none busy on its own, that keep coming: a grab spread
             # thin. (Judged on a day that is itself above the rate, with what it has so far.)
@@ -100,8 +101,16 @@ class Departing(Signal):
         dl = state.downloads
         busy = busy_day(dl)
         leaving = ctx.engine.leaving(ctx.st.actor, ctx.t) is not None
-        above = dl.z() - LEAVING_DRIFT_SLACK if leaving and dl.usual.n >= dl.min_days else 0.0
+        above = _above(dl) if leaving else 0.0
         state.drift = max(0.0, state.drift + above) if leaving else 0.0
         # (A leaving day above the rate, busy or not, is barely learned either.)
         dl.roll(DEPARTING_DOUBTFUL_WEIGHT if leaving and (busy or above > 0) else 1.0)
         state.leaving_streak = state.leaving_streak + 1 if leaving and busy else 0
+
+
+def _above(dl: DailyCount) -> float:
+    """What today adds to a leaver's drift: its sigmas above the own rate (at most
+    ``LEAVING_DRIFT_DAY_CAP``), less the slack; 0 before the rate is known."""
+    if dl.usual.n < dl.min_days:
+        return 0.0
+    return min(dl.z(), LEAVING_DRIFT_DAY_CAP) - LEAVING_DRIFT_SLACK
