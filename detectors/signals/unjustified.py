@@ -234,26 +234,26 @@ class Unjustified(Signal):
                 if share > 0:
                     self._unjustified(ctx, state, tickets, customer, served_by, in_queue,
                                       share)
-        if fresh:
-            # Every customer pays back what the actor's own habit lets through
-            # unticketed, so the long-term sum only grows on more than that.
-            share = tickets.ticketed_share if tickets.rate.n >= tickets.min_events else 0.0
-            st.long_term = max(0.0, st.long_term - self.settings.long_term_weight
-                               * specificity(share) * (1.0 - share))
-        # Reads under suspicion count a quarter: low-and-slow must not quickly teach
-        # the actor that unticketed reads are normal, nor freeze an honest one forever.
-        # A daily count rising above the actor's own rate is suspicion by itself: for an
-        # agent with a heavy call-back habit the level stays low, and without this its
-        # scraping would lower its own ticketed and justified shares, and so its scores.
+        if not fresh:
+            return  # learned per customer (-hour), like the unjustified count and its payback
+        # Every customer pays back what the actor's own habit lets through unticketed, so
+        # the long-term sum only grows on more than that.
+        share = tickets.ticketed_share if tickets.rate.n >= tickets.min_events else 0.0
+        st.long_term = max(0.0, st.long_term - self.settings.long_term_weight
+                           * specificity(share) * (1.0 - share))
+        # Reads under suspicion count a quarter: low-and-slow must not quickly teach the
+        # actor that unticketed reads are normal, nor freeze an honest one forever. A daily
+        # count rising above the actor's own rate is suspicion by itself: for an agent with
+        # a heavy call-back habit the level stays low, and without this its scraping would
+        # lower its own ticketed and justified shares, and so its scores.
         suspicious = not ev.ticket and (
             st.levels.get("unjustified", 0.0) >= UNJUSTIFIED_SUSPECT_LEVEL
             or st.long_term >= LONG_TERM_FROM
             or state.unjustified_days.score_one() > 0.0)
         weight = SUSPECT_READ_WEIGHT if suspicious else 1.0
-        if fresh:  # per customer (-hour), like the unjustified count and its payback
-            state.justified.update(0.0 if looked else 1.0, weight)
-            state.tickets.learn_one(habit, weight)
-            peer_tickets.learn_one(habit, weight)
+        state.justified.update(0.0 if looked else 1.0, weight)
+        state.tickets.learn_one(habit, weight)
+        peer_tickets.learn_one(habit, weight)
 
     def _unjustified(self, ctx: Context, state: UnjustifiedState, tickets: TicketHabit,
                      customer: str, served_by: int, in_queue: bool, share: float) -> None:
