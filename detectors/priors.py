@@ -217,6 +217,10 @@ UNJUSTIFIED_SCALE = 4.0  # unjustified customers beyond the habit's allowance th
 VIP_WEIGHT = 0.75
 VIP_MIN_READS = 20  # ... the latter once the group has made this many VIP reads ...
 VIP_ALPHA = 0.01  # ... and tracked over about its last 100 (a drifting share)
+# An actor's ticket habit, once used (TICKET_HISTORY x the least history), is shrunk toward
+# its peers' while it is lower, with the peers' counting as this many times that history:
+# a habit learned from few reads, perhaps while a scraper began, does not yet excuse.
+YOUNG_HABIT_PRIOR = 1.0
 # An unjustified level from which the actor's unticketed reads are under suspicion (as they
 # are above LONG_TERM_FROM) ...
 UNJUSTIFIED_SUSPECT_LEVEL = 0.3

@@ -1291,6 +1291,38 @@ def test_a_rising_count_does_not_teach_the_actor_that_unticketed_reads_are_usual
     assert peak > 0.5, peak
 
 
+def _young_scraper_share() -> tuple[float, float]:
+    """Peers who nearly always work under tickets; a newcomer half of whose reads are
+    unrelated lookups from its first day. Returns (the newcomer's own ticketed share, the
+    share its lookups are judged against) once its own habit is used."""
+    eng, i = Engine(), 0
+    for day in range(5):
+        for k in range(30):
+            t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 900_000
+            for who in ("p0", "p1", "p2", "p3", "p4", "nia"):
+                i += 1
+                if who == "nia" and day >= 2 and k % 2 == 0:
+                    eng.process(ev(i, t + 500, actor=who, customer=f"z{i}", ticket=None))
+                elif who != "nia" or day >= 2:
+                    eng.process(ev(i, t, actor=who, customer=f"c{i}", ticket=f"T{i}"))
+    i += 1
+    eng.process(ev(i, T0 + 5 * 24 * HOUR_MS + 10 * HOUR_MS, actor="nia", customer="zz",
+                   ticket=None))
+    tickets = eng.actors["nia"].signals["unjustified"].tickets
+    assert tickets.rate.n >= tickets.min_events  # its own habit is used
+    reason = eng.actors["nia"].reasons["unjustified"][1][0]
+    return tickets.ticketed_share, reason.expected["ticketed_share"]
+
+
+def test_a_young_habit_learned_while_scraping_does_not_yet_excuse() -> None:
+    """Issue 14: a newcomer that scrapes from its first day learns a low ticket habit from
+    its own scraping; once that habit is used, its lookups are judged against it shrunk
+    toward its peers' (while it is lower), not against it alone."""
+    own, judged = _young_scraper_share()
+    assert own < 0.76, own  # (the newcomer's own habit, half its reads unticketed)
+    assert judged > own + 0.08, (own, judged)  # (0.87 against 0.74; 0.76 without it)
+
+
 def test_a_new_actor_on_a_network_in_a_block_its_peers_use_counts_less() -> None:
     """Cold start (the actor judged against its peers): a newcomer's phone on a /24 of the
     carrier block its colleagues' phones use is far less novel than a network outside every

@@ -43,6 +43,7 @@ from detectors.priors import (
     UNJUSTIFIED_SUSPECT_LEVEL,
     UNSERVED_FACTOR,
     VIP_LONG_TERM_FACTOR,
+    YOUNG_HABIT_PRIOR,
 )
 from detectors.signals.base import (
     DAY_MS,
@@ -230,7 +231,14 @@ class Unjustified(Signal):
                 state.pending[customer] = (t, *recent[1:])  # the same look, still going on
             else:
                 looked = ctx.looked = True
-                share = ctx.ticketed_share = tickets.score_one(habit)
+                share = tickets.score_one(habit)
+                if share > 0 and tickets is state.tickets:
+                    # A young habit does not yet excuse: learned from few reads (perhaps
+                    # while a scraper began), it is shrunk toward the peers' when lower.
+                    n = tickets.rate.n
+                    k = YOUNG_HABIT_PRIOR * tickets.min_events
+                    share = max(share, (n * share + k * peer_tickets.ticketed_share) / (n + k))
+                ctx.ticketed_share = share
                 if share > 0:
                     self._unjustified(ctx, state, tickets, customer, served_by, in_queue,
                                       share)
