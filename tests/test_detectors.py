@@ -603,6 +603,7 @@ def test_a_leaver_doubling_a_busy_download_habit_for_three_days_raises_departing
     rise, 2.5 sigma out), while they are within anyone's bar (2.5x, 3 sigma)."""
     from detectors.events import ContextEntry
     from detectors.models import DailyCount
+    from detectors.priors import LEAVING_USUAL_DAYS
 
     def last_day(leaving: bool) -> float:
         eng = Engine()
@@ -611,7 +612,7 @@ def test_a_leaver_doubling_a_busy_download_habit_for_three_days_raises_departing
                                            last_day="2026-11-20"))
         i = ordinary_days(eng, days=3)
         eng.process(ev(i + 1, T0 + 3 * 24 * HOUR_MS + 9 * HOUR_MS, customer="c-x", ticket="X"))
-        habit = DailyCount()  # (installed once day 3 has begun: the day roll is past)
+        habit = DailyCount(window=LEAVING_USUAL_DAYS)  # (installed once day 3 has begun)
         for n in (4, 5, 6, 5, 4, 6, 5, 5, 10, 10):  # about five a day, then two of ten
             habit.add(n)
             habit.roll(0.1 if n == 10 else 1.0)  # (as busy-looking leaving days are learned)
@@ -635,13 +636,14 @@ def test_a_leavers_days_above_its_rate_add_up_though_none_is_busy() -> None:
     single such day does not."""
     from detectors.events import ContextEntry
     from detectors.models import DailyCount
+    from detectors.priors import LEAVING_USUAL_DAYS
 
     def peak(grab: tuple[int, ...]) -> float:
         eng = Engine()
         eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-11-20"))
         i = ordinary_days(eng, days=3)
         eng.process(ev(i + 1, T0 + 3 * 24 * HOUR_MS + 8 * HOUR_MS, customer="c-x", ticket="X"))
-        habit = DailyCount()  # (installed once day 3 has begun: the day roll is past)
+        habit = DailyCount(window=LEAVING_USUAL_DAYS)  # (installed once day 3 has begun)
         for n in (4, 5, 6, 3, 4, 7, 5, 4, 6, 2, 7):  # about five a day
             habit.add(n)
             habit.roll()
@@ -657,6 +659,39 @@ def test_a_leavers_days_above_its_rate_add_up_though_none_is_busy() -> None:
 
     assert peak((10, 9, 11)) > 0.4
     assert peak((10, 5, 4)) < 0.2
+
+
+def test_an_export_day_in_a_leavers_history_does_not_hide_its_grab() -> None:
+    """Issue 14 (burnt held-out 80): an analyst's first days held one export day of 20
+    downloads among days of 1 to 5, so its mean and standard deviation were 6 and 6, and
+    the days of 11, 10 and 12 downloads of its grab were each under one sigma out. Measured
+    from the median and its absolute deviation (robust: the export day moves neither), they
+    add up to a clear departing level."""
+    from detectors.events import ContextEntry
+    from detectors.models import DailyCount
+    from detectors.priors import LEAVING_USUAL_DAYS
+
+    def peak(window: int) -> float:
+        eng = Engine()
+        eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-11-20"))
+        i = ordinary_days(eng, days=3)
+        eng.process(ev(i + 1, T0 + 3 * 24 * HOUR_MS + 8 * HOUR_MS, customer="c-x", ticket="X"))
+        habit = DailyCount(window=window)  # (installed once day 3 has begun)
+        for n in (4, 2, 20, 5, 1, 3, 4):
+            habit.add(n)
+            habit.roll()
+        eng.actors["ann"].signals["departing"].downloads = habit
+        top, i = 0.0, i + 2
+        for day, n in enumerate((11, 10, 12), start=3):
+            for k in range(n):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 1_800_000
+                eng.process(ev(i, t, customer=f"d{i}", ticket=f"D{i}", action="download"))
+                top = max(top, eng.actors["ann"].levels.get("departing", 0.0))
+        return top
+
+    assert peak(LEAVING_USUAL_DAYS) > 0.4
+    assert peak(0) < 0.2  # (no window: the mean and standard deviation, as before)
 
 
 def test_downloads_habit_is_no_alert_for_one_busy_day_or_for_staff_who_stay() -> None:

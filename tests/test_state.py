@@ -119,6 +119,30 @@ def test_a_checkpoint_with_plain_dict_signals_restores_them_as_profiles() -> Non
     assert scores == [eng.process(e).score for e in later] and scores[-1] > 50
 
 
+def test_a_daily_count_written_before_its_window_restores_without_one() -> None:
+    """A :class:`DailyCount` pickled before the robust window existed (departing's usual
+    downloads in a checkpoint of an older version) restores, judged as it was (no window);
+    one with a window keeps it."""
+    from detectors.models import DailyCount
+
+    old = DailyCount()
+    for n in (4, 2, 20, 5, 1):
+        old.add(n)
+        old.roll()
+    old.add(14)
+    state = old.__getstate__()
+    record = (state[0], {k: v for k, v in state[1].items() if k not in ("window", "days")})
+    restored = DailyCount.__new__(DailyCount)
+    restored.__setstate__(record)
+    assert (restored.window, restored.days) == (0, ()) and restored.robust_z() == old.z()
+    windowed = DailyCount(window=3)
+    for n in (4, 2, 20, 5):
+        windowed.add(n)
+        windowed.roll()
+    again = pickle.loads(pickle.dumps(windowed))
+    assert (again.window, again.days) == (3, (2.0, 20.0, 5.0))
+
+
 async def test_an_epoch_is_one_point_of_the_stream_while_the_agents_run_on() -> None:
     """The actors of an epoch are pickled in slices with events applied in between (the agents
     are not held for the whole checkpoint): each record, and the engine-wide state, must still

@@ -17,6 +17,7 @@ from detectors.priors import (
     LEAVING_MULTIPLE,
     LEAVING_SIGMAS,
     LEAVING_STREAK_REMAINDER,
+    LEAVING_USUAL_DAYS,
     NEGLIGIBLE,
 )
 from detectors.signals.base import Context, Signal, busy_day, fmt_count, restore_slots
@@ -30,7 +31,7 @@ class DepartingState:
     """Downloads and exports per active day: what a departing actor's last days are judged
     by (kept across a role change)."""
 
-    downloads: DailyCount = field(default_factory=DailyCount)
+    downloads: DailyCount = field(default_factory=lambda: DailyCount(window=LEAVING_USUAL_DAYS))
     leaving_streak: int = 0  # busy download days in a row while leaving
     # leaving days' excess over the own rate, in its sigmas, added up (a one-sided CUSUM)
     drift: float = 0.0
@@ -109,8 +110,9 @@ class Departing(Signal):
 
 
 def _above(dl: DailyCount) -> float:
-    """What today adds to a leaver's drift: its sigmas above the own rate (at most
-    ``LEAVING_DRIFT_DAY_CAP``), less the slack; 0 before the rate is known."""
+    """What today adds to a leaver's drift: its spreads above the own usual day (median and
+    MAD of the last days: an honest export day in them does not hide a grab), at most
+    ``LEAVING_DRIFT_DAY_CAP``, less the slack; 0 before the usual is known."""
     if dl.usual.n < dl.min_days:
         return 0.0
-    return min(dl.z(), LEAVING_DRIFT_DAY_CAP) - LEAVING_DRIFT_SLACK
+    return min(dl.robust_z(), LEAVING_DRIFT_DAY_CAP) - LEAVING_DRIFT_SLACK
