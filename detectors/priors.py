@@ -137,6 +137,9 @@ LEAVING_DRIFT_DAY_CAP = 3.0
 # ... and a sum beyond this (more than one very busy day: honest leavers have one) scores,
 # this much more past it scoring 0.63.
 LEAVING_DRIFT_FROM, LEAVING_DRIFT_SCALE = 3.0, 3.0
+# Below that, a drift still scores up to this much (far under any alert bar): a leaver's day
+# above its usual ranks above its ordinary days and its colleagues' in a daily review.
+LEAVING_DRIFT_RANK = 0.15
 # The drift is measured from the median of the last this many active days, in their median
 # absolute deviation (robust: a busy export day among them moves neither).
 LEAVING_USUAL_DAYS = 15

@@ -658,7 +658,8 @@ def test_a_leavers_days_above_its_rate_add_up_though_none_is_busy() -> None:
         return top
 
     assert peak((10, 9, 11)) > 0.4
-    assert peak((10, 5, 4)) < 0.2
+    # A single such day: ranked above the leaver's ordinary days, far under any bar.
+    assert 0.05 < peak((10, 5, 4)) < 0.2
 
 
 def test_an_export_day_in_a_leavers_history_does_not_hide_its_grab() -> None:

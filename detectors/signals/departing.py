@@ -11,6 +11,7 @@ from detectors.priors import (
     DEPARTING_DOUBTFUL_WEIGHT,
     LEAVING_DRIFT_DAY_CAP,
     LEAVING_DRIFT_FROM,
+    LEAVING_DRIFT_RANK,
     LEAVING_DRIFT_SCALE,
     LEAVING_DRIFT_SLACK,
     LEAVING_FIRST_DAY_WEIGHT,
@@ -80,7 +81,9 @@ class Departing(Signal):
             # Days above the own rate, none busy on its own, that keep coming: a grab spread
             # thin. (Judged on a day that is itself above the rate, with what it has so far.)
             drift = state.drift + above
-            drift_score = saturate(drift - LEAVING_DRIFT_FROM, LEAVING_DRIFT_SCALE)
+            # (Below the bar, the drift still ranks the day above the actor's ordinary ones.)
+            drift_score = max(saturate(drift - LEAVING_DRIFT_FROM, LEAVING_DRIFT_SCALE),
+                              LEAVING_DRIFT_RANK * saturate(drift, LEAVING_DRIFT_SCALE))
             drifting = drift_score > score
             score = max(score, drift_score)
         if score <= NEGLIGIBLE:
