@@ -17,11 +17,11 @@ import orjson
 import pytest
 
 from detectors.engine import Engine
-from detectors.events import parse_event
+from detectors.events import parse_context, parse_event
 from detectors.settings import Settings
 from stream.evaluate import evaluate
 from stream.replay import Shards, replay
-from stream.simulate import SimConfig, generate, write_jsonl
+from stream.simulate import SimConfig, context_entries, generate, write_jsonl
 
 # A company with peers, shifts, VIPs, departing staff and a mix of insiders (new hires judged
 # against their peers among them), small enough for a quick test.
@@ -86,8 +86,13 @@ def shared(eng: Engine) -> dict[str, Any]:
 def test_every_shard_ends_with_one_engines_cross_actor_state() -> None:
     settings = Settings()
     one, four = Shards(settings, 1), Shards(settings, 4)
+    for raw in context_entries(SIM):  # (VIPs: the groups' VIP habits are learned too)
+        entry = parse_context(raw)
+        assert entry is not None
+        one.apply_context(entry)
+        four.apply_context(entry)
     last = 0
-    for raw, _ in generate(SimConfig(seed=3, employees=60, days=4)):
+    for raw, _ in generate(SIM):
         ev = parse_event(raw)
         one.process(ev)
         four.process(ev)
