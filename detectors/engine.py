@@ -448,25 +448,26 @@ class Engine:
         if ops is None:
             ops = self.take_ops()
             ops.sort(key=CANONICAL)
-        apply = self._apply
-        for op in ops:
-            apply(op)
+        peers, targets, n_signals = self.peers, self._targets, len(self._peer_signals)
+        for _, _, _, key, target, method, args in ops:  # (~4 per event: kept inline)
+            if key is None:
+                obj: Any = targets.get(target) or getattr(self, target)  # type: ignore[arg-type]
+            else:
+                peer = peers.get(key)
+                if peer is None or len(peer.signals) < n_signals:
+                    peer = self._peer(key)
+                obj = peer if target is None else peer.signals[target]
+            if "." in method:  # (an attribute of the target: "queues.served")
+                path, _, name = method.rpartition(".")
+                for part in path.split("."):
+                    obj = getattr(obj, part)
+                getattr(obj, name)(*args)
+            else:
+                getattr(obj, method)(*args)
         if hour > self.clock_hour:
             self.clock_hour = hour
             self._budget(hour * HOUR_MS)  # (the day's bar, if a new day: as it starts)
 
-    def _apply(self, op: Op) -> None:
-        _, _, _, key, target, method, args = op
-        if key is None:
-            obj: Any = self._targets.get(target) or getattr(self, target)  # type: ignore[arg-type]
-        else:
-            peer = self._peer(key)
-            obj = peer if target is None else peer.signals[target]
-        if "." in method:  # (an attribute of the target: "queues.served")
-            path, _, method = method.rpartition(".")
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        getattr(obj, method)(*args)
 
     def apply_context(self, entry: ContextEntry) -> None:
         """Record (or remove) a watchlist fact."""

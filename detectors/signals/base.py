@@ -162,7 +162,9 @@ class Context:
         """Schedule ``peer.signals[target].<method>(*args)`` on the actor's peer group
         (``target`` None: on the ``PeerGroup`` itself), applied when the event-time clock
         enters the next hour; ``args`` must not change afterwards (pass copies)."""
-        self.engine.schedule(self.t, self.st.actor, self.st.peer, target, method, args)
+        eng = self.engine  # (Engine.schedule, inline: ~4 ops per event)
+        eng.op_seq += 1
+        eng.ops.append((self.t, self.st.actor, eng.op_seq, self.st.peer, target, method, args))
 
     def defer_shared(self, target: str, method: str, *args: Any) -> None:
         """Schedule ``<method>(*args)`` on engine-wide state: signal ``target``'s instance
