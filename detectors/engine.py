@@ -374,6 +374,10 @@ class Engine:
         self.ops: list[Op] = []
         self.op_seq = 0  # (orders one actor's ops of one event time)
         self.clock_hour = -1
+        # The latest event time that may move the clock: a driver with a wall clock (the
+        # worker) sets it, so that one event stamped in 2199 (valid input) does not hold
+        # every op until then; None (replay): the input's times are trusted.
+        self.horizon_ms: int | None = None
         self._targets: dict[str, Signal] = by_name  # engine-wide op targets: the signals
 
     # The customer -> teams queue map is the unjustified signal's; checkpoints read it here.
@@ -556,7 +560,7 @@ class Engine:
     def process(self, ev: AccessEvent) -> Verdict:
         s = self.settings
         t = ev.time_ms
-        if t // HOUR_MS > self.clock_hour:
+        if t // HOUR_MS > self.clock_hour and (self.horizon_ms is None or t <= self.horizon_ms):
             self.advance(t // HOUR_MS)  # (what the events before this hour taught)
         st = self._state(ev)
         peer = self._peer(st.peer)

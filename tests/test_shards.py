@@ -10,6 +10,7 @@ engine, lets an hour's events see each other's learning), so these comparisons f
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,26 @@ def test_a_checkpoint_mid_hour_restores_the_pending_ops_exactly() -> None:
     for ev in events[cut:]:
         a, b = eng.process(ev), restored.process(ev)
         assert (b.score, b.alert) == (a.score, a.alert), ev.event_id
+
+
+def test_an_event_stamped_far_ahead_does_not_hold_the_workers_schedule() -> None:
+    """In the worker (a wall clock), an event stamped in 2199 (valid input) does not move the
+    engine's clock there: the next hour's events still find the peers' learning applied."""
+    from stream.pipeline import Pipeline
+
+    pipe = Pipeline(wall_clock=True)
+    hour = int(time.time() * 1000) // 3_600_000 * 3_600_000 - 3 * 3_600_000
+
+    def read(i: int, t: int, actor: str) -> None:
+        pipe.detect(parse_event({"event_id": f"e{i}", "time": t, "actor": actor,
+                                 "role": "support_agent", "action": "read",
+                                 "resource_type": "customer_profile", "customer_id": f"c{i}",
+                                 "ticket": f"T{i}", "client": "crm", "source_ip": "10.0.0.5"}))
+
+    for i in range(5):
+        read(i, hour + i * 60_000, f"a{i}")
+    read(5, 7_258_000_000_000, "clock-skewed")  # (2199)
+    read(6, hour + 3_600_000, "a6")
+    # (six: the skewed event's learning too, which came before the hour began)
+    assert pipe.engine.peers["support_agent"].signals["first_seen"].n == 6
+    assert pipe.engine.clock_hour == (hour + 3_600_000) // 3_600_000
