@@ -24,9 +24,8 @@ from stream.evaluate import evaluate
 from stream.replay import Shards, replay
 from stream.simulate import SimConfig, context_entries, generate, write_jsonl
 
-# A company with peers, shifts, VIPs, departing staff and a mix of insiders (51,876 events, 13
-# alerts; a departing employee does not fit in it, hence fit_scenarios; new hires judged
-# against their peers among them), small enough for a quick test.
+# A company with peers, shifts, VIPs and a mix of insiders (51,876 events, 13 alerts; no
+# departing employee fits in it, hence fit_scenarios), small enough for a quick test.
 SIM = SimConfig(seed=11, employees=80, days=10, fit_scenarios=True,
                 scenarios={"bulk_no_ticket": 1, "vip_snooping": 1, "selling_lookups": 1,
                            "compromised_account": 1, "departing_employee": 1})
