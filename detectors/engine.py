@@ -440,6 +440,17 @@ class Engine:
         self.op_seq += 1
         self.ops.append((t, actor, self.op_seq, key, target, method, args))
 
+    def _op_method(self, key: str | None, target: str | None, method: str) -> Any:
+        """The bound method an op calls (see :meth:`schedule`)."""
+        if key is None:
+            obj: Any = self._targets.get(target) or getattr(self, target)  # type: ignore[arg-type]
+        else:
+            peer = self._peer(key)
+            obj = peer if target is None else peer.signals[target]
+        for part in method.split("."):  # (a dotted method: an attribute's, "queues.served")
+            obj = getattr(obj, part)
+        return obj
+
     def take_ops(self) -> list[Op]:
         """The pending ops, handed over (a sharded driver merges every shard's)."""
         ops, self.ops = self.ops, []
@@ -452,22 +463,14 @@ class Engine:
         if ops is None:
             ops = self.take_ops()
             ops.sort(key=CANONICAL)
-        peers, targets, n_signals = self.peers, self._targets, len(self._peer_signals)
-        for _, _, _, key, target, method, args in ops:  # (~4 per event: kept inline)
-            if key is None:
-                obj: Any = targets.get(target) or getattr(self, target)  # type: ignore[arg-type]
-            else:
-                peer = peers.get(key)
-                if peer is None or len(peer.signals) < n_signals:
-                    peer = self._peer(key)
-                obj = peer if target is None else peer.signals[target]
-            if "." in method:  # (an attribute of the target: "queues.served")
-                path, _, name = method.rpartition(".")
-                for part in path.split("."):
-                    obj = getattr(obj, part)
-                getattr(obj, name)(*args)
-            else:
-                getattr(obj, method)(*args)
+        # (~4 ops per event: each (group, target, method) is looked up once per batch; the
+        # batch's ops replace no group or state object, so the bound methods stay valid)
+        bound: dict[tuple, Any] = {}
+        for _, _, _, key, target, method, args in ops:
+            fn = bound.get((key, target, method))
+            if fn is None:
+                fn = bound[key, target, method] = self._op_method(key, target, method)
+            fn(*args)
         if hour > self.clock_hour:
             self.clock_hour = hour
             self._budget(hour * HOUR_MS)  # (the day's bar, if a new day: as it starts)
