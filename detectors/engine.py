@@ -62,6 +62,7 @@ import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import date
+from operator import itemgetter
 from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
@@ -87,6 +88,7 @@ from detectors.signals.base import (
     HOUR_MS,
     LONG_TERM_CAP,
     Profile,
+    others_in,
     overrides,
     rfc3339,
     specificity,
@@ -106,6 +108,12 @@ LONG_TERM_QUIET_MS = LONG_TERM_QUIET_HOURS * HOUR_MS  # its share of the risk ha
 SEVERITY_RANK = {name: rank for rank, (_, name) in enumerate(reversed(SEVERITIES))}  # low: 0
 EPISODE_QUIET_MS = EPISODE_QUIET_DAYS * DAY_MS  # an episode ends this long below half the bar
 _ORDINAL_1970 = date(1970, 1, 1).toordinal()  # days from 0001-01-01 (proleptic) to the epoch
+
+# A scheduled change of cross-actor state (:meth:`Engine.schedule`), plain data:
+# (event time, actor, sequence number, peer group key or None for engine-wide state,
+#  target, method name, args). Applied in canonical order: time, actor, then sequence.
+Op = tuple[int, str, int, "str | None", "str | None", str, tuple]
+CANONICAL = itemgetter(0, 1, 2)
 
 
 def signal_names(registry: list[type[Signal]] | None = None) -> tuple[str, ...]:
@@ -199,6 +207,17 @@ class PeerGroup:
     def __setstate__(self, state: Any) -> None:
         _restore_slots(self, _migrate_peer(state))
 
+    # Ops (Engine.schedule) on the group itself:
+    def learn_risk(self, peak: float) -> None:
+        """One finished actor-hour's peak risk, into the group's adaptive bar."""
+        self.risk.update(peak)
+        self.risk_hours += 1
+
+    def mark(self, which: str, actor: str, t: int) -> None:
+        """``actor`` ran hot (``which``: ``"hot"``) or exported off hours (``"night"``) at
+        ``t``."""
+        others_in(getattr(self, which), actor, t)
+
 
 @dataclass(slots=True)
 class ActorState:
@@ -280,6 +299,11 @@ def _migrate_actor(state: Any) -> dict[str, Any]:
 def _migrate_peer(state: Any) -> dict[str, Any]:
     values = _values(state)
     if "signals" in values or "volume" not in values:
+        signals = values.get("signals")
+        if signals is not None and isinstance(signals.get("new_origin"), dict):
+            # (a group from before shared hosts: its networks, as the signal's state)
+            from detectors.signals.new_origin import PeerOrigins
+            signals["new_origin"] = PeerOrigins(signals["new_origin"], since=0)
         return _as_profile(values)
     signals = {new: values.pop(old) for old, new in _OLD_PEER_FIELDS.items() if old in values}
     values["signals"] = {name: signals[name] for name in _REGISTRY_ORDER if name in signals}
@@ -342,6 +366,19 @@ class Engine:
         # Every finished actor-day's peak risk: what the false-alert budget's bar is read from.
         self.day_peaks = DayPeaks()
         self._budget_bar: tuple[int, float] = (-1, 0.0)  # (day it was read, the bar)
+        # The schedule of cross-actor state (peer groups, the queue map, the day peaks):
+        # signals never change it while scoring; they schedule ops (Context.defer), which
+        # wait here until the event-time clock (the highest event hour seen) enters a new
+        # hour, and are then applied in canonical order (advance). So what an event of hour
+        # h reads is what the events before h taught, however the actors are sharded.
+        self.ops: list[Op] = []
+        self.op_seq = 0  # (orders one actor's ops of one event time)
+        self.clock_hour = -1
+        # The latest event time that may move the clock: a driver with a wall clock (the
+        # worker) sets it, so that one event stamped in 2199 (valid input) does not hold
+        # every op until then; None (replay): the input's times are trusted.
+        self.horizon_ms: int | None = None
+        self._targets: dict[str, Signal] = by_name  # engine-wide op targets: the signals
 
     # The customer -> teams queue map is the unjustified signal's; checkpoints read it here.
     @property
@@ -370,7 +407,8 @@ class Engine:
         event)."""
         return {"peers": self.peers, "customer_teams": self.customer_teams,
                 "teams": self.teams, "team_links": self.team_links,
-                "day_peaks": self.day_peaks, "budget_bar": self._budget_bar}
+                "day_peaks": self.day_peaks, "budget_bar": self._budget_bar,
+                "ops": self.ops, "op_seq": self.op_seq, "clock_hour": self.clock_hour}
 
     def load_shared(self, obj: dict[str, Any]) -> None:
         """Replace the engine-wide state with a :meth:`shared_state` of a checkpoint."""
@@ -385,6 +423,58 @@ class Engine:
             self.day_peaks = obj["day_peaks"]
             # The day's bar as it was read (the peaks may have grown since): exact recovery.
             self._budget_bar = tuple(obj.get("budget_bar", (-1, 0.0)))
+        # The ops not yet applied and the clock (none in a checkpoint from before the
+        # schedule: it starts at the next event).
+        self.ops = list(obj.get("ops", ()))
+        self.op_seq = obj.get("op_seq", 0)
+        self.clock_hour = obj.get("clock_hour", -1)
+
+    # --- the schedule of cross-actor state ---------------------------------------------
+
+    def schedule(self, t: int, actor: str, key: str | None, target: str | None, method: str,
+                 args: tuple) -> None:
+        """Record an op: ``method(*args)`` on peer group ``key``'s state of signal ``target``
+        (``target`` None: the :class:`PeerGroup` itself), or with ``key`` None on engine-wide
+        state (signal ``target``'s instance, or the engine's attribute ``target``); applied
+        by :meth:`advance`. ``args`` must not be changed afterwards (pass copies)."""
+        self.op_seq += 1
+        self.ops.append((t, actor, self.op_seq, key, target, method, args))
+
+    def _op_method(self, key: str | None, target: str | None, method: str) -> Any:
+        """The bound method an op calls (see :meth:`schedule`)."""
+        if key is None:
+            obj: Any = self._targets.get(target) or getattr(self, target)  # type: ignore[arg-type]
+        else:
+            peer = self._peer(key)
+            obj = peer if target is None else peer.signals[target]
+        for part in method.split("."):  # (a dotted method: an attribute's, "queues.served")
+            obj = getattr(obj, part)
+        return obj
+
+    def take_ops(self) -> list[Op]:
+        """The pending ops, handed over (a sharded driver merges every shard's)."""
+        ops, self.ops = self.ops, []
+        return ops
+
+    def advance(self, hour: int, ops: list[Op] | None = None) -> None:
+        """Enter event-time hour ``hour``: apply ``ops`` (by default this engine's pending
+        ones), which must be in canonical order (:data:`CANONICAL`), and read the day's
+        false-alert bar on a new day."""
+        if ops is None:
+            ops = self.take_ops()
+            ops.sort(key=CANONICAL)
+        # (~4 ops per event: each (group, target, method) is looked up once per batch; the
+        # batch's ops replace no group or state object, so the bound methods stay valid)
+        bound: dict[tuple, Any] = {}
+        for _, _, _, key, target, method, args in ops:
+            fn = bound.get((key, target, method))
+            if fn is None:
+                fn = bound[key, target, method] = self._op_method(key, target, method)
+            fn(*args)
+        if hour > self.clock_hour:
+            self.clock_hour = hour
+            self._budget(hour * HOUR_MS)  # (the day's bar, if a new day: as it starts)
+
 
     def apply_context(self, entry: ContextEntry) -> None:
         """Record (or remove) a watchlist fact."""
@@ -472,9 +562,11 @@ class Engine:
 
     def process(self, ev: AccessEvent) -> Verdict:
         s = self.settings
+        t = ev.time_ms
+        if t // HOUR_MS > self.clock_hour and (self.horizon_ms is None or t <= self.horizon_ms):
+            self.advance(t // HOUR_MS)  # (what the events before this hour taught)
         st = self._state(ev)
         peer = self._peer(st.peer)
-        t = ev.time_ms
         ctx = Context(self, st, peer, t)
         # --- 1. roll: decay the levels, age the episode, end the hour / day --------------
         ctx.decay = self._decay(st, t)
@@ -549,7 +641,7 @@ class Engine:
         return factor
 
     def _roll_hour(self, ctx: Context, now_ms: int) -> None:
-        st, peer = ctx.st, ctx.peer
+        st = ctx.st
         hour = now_ms // HOUR_MS
         if hour <= st.hour:
             return  # same hour, or a late event: it counts toward the running hour
@@ -557,14 +649,13 @@ class Engine:
         for end_hour in self._end_hour:
             end_hour(ctx, counts)
         if counts:
-            peer.risk.update(st.hour_peak)
-            peer.risk_hours += 1
+            ctx.defer(None, "learn_risk", st.hour_peak)
         day = now_ms // DAY_MS
         if day > st.day:
             if st.day >= 0:
                 for end_day in self._end_day:
                     end_day(ctx)
-                self.day_peaks.add(st.day_peak)
+                ctx.defer_shared("day_peaks", "add", st.day_peak)
             st.day, st.day_counts, st.day_peak = day, {}, 0.0
         st.hour = hour
         st.hour_peak = 0.0
@@ -615,13 +706,15 @@ class Engine:
 
     def _budget(self, now_ms: int) -> float:
         """The false-alert budget's bar, read once a day from the actor-days before it (so
-        every event of a day meets the same bar), once there are enough of them."""
+        every event of a day meets the same bar), once there are enough of them. Read as the
+        day starts on the schedule (:meth:`advance`); a late event meets the current day's."""
         budget = self.settings.false_alert_budget
-        if not budget or self.day_peaks.n < BUDGET_MIN_DAYS:
+        if not budget:
             return 0.0
         day = now_ms // DAY_MS
-        if self._budget_bar[0] != day:
-            self._budget_bar = (day, self.day_peaks.bar(budget))
+        if day > self._budget_bar[0]:
+            peaks = self.day_peaks
+            self._budget_bar = (day, peaks.bar(budget) if peaks.n >= BUDGET_MIN_DAYS else 0.0)
         return self._budget_bar[1]
 
     def _age_episode(self, st: ActorState, peer: PeerGroup, now_ms: int) -> None:

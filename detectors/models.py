@@ -545,6 +545,13 @@ class FirstSeen:
                     del seen[rare]
             seen[value] = seen.get(value, 0) + 1
 
+    def learn_shared(self, x: dict[str, str | None]) -> None:
+        """:meth:`learn_one` for a peer group's profile (an op on the engine's schedule): its
+        cache of most used values is dropped, so it is read again from the state every shard
+        holds in the hour, whenever a shard first explains with it."""
+        self.learn_one(x)
+        self._top = None
+
     def _trait_score(self, trait: str, value: str | None) -> float:
         if value is None or self.n < self.min_events:
             return 0.0

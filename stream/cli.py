@@ -27,7 +27,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     summary = replay(args.events, args.alerts, scores_path=args.scores, dlq_path=args.dlq,
                      context_path=args.context, settings=Settings.from_env(),
                      progress=Progress.for_stderr("replay"), fmt=args.format,
-                     ocsf_path=args.ocsf)
+                     ocsf_path=args.ocsf, shards=args.shards)
     print(summary.describe(), file=sys.stderr)
     return 0
 
@@ -110,7 +110,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate(args.events, args.labels, context_path=args.context,
                       settings=Settings.from_env(), progress=Progress.for_stderr("evaluate"),
-                      baseline=not args.no_baseline)
+                      baseline=not args.no_baseline, shards=args.shards)
     print(result.table())
     if args.json:
         from stream.pipeline import encode
@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "mapping:FILE (docs/sources.md)")
     r.add_argument("--ocsf", metavar="FILE",
                    help="also write each alert as an OCSF 1.7.0 Detection Finding here")
+    r.add_argument("--shards", type=int, default=1, metavar="N",
+                   help="run N engines on actor-disjoint shards sharing peer statistics on "
+                        "the hourly schedule, as N workers would (the same output as one)")
 
     s = sub.add_parser("simulate", help="a synthetic company with labelled insiders")
     s.add_argument("--out", help="events JSONL to write")
@@ -187,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-baseline", action="store_true",
                    help="skip the river HalfSpaceTrees baseline")
     e.add_argument("--json", help="also write the figures as JSON here")
+    e.add_argument("--shards", type=int, default=1, metavar="N",
+                   help="snoopwatch on N actor-disjoint engines (see replay --shards)")
 
     d = sub.add_parser("demo", help="the end-to-end demo on a running local broker")
     d.add_argument("--agents", type=int, default=40)

@@ -314,8 +314,9 @@ def _baseline(events_path: str, sink: _Scores, seed: int, progress: Progress) ->
 
 def evaluate(events_path: str, labels_path: str, *, context_path: str | None = None,
              settings: Settings | None = None, progress: Progress | None = None,
-             baseline: bool = True, seed: int = 42) -> Evaluation:
-    """Score ``events_path`` with snoopwatch (and the baseline) and report both."""
+             baseline: bool = True, seed: int = 42, shards: int = 1) -> Evaluation:
+    """Score ``events_path`` with snoopwatch (and the baseline) and report both (``shards``:
+    snoopwatch on that many actor-disjoint engines, see :class:`stream.replay.Shards`)."""
     labels = load_labels(labels_path)
     progress = progress or Progress("evaluate", enabled=False)
     ours = _Scores(labels)
@@ -324,7 +325,7 @@ def evaluate(events_path: str, labels_path: str, *, context_path: str | None = N
         ours.add(ev, score, alert is not None)
 
     replay(events_path, os.devnull, context_path=context_path, settings=settings,
-           progress=progress, on_score=on_score)
+           progress=progress, on_score=on_score, shards=shards)
     reports = {"snoopwatch": ours.report()}
     if baseline:
         theirs = _Scores(labels)

@@ -69,6 +69,10 @@ def dead_letter(raw: bytes | str, err: InvalidEvent, source: dict[str, Any],
     return record
 
 
+# Event times beyond the wall clock by more than this do not move the engine's event-time
+# clock in the worker (as stream/state.py's expiry clock: one event stamped in 2199).
+FUTURE_SLACK_MS = 86_400_000
+
 # Dead-letter records of larger messages keep only this prefix of the bytes (base64 grows it by
 # a third, and a record must stay under the producer's 1 MB request limit).
 MAX_DLQ_VALUE_BYTES = 64 * 1024
@@ -174,9 +178,13 @@ class Pipeline:
         message, so the latency metric covers decoding as well as detection.
         """
         started = time.perf_counter() if started is None else started
+        now_ms = int(time.time() * 1000) if self.wall_clock else None
+        if now_ms is not None:
+            # An event stamped far ahead (valid up to 2199) must not move the engine's
+            # event-time clock there: its peer statistics would wait for that hour.
+            self.engine.horizon_ms = now_ms + FUTURE_SLACK_MS
         verdict = self.engine.process(ev)
         alert = None
-        now_ms = int(time.time() * 1000) if self.wall_clock else None
         if verdict.alert is not None:
             a = verdict.alert
             alert = a.to_dict(now_ms)

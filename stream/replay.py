@@ -3,6 +3,10 @@
 Output depends on the input files only (``emitted_at`` is the triggering
 event's time, not the wall clock; dead-letter records carry no wall-clock time),
 so two runs give byte-identical files.
+
+``--shards N`` runs N engines on actor-disjoint shards (:class:`Shards`: the worker's
+by-actor partitioning) that share cross-actor state on the engine's event-time schedule, as
+workers would through an ops topic: its output is the same as one engine's.
 """
 
 from __future__ import annotations
@@ -16,10 +20,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from detectors.events import InvalidEvent, decode_context, decode_json
+from detectors.engine import CANONICAL, HOUR_MS, Engine, Verdict
+from detectors.events import AccessEvent, ContextEntry, InvalidEvent, decode_context, decode_json
 from detectors.settings import Settings
 from stream.metrics import Metrics
-from stream.pipeline import Pipeline, Rejected, dead_letter, encode, fewer_gc_passes
+from stream.pipeline import (
+    Pipeline,
+    Rejected,
+    dead_letter,
+    encode,
+    fewer_gc_passes,
+    home_partition,
+)
 from stream.progress import Progress
 from stream.sinks.ocsf import finding
 from stream.sources import file_units, open_input, source_for
@@ -59,6 +71,43 @@ class ReplaySummary:
             parts.append(f"; context: {self.context_entries} entries applied, "
                          f"{self.context_dead_lettered} dead-lettered")
         return " ".join(parts)
+
+
+class Shards:
+    """``n`` engines on actor-disjoint shards (an actor's is its by-actor partition,
+    :func:`~stream.pipeline.home_partition`), fed events in input order, sharing cross-actor
+    state as workers would through an ops topic: when the event-time clock (the highest event
+    hour seen) enters a new hour, every shard's pending ops are gathered, sorted canonically
+    and applied to every shard (:meth:`Engine.advance`). It stands in for one engine.
+    """
+
+    def __init__(self, settings: Settings, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"shards: {n}; at least 1")
+        self.engines = [Engine(settings) for _ in range(n)]
+        self.clock_hour = -1
+
+    def process(self, ev: AccessEvent) -> Verdict:
+        hour = ev.time_ms // HOUR_MS
+        if hour > self.clock_hour:
+            self.advance(hour)
+        return self.engines[home_partition(ev.actor, len(self.engines))].process(ev)
+
+    def advance(self, hour: int) -> None:
+        """Enter ``hour`` on every shard, with the ops every shard made before it."""
+        ops = [op for eng in self.engines for op in eng.take_ops()]
+        ops.sort(key=CANONICAL)
+        for eng in self.engines:
+            eng.advance(hour, ops)
+        self.clock_hour = max(self.clock_hour, hour)
+
+    def apply_context(self, entry: ContextEntry) -> None:
+        for eng in self.engines:  # (the context topic is read by every worker)
+            eng.apply_context(entry)
+
+    @property
+    def tracked_actors(self) -> int:
+        return sum(eng.tracked_actors for eng in self.engines)
 
 
 def read_lines(path: str | IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -125,15 +174,18 @@ def _reject(record: dict[str, Any], dlq: IO[bytes] | None, show: bool) -> None:
 def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None,
            dlq_path: str | None = None, context_path: str | None = None,
            settings: Settings | None = None, progress: Progress | None = None,
-           on_score: Any = None, fmt: str = "spec", ocsf_path: str | None = None
-           ) -> ReplaySummary:
+           on_score: Any = None, fmt: str = "spec", ocsf_path: str | None = None,
+           shards: int = 1) -> ReplaySummary:
     """Run every line of ``events_path`` through the pipeline and write the outputs.
 
     ``fmt`` is the file's source format (stream/sources: ``spec``, ``cloudtrail``, ``ocsf``,
     ``mapping:FILE``); ``ocsf_path`` also writes each alert as an OCSF Detection Finding.
     ``on_score(event, score, alert)`` is called per valid event (``evaluate`` uses it).
+    ``shards`` > 1 runs that many engines on actor-disjoint shards (:class:`Shards`).
     """
     pipeline = Pipeline(settings, Metrics(), wall_clock=False)
+    if shards != 1:
+        pipeline.engine = Shards(pipeline.settings, shards)  # type: ignore[assignment]
     src = source_for(fmt, cloudtrail_customer=pipeline.settings.cloudtrail_customer)
     summary = ReplaySummary()
     progress = progress or Progress("replay", enabled=False)

@@ -396,7 +396,9 @@ def test_a_customer_no_team_has_served_weighs_between_the_queue_and_outside_it()
         eng = Engine()
         i = ordinary_days(eng, days=6)
         t = T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS
-        eng.process(ev(1, t, actor="bob", team="support-b", customer="c-other", ticket="B1"))
+        # (an hour before: what serves whom is learned on the hourly schedule)
+        eng.process(ev(1, t - HOUR_MS, actor="bob", team="support-b", customer="c-other",
+                       ticket="B1"))
         st = eng.actors["ann"]
         before = st.long_term
         eng.process(ev(i + 1, t + 60_000, customer=customer, ticket=None))
@@ -1085,7 +1087,8 @@ def test_new_origin_counts_less_where_peers_are_and_becomes_normal_after_a_day()
                 eng.process(ev(i, T0 + 300_000, actor=who, ip="198.51.100.9"))  # usual client
         for k in range(3):
             i += 1
-            eng.process(ev(i, T0 + 600_000 + later_ms * (k == 2) + k * 20_000,
+            # (an hour on: what the peers use is learned on the hourly schedule)
+            eng.process(ev(i, T0 + HOUR_MS + 600_000 + later_ms * (k == 2) + k * 20_000,
                            ip="198.51.100.9", client="aws-cli", action="download"))
         st = eng.state_of("ann")
         if later_ms:  # the last download raised nothing, and the origin is now its own

@@ -41,8 +41,8 @@ from detectors.settings import Settings
 
 # (LONG_TERM_CAP, a prior in detectors.priors, is re-exported: the signals import it here.)
 __all__ = ["DAY_MS", "HOUR_MS", "LONG_TERM_CAP", "Context", "Profile", "Signal", "bump",
-           "busy_day", "fmt_count", "others_in", "overrides", "restore_slots", "rfc3339",
-           "specificity"]
+           "busy_day", "fmt_count", "others_in", "others_recent", "overrides", "restore_slots",
+           "rfc3339", "specificity"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -91,6 +91,13 @@ def others_in(recent: OrderedDict, actor: str, t: int) -> int:
     return len(recent) - 1
 
 
+def others_recent(recent: OrderedDict, actor: str, t: int) -> int:
+    """How many others ``recent`` (actor -> last time) holds in the last day before ``t``:
+    :func:`others_in` without putting ``actor`` in (that is an op: ``PeerGroup.mark``)."""
+    since = t - DAY_MS
+    return sum(1 for other, when in recent.items() if when >= since and other != actor)
+
+
 def restore_slots(obj: Any, state: Any) -> None:
     """Unpickle a slots dataclass; fields added since the record was written take their
     defaults, so a worker can read the state topic an older version wrote."""
@@ -118,6 +125,11 @@ class Context:
     Signals feed the actor's long-term sum (``ActorState.long_term``, the ``accumulated``
     signal) and its hour's counts (``counts``: what the ``multivariate`` signal sees of the
     finished hour, and the hourly volume baselines learn) directly on ``st``.
+
+    State that spans actors (``peer`` and engine-wide state such as a signal's map) is read
+    here but never changed: a signal schedules the change (:meth:`defer`,
+    :meth:`defer_shared`), and the engine applies it once the event-time clock enters a new
+    hour, with every other op of the hours before, in canonical order (``Engine.advance``).
     """
 
     __slots__ = ("contributed", "counts", "customer", "decay", "disabled", "engine", "ev",
@@ -145,6 +157,19 @@ class Context:
         self.looked = False
         self.ticketed_share = 0.0
         self.contributed = False  # a signal raised its level on this event (see raise_)
+
+    def defer(self, target: str | None, method: str, *args: Any) -> None:
+        """Schedule ``peer.signals[target].<method>(*args)`` on the actor's peer group
+        (``target`` None: on the ``PeerGroup`` itself), applied when the event-time clock
+        enters the next hour; ``args`` must not change afterwards (pass copies)."""
+        eng = self.engine  # (Engine.schedule, inline: ~4 ops per event)
+        eng.op_seq += 1
+        eng.ops.append((self.t, self.st.actor, eng.op_seq, self.st.peer, target, method, args))
+
+    def defer_shared(self, target: str, method: str, *args: Any) -> None:
+        """Schedule ``<method>(*args)`` on engine-wide state: signal ``target``'s instance
+        (a dotted ``method`` reaches an attribute of it), or the engine's ``target``."""
+        self.engine.schedule(self.t, self.st.actor, None, target, method, args)
 
     def raise_(self, name: str, score: float, reasons: list[Reason]) -> bool:
         """Raise the level ``name`` to ``score`` if higher; True if the event contributed."""

@@ -85,7 +85,7 @@ class FirstSeen(Signal):
         own, peers = ctx.st.signals["first_seen"], ctx.peer.signals["first_seen"]
         self._judge(ctx, own, peers, traits)
         own.learn_one(traits)
-        peers.learn_one(traits)
+        ctx.defer("first_seen", "learn_shared", traits)  # (traits: made per event)
 
     @staticmethod
     def _judge(ctx: Context, own: FirstSeenModel, peers: FirstSeenModel,

@@ -41,7 +41,7 @@ class Multivariate(Signal):
             return
         x = {f: counts.get(f, 0) for f in HOUR_FEATURES}
         score = model.score_one(x)
-        model.learn_one(x)
+        ctx.defer("multivariate", "learn_one", x)
         level = MULTIVARIATE_WEIGHT * saturate(score - MULTIVARIATE_TOLERATED, MULTIVARIATE_SCALE)
         if level <= NEGLIGIBLE:
             return

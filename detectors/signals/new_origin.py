@@ -104,6 +104,18 @@ class PeerOrigins:
     def __setstate__(self, state: tuple) -> None:
         self.networks, self.clients, self.hosts, self.shared, self.since = state
 
+    # Ops (scheduled by the signal, see Context.defer):
+    def begin(self, t: int) -> None:
+        """The group's first call, at ``t``."""
+        if self.since < 0:
+            self.since = t
+
+    def count(self, kind: str, value: str) -> None:
+        """One more actor uses ``value`` (``kind``: ``"networks"`` or ``"clients"``)."""
+        seen = getattr(self, kind)
+        if len(seen) < MAX_PEER_ORIGINS or value in seen:
+            seen[value] = seen.get(value, 0) + 1
+
     def knows_clients(self, t: int) -> bool:
         """Whether its actors' clients are known: from a day after its first call (on the
         data's first morning most have not worked yet)."""
@@ -133,9 +145,17 @@ def peer_origins(ctx: Context) -> PeerOrigins:
     """The group's state (a group restored from before it had shared hosts: a dict of
     networks, converted)."""
     peer = ctx.peer.signals["new_origin"]
-    if isinstance(peer, dict):
-        peer = ctx.peer.signals["new_origin"] = PeerOrigins(peer, since=0)
-    return peer
+    return PeerOrigins(peer, since=0) if isinstance(peer, dict) else peer
+
+
+def on_shared_host(ctx: Context, group: PeerOrigins, address: str | None, actor: str) -> bool:
+    """Whether ``address`` is a shared host, as the schedule has it; counting ``actor`` on it
+    is an op (``PeerOrigins.on_shared_host``)."""
+    if address is None or address in group.shared:
+        return address is not None
+    if actor not in group.hosts.get(address, ()):
+        ctx.defer("new_origin", "on_shared_host", address, actor)
+    return False
 
 
 class NewOrigin(Signal):
@@ -195,10 +215,10 @@ class NewOrigin(Signal):
         network = ctx.network
         group = peer_origins(ctx)
         if group.since < 0:
-            group.since = ctx.t
+            ctx.defer("new_origin", "begin", ctx.t)
         address = ev.source_ip
         own.n += 1
-        if group.on_shared_host(address, ev.actor):
+        if on_shared_host(ctx, group, address, ev.actor):
             own.via += 1  # (a shared host's calls are not the actor's own origin)
         else:
             hosts = own.hosts
@@ -212,10 +232,10 @@ class NewOrigin(Signal):
             own.suspect, own.taken = None, 0
         if own.suspect is not None:
             return  # a suspect origin is not learned as the actor's own while in use
-        for value, mine, seen in ((network, own.networks, group.networks),
-                                  (ev.client, own.clients, group.clients)):
+        for value, mine, kind in ((network, own.networks, "networks"),
+                                  (ev.client, own.clients, "clients")):
             if value is not None and len(mine) < MAX_ORIGINS:
                 # (the group counts the actors that use it: each actor once)
-                if value not in mine and (len(seen) < MAX_PEER_ORIGINS or value in seen):
-                    seen[value] = seen.get(value, 0) + 1
+                if value not in mine:
+                    ctx.defer("new_origin", "count", kind, intern(value))
                 mine.add(intern(value))

@@ -17,7 +17,7 @@ from detectors.priors import (
     OFF_HOURS_PEER_HISTORY,
     OFF_HOURS_WEIGHT,
 )
-from detectors.signals.base import LONG_TERM_CAP, Context, Signal, bump, others_in, rfc3339
+from detectors.signals.base import LONG_TERM_CAP, Context, Signal, bump, others_recent, rfc3339
 
 
 class OffHours(Signal):
@@ -47,10 +47,11 @@ class OffHours(Signal):
             if ctx.ev.is_egress:
                 # Several of the group exporting off their hours the same day (a quarter
                 # close worked late) is the group's night: it adds less up over days.
-                others = others_in(ctx.peer.night, st.actor, t)
+                others = others_recent(ctx.peer.night, st.actor, t)
+                ctx.defer(None, "mark", "night", st.actor, t)
                 add = (off / (1 + others / GROUP_OTHERS_PER_SHARE)
                        if others >= GROUP_MIN_OTHERS else off)
                 st.long_term = min(st.long_term + add, LONG_TERM_CAP)
         # Learn working hours from every access, though only data access is judged.
         hours.learn_one(t)
-        ctx.peer.signals["off_hours"].learn_one(t)
+        ctx.defer("off_hours", "learn_one", t)

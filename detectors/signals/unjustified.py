@@ -117,9 +117,10 @@ class QueueMap:
     def queue(self, team: str | None) -> int:
         """Bits of the teams whose customers ``team``'s are: itself and the teams it shares
         customers with often (the other shifts of a region's queue), learned from tickets."""
-        bit = self.team_bit(team)
-        if not bit:
-            return 0
+        index = None if team is None else self.teams.get(team)
+        if index is None:
+            return 0  # (a team not yet seen serving: numbered when it does, on the schedule)
+        bit = 1 << index
         mask = self.queues.get(bit)
         if mask is None:
             links = self.team_links.get(bit.bit_length() - 1, {})
@@ -209,7 +210,7 @@ class Unjustified(Signal):
         if served_by:
             state.foreign.update(0.0 if in_queue else 1.0)
         if ev.ticket:
-            queues.served(customer, ev.team)
+            ctx.defer_shared("unjustified", "queues.served", customer, ev.team)
             state.ticketed[customer] = t
             if len(state.ticketed) > MAX_TICKETED:
                 del state.ticketed[next(iter(state.ticketed))]  # the oldest insertion
@@ -261,7 +262,7 @@ class Unjustified(Signal):
         weight = SUSPECT_READ_WEIGHT if suspicious else 1.0
         state.justified.update(0.0 if looked else 1.0, weight)
         state.tickets.learn_one(habit, weight)
-        peer_tickets.learn_one(habit, weight)
+        ctx.defer("unjustified", "learn_one", habit, weight)  # (habit: made per event)
 
     def _unjustified(self, ctx: Context, state: UnjustifiedState, tickets: TicketHabit,
                      customer: str, served_by: int, in_queue: bool, share: float) -> None:

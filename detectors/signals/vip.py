@@ -42,4 +42,5 @@ class Vip(Signal):
                 "vip", score, f"read VIP customer {customer} without a ticket", customer,
                 "no VIP reads without a ticket")])
         if ctx.fresh:
-            group.update(0.0 if ctx.looked else 1.0, SUSPECT_READ_WEIGHT if repeat else 1.0)
+            ctx.defer("vip", "update", 0.0 if ctx.looked else 1.0,
+                      SUSPECT_READ_WEIGHT if repeat else 1.0)

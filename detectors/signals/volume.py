@@ -32,7 +32,7 @@ from detectors.priors import (
     RARE_SCALE,
     SUSPECT_WEIGHT,
 )
-from detectors.signals.base import Context, Signal, fmt_count, others_in
+from detectors.signals.base import Context, Signal, fmt_count, others_recent
 
 # (The priors that were defined here are re-exported; detectors.priors holds them.)
 __all__ = ["DAILY_EGRESS_MIN", "EGRESS_FEATURES", "EGRESS_MIN", "HOT_SCORE", "RARE_FACTOR",
@@ -79,7 +79,10 @@ class VolumeSignal(Signal):
             return False
         # When several of the group are unusual at once (quarter end, a new tool), it is
         # the group's day, not this actor's: discount by how many others are running hot.
-        others = others_in(ctx.peer.hot, ctx.st.actor, ctx.t) if score > HOT_SCORE else 0
+        others = 0
+        if score > HOT_SCORE:
+            others = others_recent(ctx.peer.hot, ctx.st.actor, ctx.t)
+            ctx.defer(None, "mark", "hot", ctx.st.actor, ctx.t)
         if others < GROUP_MIN_OTHERS:
             others = 0  # one busy colleague is a coincidence, not the group's day
         if others:
@@ -137,7 +140,7 @@ class Volume(VolumeSignal):
         if counts:
             weight = self.learning_weight(ctx.st.hour_peak)
             ctx.st.signals["volume"].learn_one(counts, weight)
-            ctx.peer.signals["volume"].learn_one(counts, weight)
+            ctx.defer("volume", "learn_one", dict(counts), weight)
 
 
 class Egress(VolumeSignal):
@@ -165,7 +168,7 @@ class Egress(VolumeSignal):
         if "egress" in counts:
             weight = self.learning_weight(ctx.st.hour_peak)
             ctx.st.signals["egress"].learn_one(counts, weight)
-            ctx.peer.signals["egress"].learn_one(counts, weight)
+            ctx.defer("egress", "learn_one", dict(counts), weight)
 
 
 class DailyEgress(VolumeSignal):
@@ -196,5 +199,5 @@ class DailyEgress(VolumeSignal):
         if st.day_counts:  # days with egress: the normal size of a day's downloads
             st.signals["daily_egress"].learn_one(st.day_counts,
                                                  self.learning_weight(st.day_peak))
-            ctx.peer.signals["daily_egress"].learn_one(st.day_counts)
+            ctx.defer("daily_egress", "learn_one", dict(st.day_counts))
 
