@@ -261,7 +261,7 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
-MAD_TO_SD = 1.4826  # a normal's standard deviation per median absolute deviation
+_MAD_PER_SIGMA = 1.4826  # a normal's standard deviation per median absolute deviation
 
 
 def _median(ordered: list[float]) -> float:
@@ -396,7 +396,7 @@ class DailyCount:
         mad = _median(sorted(abs(d - centre) for d in days))
         # (The rate, not the median, sets the least spread: a habit of rare downloads has a
         # median of 0, and one or two on a day are its Poisson noise, not a rise.)
-        return centre, max(MAD_TO_SD * mad, math.sqrt(self.rate))
+        return centre, max(_MAD_PER_SIGMA * mad, math.sqrt(self.rate))
 
     def robust_z(self) -> float:
         """Today's count in the window's spreads above its median, less half a count (a

@@ -39,7 +39,8 @@ ALLOWED = frozenset({0, 1, -1, 2, 0.5, 24, 7, 60, 100, 1000, 3600, 86_400, 3_600
 # Module-level names whose value is a unit or a fact of mathematics or the calendar, not a
 # belief about evidence: their literals are allowed (each says why where it is defined).
 STRUCTURAL_NAMES = {
-    "detectors/models.py": {"_EPOCH_WEEKDAY", "_WEEKEND_FROM", "_RISK_MAX", "_HAZARD_MIN"},
+    "detectors/models.py": {"_EPOCH_WEEKDAY", "_WEEKEND_FROM", "_RISK_MAX", "_HAZARD_MIN",
+                            "_MAD_PER_SIGMA"},
     "detectors/multivariate.py": {"_EULER", "_QUARTILES", "_IQR_PER_SIGMA", "_TINY"},
     "detectors/engine.py": {"_ORDINAL_1970"},
 }
