@@ -565,6 +565,8 @@ class Engine:
         t = ev.time_ms
         if t // HOUR_MS > self.clock_hour and (self.horizon_ms is None or t <= self.horizon_ms):
             self.advance(t // HOUR_MS)  # (what the events before this hour taught)
+        elif len(self.ops) >= s.max_pending_ops:
+            self.advance(self.clock_hour)  # (the clock is stuck: see Settings.max_pending_ops)
         st = self._state(ev)
         peer = self._peer(st.peer)
         ctx = Context(self, st, peer, t)

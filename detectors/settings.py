@@ -105,6 +105,11 @@ class Settings:
     """Cap on customers whose serving teams are remembered (the queue map; LRU)."""
     max_profile_values: int = 256
     """Cap on distinct values per first-seen profile (client, network, action) per actor."""
+    max_pending_ops: int = 2_000_000
+    """Cap on cross-actor ops waiting for the hourly schedule (~60 bytes each). Reached only
+    when the event-time clock is stuck (input stamped over a day ahead of the worker's wall
+    clock): they are then applied at once, so peer state keeps learning and memory stays
+    bounded, at the price of the schedule's sharding independence for that input."""
 
     # --- reliability (issue 4) ---
     max_message_bytes: int = 512 * 1024

@@ -181,3 +181,23 @@ def test_an_event_stamped_far_ahead_does_not_hold_the_workers_schedule() -> None
     # (six: the skewed event's learning too, which came before the hour began)
     assert pipe.engine.peers["support_agent"].signals["first_seen"].n == 6
     assert pipe.engine.clock_hour == (hour + 3_600_000) // 3_600_000
+
+
+def test_input_dated_ahead_of_the_worker_still_learns_and_stays_bounded() -> None:
+    """Input stamped wholly more than a day past the worker's wall clock never moves the
+    schedule: its ops wait only until ``max_pending_ops`` are pending, and are then applied,
+    so the peers keep learning and memory stays bounded."""
+    from stream.pipeline import Pipeline
+
+    pipe = Pipeline(Settings(max_pending_ops=50), wall_clock=True)
+    ahead = (int(time.time() * 1000) // 3_600_000 + 24 * 30) * 3_600_000  # a month ahead
+    for i in range(200):
+        pipe.detect(parse_event({"event_id": f"e{i}", "time": ahead + i * 60_000,
+                                 "actor": f"a{i % 7}", "role": "support_agent",
+                                 "action": "read", "resource_type": "customer_profile",
+                                 "customer_id": f"c{i}", "ticket": f"T{i}", "client": "crm",
+                                 "source_ip": "10.0.0.5"}))
+    engine = pipe.engine
+    assert engine.clock_hour < ahead // 3_600_000  # (the clock did not follow the input)
+    assert len(engine.ops) < 50 + 10  # (at most one event's ops past the cap)
+    assert engine.peers["support_agent"].signals["first_seen"].n >= 150
