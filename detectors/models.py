@@ -319,7 +319,7 @@ class DailyCount:
     def rate(self) -> float:
         return max(self.usual.mean, self.floor)
 
-    def add(self, n: int = 1) -> None:
+    def add(self, n: int | float = 1) -> None:  # (a union: Cython keeps ints ints)
         self.today += n
 
     def roll(self, weight: float = 1.0) -> None:

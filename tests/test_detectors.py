@@ -375,19 +375,20 @@ def test_a_customer_worked_over_several_looks_is_not_a_lookup() -> None:
     days = st.signals["unjustified"].unjustified_days
     t = T0 + 6 * 24 * HOUR_MS + 10 * HOUR_MS
     eng.process(ev(i + 1, t, customer="c-case", ticket=None))
-    assert st.long_term > 0 and days.today == 1
+    one = days.today  # (a customer no team has served counts a little over one)
+    assert st.long_term > 0 and 1 <= one < 2
     eng.process(ev(i + 2, t + 300_000, customer="c-case", ticket=None))
     assert st.long_term == 0.0 and days.today == 0
     eng.process(ev(i + 3, t + 400_000, customer="c-lookup", ticket=None))
     lookup = st.long_term
-    assert lookup > 0 and days.today == 1  # one look stays counted...
+    assert lookup > 0 and days.today == one  # one look stays counted...
     eng.process(ev(i + 4, t + 600_000, customer="c-case", ticket="T-late"))
-    assert st.long_term >= 0.99 * lookup and days.today == 1  # ...and is not taken back twice
+    assert st.long_term >= 0.99 * lookup and days.today == one  # ...not taken back twice
     night = T0 + 7 * 24 * HOUR_MS + 2 * HOUR_MS
     eng.process(ev(i + 5, night, customer="c-night", ticket=None))
-    after_first = st.long_term
+    after_first, night_count = st.long_term, days.today
     eng.process(ev(i + 6, night + 300_000, customer="c-night", ticket=None))
-    assert st.long_term >= 0.99 * after_first and days.today == 1
+    assert st.long_term >= 0.99 * after_first and days.today == night_count
 
 
 def test_a_customer_no_team_has_served_weighs_between_the_queue_and_outside_it() -> None:
@@ -446,6 +447,40 @@ def test_slow_unjustified_reads_add_up_over_days() -> None:
     days, summary = slow_lookups("support-b", sister_shift=False)
     assert days is not None and days <= 3
     assert "outside its team's queue" in summary
+
+
+def test_lookups_outside_the_queue_rise_over_a_ticketless_habit() -> None:
+    """Issue 14 (burnt held-out 85, 86): an agent whose habit holds two unticketed call-backs
+    a day to its own queue's customers starts looking up two customers a day that another
+    region serves. The daily count of unjustified customers counts a look outside the queue
+    more (for an actor that stays within it), so the rise shows within days; two more
+    call-backs a day within the queue stay within the habit."""
+    def rising(outside: bool) -> float:
+        eng = Engine()
+        for k in range(100):  # a colleague serves these customers, another region those
+            eng.process(ev(k, T0 - HOUR_MS + k * 20_000, actor="amy", customer=f"q{k}",
+                           ticket=f"A{k}"))
+            eng.process(ev(k, T0 - HOUR_MS + k * 20_000 + 1, actor="bob", team="support-b",
+                           customer=f"x{k}", ticket=f"B{k}"))
+        i, top = 0, 0.0
+        for day in range(16):
+            for hour in range(9, 17):
+                for k in range(4):
+                    i += 1
+                    t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 600_000
+                    eng.process(ev(i, t, customer=f"c{day}-{hour}-{k}", ticket=f"T{i}"))
+            looks = [f"q{2 * day + k}" for k in range(2)]
+            if day >= 12:
+                looks += [f"{'x' if outside else 'q'}{50 + 2 * day + k}" for k in range(2)]
+            for k, customer in enumerate(looks):
+                i += 1
+                t = T0 + day * 24 * HOUR_MS + (10 + k) * HOUR_MS + 45 * 60_000
+                eng.process(ev(i, t, customer=customer, ticket=None))
+                days = eng.actors["ann"].signals["unjustified"].unjustified_days
+                top = max(top, days.score_one())
+        return top
+
+    assert rising(outside=True) > 0.2 and rising(outside=False) == 0.0
 
 
 def test_customers_of_a_sister_shift_are_inside_the_queue() -> None:
@@ -630,34 +665,41 @@ def test_a_leaver_doubling_a_busy_download_habit_for_three_days_raises_departing
     assert last_day(True) > 0.1 and last_day(False) == 0.0
 
 
+def leavers_grab_peak(history: tuple[int, ...], grab: tuple[int, ...], window: int) -> float:
+    """The highest departing level of a leaver whose downloads per day were ``history``
+    (installed once day 3 has begun), making ``grab`` downloads on the days after."""
+    from detectors.events import ContextEntry
+    from detectors.models import DailyCount
+
+    eng = Engine()
+    eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-11-20"))
+    i = ordinary_days(eng, days=3)
+    eng.process(ev(i + 1, T0 + 3 * 24 * HOUR_MS + 8 * HOUR_MS, customer="c-x", ticket="X"))
+    habit = DailyCount(window=window)
+    for n in history:
+        habit.add(n)
+        habit.roll()
+    eng.actors["ann"].signals["departing"].downloads = habit
+    top, i = 0.0, i + 2
+    for day, n in enumerate(grab, start=3):
+        for k in range(n):
+            i += 1
+            t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 1_800_000
+            eng.process(ev(i, t, customer=f"d{i}", ticket=f"D{i}", action="download"))
+            top = max(top, eng.actors["ann"].levels.get("departing", 0.0))
+    return top
+
+
 def test_a_leavers_days_above_its_rate_add_up_though_none_is_busy() -> None:
     """Issue 14: a leaver who makes about five downloads a day makes ten, nine and eleven on
     three days running. None of them is over twice the rate, and the three-day total is not
     75 % above it when the first days are ordinary ones, but the days above the own rate add
     up (a one-sided CUSUM in the actor's sigmas) to a clear departing level; a leaver's
     single such day does not."""
-    from detectors.events import ContextEntry
-    from detectors.models import DailyCount
     from detectors.priors import LEAVING_USUAL_DAYS
 
     def peak(grab: tuple[int, ...]) -> float:
-        eng = Engine()
-        eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-11-20"))
-        i = ordinary_days(eng, days=3)
-        eng.process(ev(i + 1, T0 + 3 * 24 * HOUR_MS + 8 * HOUR_MS, customer="c-x", ticket="X"))
-        habit = DailyCount(window=LEAVING_USUAL_DAYS)  # (installed once day 3 has begun)
-        for n in (4, 5, 6, 3, 4, 7, 5, 4, 6, 2, 7):  # about five a day
-            habit.add(n)
-            habit.roll()
-        eng.actors["ann"].signals["departing"].downloads = habit
-        top, i = 0.0, i + 2
-        for day, n in enumerate(grab, start=3):
-            for k in range(n):
-                i += 1
-                t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 1_800_000
-                eng.process(ev(i, t, customer=f"d{i}", ticket=f"D{i}", action="download"))
-                top = max(top, eng.actors["ann"].levels.get("departing", 0.0))
-        return top
+        return leavers_grab_peak((4, 5, 6, 3, 4, 7, 5, 4, 6, 2, 7), grab, LEAVING_USUAL_DAYS)
 
     assert peak((10, 9, 11)) > 0.4
     # A single such day: ranked above the leaver's ordinary days, far under any bar.
@@ -670,28 +712,10 @@ def test_an_export_day_in_a_leavers_history_does_not_hide_its_grab() -> None:
     the days of 11, 10 and 12 downloads of its grab were each under one sigma out. Measured
     from the median and its absolute deviation (robust: the export day moves neither), they
     add up to a clear departing level."""
-    from detectors.events import ContextEntry
-    from detectors.models import DailyCount
     from detectors.priors import LEAVING_USUAL_DAYS
 
     def peak(window: int) -> float:
-        eng = Engine()
-        eng.apply_context(ContextEntry(kind="departing_actor", id="ann", last_day="2026-11-20"))
-        i = ordinary_days(eng, days=3)
-        eng.process(ev(i + 1, T0 + 3 * 24 * HOUR_MS + 8 * HOUR_MS, customer="c-x", ticket="X"))
-        habit = DailyCount(window=window)  # (installed once day 3 has begun)
-        for n in (4, 2, 20, 5, 1, 3, 4):
-            habit.add(n)
-            habit.roll()
-        eng.actors["ann"].signals["departing"].downloads = habit
-        top, i = 0.0, i + 2
-        for day, n in enumerate((11, 10, 12), start=3):
-            for k in range(n):
-                i += 1
-                t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 1_800_000
-                eng.process(ev(i, t, customer=f"d{i}", ticket=f"D{i}", action="download"))
-                top = max(top, eng.actors["ann"].levels.get("departing", 0.0))
-        return top
+        return leavers_grab_peak((4, 2, 20, 5, 1, 3, 4), (11, 10, 12), window)
 
     assert peak(LEAVING_USUAL_DAYS) > 0.4
     assert peak(0) < 0.2  # (no window: the mean and standard deviation, as before)

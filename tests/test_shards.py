@@ -108,16 +108,21 @@ def test_every_shard_ends_with_one_engines_cross_actor_state() -> None:
         assert shared(eng) == want
 
 
+def ticketed_read(i: int, t: int, actor: str) -> Any:
+    """A support agent's ticketed read of customer ``c{i}`` at ``t``."""
+    return parse_event({"event_id": f"e{i}", "time": t, "actor": actor, "role": "support_agent",
+                        "action": "read", "resource_type": "customer_profile",
+                        "customer_id": f"c{i}", "ticket": f"T{i}", "client": "crm",
+                        "source_ip": "10.0.0.5"})
+
+
 def test_an_hours_events_read_the_peer_state_of_the_hours_before() -> None:
     """One engine: the peers' learning of an hour waits until the clock leaves it."""
     eng = Engine()
     t0 = 1_793_577_600_000  # an hour's start
 
     def read(i: int, t: int, actor: str) -> None:
-        eng.process(parse_event({"event_id": f"e{i}", "time": t, "actor": actor,
-                                 "role": "support_agent", "action": "read",
-                                 "resource_type": "customer_profile", "customer_id": f"c{i}",
-                                 "ticket": f"T{i}", "client": "crm", "source_ip": "10.0.0.5"}))
+        eng.process(ticketed_read(i, t, actor))
 
     for i in range(5):
         read(i, t0 + i * 60_000, f"a{i}")
@@ -169,10 +174,7 @@ def test_an_event_stamped_far_ahead_does_not_hold_the_workers_schedule() -> None
     hour = int(time.time() * 1000) // 3_600_000 * 3_600_000 - 3 * 3_600_000
 
     def read(i: int, t: int, actor: str) -> None:
-        pipe.detect(parse_event({"event_id": f"e{i}", "time": t, "actor": actor,
-                                 "role": "support_agent", "action": "read",
-                                 "resource_type": "customer_profile", "customer_id": f"c{i}",
-                                 "ticket": f"T{i}", "client": "crm", "source_ip": "10.0.0.5"}))
+        pipe.detect(ticketed_read(i, t, actor))
 
     for i in range(5):
         read(i, hour + i * 60_000, f"a{i}")
@@ -192,11 +194,7 @@ def test_input_dated_ahead_of_the_worker_still_learns_and_stays_bounded() -> Non
     pipe = Pipeline(Settings(max_pending_ops=50), wall_clock=True)
     ahead = (int(time.time() * 1000) // 3_600_000 + 24 * 30) * 3_600_000  # a month ahead
     for i in range(200):
-        pipe.detect(parse_event({"event_id": f"e{i}", "time": ahead + i * 60_000,
-                                 "actor": f"a{i % 7}", "role": "support_agent",
-                                 "action": "read", "resource_type": "customer_profile",
-                                 "customer_id": f"c{i}", "ticket": f"T{i}", "client": "crm",
-                                 "source_ip": "10.0.0.5"}))
+        pipe.detect(ticketed_read(i, ahead + i * 60_000, f"a{i % 7}"))
     engine = pipe.engine
     assert engine.clock_hour < ahead // 3_600_000  # (the clock did not follow the input)
     assert len(engine.ops) < 50 + 10  # (at most one event's ops past the cap)

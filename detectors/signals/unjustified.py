@@ -320,7 +320,9 @@ class Unjustified(Signal):
         # Day after day more of them than the actor's own rate: low-and-slow scraping.
         days = state.unjustified_days
         if t // DAY_MS >= st.day:
-            days.add()
+            # (as many as the read counts: one outside the queue counts more, for an actor
+            # who normally stays within it, so selling to order rises over its own habit)
+            days.add(count)
         # How telling a rising count is: the geometric mean of what the ticket habit says
         # and what the share of justified reads says. Call-backs to customers worked under
         # a ticket are justified, so an agent who makes many (a quarter of its reads
@@ -333,9 +335,11 @@ class Unjustified(Signal):
         if trend > score:
             score = trend
             recent = days.today + sum(days.recent)
-            desc += (f"; {recent} such customers in the last {1 + len(days.recent)} active "
-                     f"days, usually {fmt_count(days.rate)} a day")
-            observed["unticketed_last_days"] = recent
+            desc += (f"; {fmt_count(recent)} such customers in the last "
+                     f"{1 + len(days.recent)} active days, usually {fmt_count(days.rate)} a "
+                     f"day (one outside its queue counting up to "
+                     f"{fmt_count(1.0 + OUTSIDE_QUEUE_COUNT)})")
+            observed["unticketed_last_days"] = round(recent, 1)
             expected["unticketed_per_day"] = round(days.rate, 2)
         ctx.raise_("unjustified", score, [Reason("unjustified", score, desc, observed, expected)])
 
@@ -344,7 +348,8 @@ def _take_back(st: Any, state: UnjustifiedState, tickets: TicketHabit, look: tup
     """Withdraw the suspicion an unticketed look added (``look``: its pending record)."""
     state.unjustified = max(0.0, state.unjustified - (look[2] if len(look) > 2 else 1.0))
     if look[1:] != _TAKEN_BACK:
-        state.unjustified_days.today = max(0, state.unjustified_days.today - 1)
+        days = state.unjustified_days
+        days.today = max(0, days.today - (look[2] if len(look) > 2 else 1.0))
     st.long_term = max(0.0, st.long_term - look[1])
     share = tickets.ticketed_share
     st.levels["unjustified"] = min(
