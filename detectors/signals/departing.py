@@ -34,7 +34,7 @@ class DepartingState:
 
     downloads: DailyCount = field(default_factory=lambda: DailyCount(window=LEAVING_USUAL_DAYS))
     leaving_streak: int = 0  # busy download days in a row while leaving
-    # leaving days' excess over the own rate, in its sigmas, added up (a one-sided CUSUM)
+    # leaving days' excess over the usual day, in its spreads, added up (a one-sided CUSUM)
     drift: float = 0.0
 
     __setstate__ = restore_slots
