@@ -119,6 +119,32 @@ def test_a_checkpoint_with_plain_dict_signals_restores_them_as_profiles() -> Non
     assert scores == [eng.process(e).score for e in later] and scores[-1] > 50
 
 
+def test_a_peer_group_from_before_shared_hosts_restores_and_takes_new_origins_ops() -> None:
+    """A group checkpointed before shared hosts held its networks as a plain dict: restored,
+    it is a :class:`PeerOrigins` with those networks, and the schedule's ops apply to it."""
+    from detectors.signals.new_origin import PeerOrigins
+
+    eng = Engine()
+    for i in range(20):
+        eng.process(_read(i, "ann", hour=i // 10))
+    shared = eng.shared_state()
+    shared["peers"]["support_agent"].signals["new_origin"] = {"10.1.2.0/24": 3}
+    restored = Engine()
+    restored.load_shared(pickle.loads(pickle.dumps(shared)))
+    group = restored.peers["support_agent"].signals["new_origin"]
+    assert isinstance(group, PeerOrigins) and group.networks == {"10.1.2.0/24": 3}
+    from detectors.events import parse_event
+
+    for i in range(3):  # a new actor's calls from another network, over two hours
+        restored.process(parse_event({
+            "event_id": f"bob-{i}", "time": 1_700_000_000_000 + (3 + i) * 3_600_000,
+            "actor": "bob", "role": "support_agent", "action": "read",
+            "resource_type": "customer_profile", "customer_id": "c1", "ticket": "T1",
+            "client": "crm", "source_ip": "10.9.9.9"}))
+    assert group.networks["10.1.2.0/24"] == 3 and group.networks["10.9.9.0/24"] == 1
+    assert group.clients == {"crm": 1}
+
+
 def test_a_daily_count_written_before_its_window_restores_without_one() -> None:
     """A :class:`DailyCount` pickled before the robust window existed (departing's usual
     downloads in a checkpoint of an older version) restores, judged as it was (no window);

@@ -142,10 +142,9 @@ class PeerOrigins:
 
 
 def peer_origins(ctx: Context) -> PeerOrigins:
-    """The group's state (a group restored from before it had shared hosts: a dict of
-    networks, converted)."""
-    peer = ctx.peer.signals["new_origin"]
-    return PeerOrigins(peer, since=0) if isinstance(peer, dict) else peer
+    """The group's state (a group checkpointed before it had shared hosts, a dict of
+    networks, is converted as it is restored: ``engine._migrate_peer``)."""
+    return ctx.peer.signals["new_origin"]
 
 
 def on_shared_host(ctx: Context, group: PeerOrigins, address: str | None, actor: str) -> bool:

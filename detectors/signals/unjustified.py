@@ -346,10 +346,11 @@ class Unjustified(Signal):
 
 def _take_back(st: Any, state: UnjustifiedState, tickets: TicketHabit, look: tuple) -> None:
     """Withdraw the suspicion an unticketed look added (``look``: its pending record)."""
-    state.unjustified = max(0.0, state.unjustified - (look[2] if len(look) > 2 else 1.0))
+    count = look[2] if len(look) > 2 else 1.0
+    state.unjustified = max(0.0, state.unjustified - count)
     if look[1:] != _TAKEN_BACK:
         days = state.unjustified_days
-        days.today = max(0, days.today - (look[2] if len(look) > 2 else 1.0))
+        days.today = max(0, days.today - count)
     st.long_term = max(0.0, st.long_term - look[1])
     share = tickets.ticketed_share
     st.levels["unjustified"] = min(
