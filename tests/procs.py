@@ -39,6 +39,18 @@ def need_binary(name: str) -> str:
     return path
 
 
+def borrow_kafka_jars(state: Path) -> None:
+    """Give a broker of its own (state dir ``state``) the jars of the one already set up:
+    they come from Maven Central once (deploy/kafka/kafka.sh marks a complete set)."""
+    lib = state / "kafka" / "lib"
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    for root in (os.environ.get("SNOOPWATCH_STATE_DIR"), str(REPO / "state")):
+        found = Path(root or "/nonexistent") / "kafka" / "lib"
+        if (found / ".snoopwatch-lib-complete").is_file():
+            lib.symlink_to(found.resolve(), target_is_directory=True)
+            return
+
+
 def _wait(what: str, ready: Any, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
     wait_ready(what, ready, proc, log, timeout_s, error=AssertionError)
 

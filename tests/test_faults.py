@@ -26,7 +26,7 @@ from stream.demo import free_port, scrape
 from stream.simulate import SimConfig, generate
 from stream.state import ENGINE_KEY, state_topic_name
 from stream.topics import create_topics
-from tests.procs import REPO, fresh_settings, wait_until
+from tests.procs import REPO, borrow_kafka_jars, fresh_settings, wait_until
 from tests.test_reliability import read_topic, send, settled, start_worker
 
 pytestmark = pytest.mark.kafka
@@ -45,14 +45,7 @@ class PrivateBroker:
         self.url = f"kafka://127.0.0.1:{port}"
         self.env = {**os.environ, "SNOOPWATCH_STATE_DIR": str(state), "KAFKA_PORT": str(port),
                     "KAFKA_CONTROLLER_PORT": str(controller)}
-        # The jars come from Maven Central once; borrow those of a broker already set up.
-        lib = state / "kafka" / "lib"
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        for root in (os.environ.get("SNOOPWATCH_STATE_DIR"), str(REPO / "state")):
-            found = Path(root or "/nonexistent") / "kafka" / "lib"
-            if (found / ".snoopwatch-lib-complete").is_file():
-                lib.symlink_to(found.resolve(), target_is_directory=True)
-                break
+        borrow_kafka_jars(state)
 
     def _run(self, *args: str) -> None:
         out = subprocess.run(["bash", str(REPO / "deploy/kafka/kafka.sh"), *args], env=self.env,

@@ -30,7 +30,7 @@ from stream.demo import free_port, scrape
 from stream.kafka_security import client_kwargs
 from stream.processes import log_tail, stop_process
 from stream.simulate import SimConfig, generate
-from tests.procs import REPO, wait_until, worker
+from tests.procs import REPO, borrow_kafka_jars, wait_until, worker
 
 pytestmark = pytest.mark.kafka
 
@@ -86,14 +86,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
     env = {**os.environ, "SNOOPWATCH_STATE_DIR": str(state), "KAFKA_PORT": str(plain),
            "KAFKA_CONTROLLER_PORT": str(controller), "KAFKA_SASL_SSL_PORT": str(sasl_ssl),
            "KAFKA_SSL_PORT": str(tls), "KAFKA_SASL_PLAINTEXT_PORT": str(sasl_plain)}
-    # The jars come from Maven Central once; borrow those of the suite's broker.
-    lib = state / "kafka" / "lib"
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    for root in (os.environ.get("SNOOPWATCH_STATE_DIR"), str(REPO / "state")):
-        found = Path(root or "/nonexistent") / "kafka" / "lib"
-        if (found / ".snoopwatch-lib-complete").is_file():
-            lib.symlink_to(found.resolve(), target_is_directory=True)
-            break
+    borrow_kafka_jars(state)
     b = SecuredBroker(state, env, plain, sasl_ssl, tls, sasl_plain)
     try:
         out = b.kafka_sh("up", "--secured")
