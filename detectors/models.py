@@ -342,13 +342,29 @@ class DailyCount:
         return saturate(min(total / expected / multiple, (total - expected) / sd / sigmas)
                         - 1.0, DAILY_SCALE)
 
-    def score_one(self, multiple: float = DAILY_MULTIPLE, sigmas: float = DAILY_SIGMAS
-                  ) -> float:
-        """Today and the two previous active days against the usual rate (0 to 1)."""
+    def score_one(self, multiple: float = DAILY_MULTIPLE, sigmas: float = DAILY_SIGMAS,
+                  cap: float = 0.0) -> float:
+        """Today and the two previous active days against the usual rate (0 to 1). With a
+        ``cap`` (and a window), each of them counts at most ``cap`` spreads above the usual
+        day (:meth:`robust`): one huge day among ordinary ones is a single day's news, not a
+        rise over three, on that day or the two after.
+
+        >>> dc = DailyCount(window=15)
+        >>> for n in (2, 3, 1, 2, 3, 2, 2):
+        ...     dc.add(n)
+        ...     dc.roll()
+        >>> dc.add(15)                          # one export day
+        >>> round(dc.score_one(1.75, 2.5), 2), dc.score_one(1.75, 2.5, cap=3.0)
+        (0.75, 0.0)
+        """
         if self.usual.n < self.min_days:
             return 0.0
-        return self._excess(self.today + sum(self.recent), 1 + len(self.recent), 0.0,
-                            multiple, sigmas)
+        total = self.today + sum(self.recent)
+        if cap and self.days:
+            centre, spread = self.robust()
+            most = centre + cap * spread
+            total = min(self.today, most) + sum(min(day, most) for day in self.recent)
+        return self._excess(total, 1 + len(self.recent), 0.0, multiple, sigmas)
 
     def excess_share(self) -> float:
         """How much of one more occurrence today lies beyond the usual rate and its Poisson

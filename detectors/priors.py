@@ -132,7 +132,8 @@ DEPARTING_DOUBTFUL_WEIGHT = 0.1  # a leaver's busy day teaches its rate this muc
 # adds how far it lies above the rate less this slack (days within it wear the sum down) ...
 LEAVING_DRIFT_SLACK = 0.5
 # ... a day counting at most as one this many sigmas out: one very busy day is the single-day
-# bar's to judge, and must not leave a sum that any slightly busy day then tips over ...
+# bar's to judge, and must not leave a sum that any slightly busy day then tips over (nor a
+# three-day total that is "a rise" on it and the two days after) ...
 LEAVING_DRIFT_DAY_CAP = 3.0
 # ... and a sum beyond this (more than one very busy day: honest leavers have one) scores,
 # this much more past it scoring 0.63.

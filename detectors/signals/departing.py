@@ -68,10 +68,12 @@ class Departing(Signal):
         """
         dl = state.downloads
         # Honest leavers have busy days too; days in a row are what a last grab looks like.
-        # The last three active days together catch a rise no single day shows.
+        # The last three active days together catch a rise no single day shows; in them a
+        # day counts at most as much as in the drift, so an honest leaver's one export day
+        # is judged as one day (with the first day's weight), not as three days' rise.
         streak = state.leaving_streak
         score = max(dl.day_score() * (1.0 if streak else LEAVING_FIRST_DAY_WEIGHT),
-                    dl.score_one(LEAVING_MULTIPLE, LEAVING_SIGMAS))
+                    dl.score_one(LEAVING_MULTIPLE, LEAVING_SIGMAS, LEAVING_DRIFT_DAY_CAP))
         if streak and busy_day(dl):
             # Another busy day right after busy ones: each in a row doubles what is left.
             score = max(score, 1.0 - LEAVING_STREAK_REMAINDER ** streak)
