@@ -295,7 +295,8 @@ class DailyCount:
     0.81
     """
 
-    __slots__ = ("days", "floor", "min_days", "recent", "today", "usual", "window")
+    __slots__ = ("counted", "counted_sq", "days", "floor", "min_days", "recent", "today", "usual",
+                 "window")
 
     def __init__(self, floor: float = DAILY_FLOOR, min_days: int = DAILY_MIN_DAYS,
                  alpha: float = DAILY_ALPHA, window: int = 0) -> None:
@@ -307,11 +308,15 @@ class DailyCount:
         # With a window: the last ``window`` days as learned, for :meth:`robust_z`.
         self.window = window
         self.days: tuple[float, ...] = ()
+        # The sum of what occurrences counted, and of its squares: the noise of a count of
+        # weighted ones (add_weighted) is a compound Poisson's, not a plain count's.
+        self.counted = 0.0
+        self.counted_sq = 0.0
 
     def __setstate__(self, state: Any) -> None:
-        # (A record written before the window existed restores without one.)
+        # (A record written before the window, or the weights, restores without them.)
         slots = state[1] if isinstance(state, tuple) else state
-        self.window, self.days = 0, ()
+        self.window, self.days, self.counted, self.counted_sq = 0, (), 0.0, 0.0
         for name, value in slots.items():
             setattr(self, name, value)
 
@@ -320,7 +325,29 @@ class DailyCount:
         return max(self.usual.mean, self.floor)
 
     def add(self, n: int | float = 1) -> None:  # (a union: Cython keeps ints ints)
+        """Count ``n`` occurrences."""
         self.today += n
+        self.counted += n
+        self.counted_sq += n
+
+    def add_weighted(self, weight: float) -> None:
+        """Count one occurrence as ``weight`` (a telling one counts more). Such a count is
+        noisier than a plain one of the same size (a compound Poisson's variance is the
+        rate times the mean squared weight), and the Poisson floor of its spread says so:
+
+        >>> plain, weighted = DailyCount(floor=0.3, min_days=3), DailyCount(floor=0.3, min_days=3)
+        >>> for _ in range(5):                  # quiet days
+        ...     plain.roll()
+        ...     weighted.roll()
+        >>> plain.add(5)                        # five looks today
+        >>> weighted.add_weighted(2.5)          # or two that count 2.5 each
+        >>> weighted.add_weighted(2.5)
+        >>> round(plain.score_one(), 2), round(weighted.score_one(), 2)
+        (0.59, 0.0)
+        """
+        self.today += weight
+        self.counted += weight
+        self.counted_sq += weight * weight
 
     def roll(self, weight: float = 1.0) -> None:
         if self.window:
@@ -338,7 +365,9 @@ class DailyCount:
     def _excess(self, total: float, days: int, min_sd: float = 0.0,
                 multiple: float = DAILY_MULTIPLE, sigmas: float = DAILY_SIGMAS) -> float:
         expected = days * self.rate
-        sd = max(math.sqrt(max(days * self.usual.var, expected)), min_sd)
+        # (Poisson noise, of a weighted count: the mean squared weight over the mean weight)
+        unit = self.counted_sq / self.counted if self.counted else 1.0
+        sd = max(math.sqrt(max(days * self.usual.var, expected * unit)), min_sd)
         return saturate(min(total / expected / multiple, (total - expected) / sd / sigmas)
                         - 1.0, DAILY_SCALE)
 

@@ -322,7 +322,7 @@ class Unjustified(Signal):
         if t // DAY_MS >= st.day:
             # (as many as the read counts: one outside the queue counts more, for an actor
             # who normally stays within it, so selling to order rises over its own habit)
-            days.add(count)
+            days.add_weighted(count)
         # How telling a rising count is: the geometric mean of what the ticket habit says
         # and what the share of justified reads says. Call-backs to customers worked under
         # a ticket are justified, so an agent who makes many (a quarter of its reads
