@@ -581,6 +581,38 @@ def test_an_unticketed_vip_read_is_judged_by_how_the_groups_vip_reads_go() -> No
     assert eng.state_of("ag0").levels["vip"] > 0.7
 
 
+def test_a_second_vip_looked_at_while_the_first_look_is_telling_adds_up() -> None:
+    """Issue 14 (burnt held-out 105): an agent looked at two VIP customers without a ticket,
+    five reads in five hours, where the group's VIP reads often go unticketed: each look
+    scored 0.55-0.58, just under the bar. A second VIP while the first look's level is up is
+    a second unlikely look, and the level combines them; a repeat of the same VIP does not."""
+
+    def vip_level(looks: tuple[str, ...]) -> float:
+        eng = Engine()
+        for star in ("star1", "star2"):
+            eng.apply_context(parse_context({"kind": "vip_customer", "id": star}))
+        i = 0
+        for day in range(6):
+            for k in range(40):
+                for a in range(8):
+                    i += 1
+                    t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 600_000 + a * 1000
+                    # (the others read the VIPs, a quarter of the time with no ticket)
+                    star = a and k in (5 + a, 20 + a)
+                    cust = f"star{1 + k % 2}" if star else f"c{day}-{a}-{k}"
+                    ticket = None if k % 4 == 3 else f"T{i}"
+                    eng.process(ev(i, t, actor=f"ag{a}", customer=cust, ticket=ticket))
+        for n, star in enumerate(looks):
+            t = T0 + 6 * 24 * HOUR_MS + (10 + n) * HOUR_MS  # (an hour apart)
+            eng.process(ev(i + 1 + n, t, actor="ag0", customer=star, ticket=None))
+        return eng.state_of("ag0").levels["vip"]
+
+    one = vip_level(("star1",))
+    assert 0.4 < one < 0.65
+    assert vip_level(("star1", "star1")) <= one + 0.01
+    assert vip_level(("star1", "star2")) > one + 0.1
+
+
 def test_departing_actor_is_not_alerted_for_being_on_the_list() -> None:
     from detectors.events import ContextEntry
 

@@ -38,9 +38,16 @@ class Vip(Signal):
             if group.n >= VIP_MIN_READS:
                 share = max(share, group.mean)
             score = VIP_WEIGHT * share
-            ctx.raise_("vip", score, [Reason(
-                "vip", score, f"read VIP customer {customer} without a ticket", customer,
-                "no VIP reads without a ticket")])
+            desc = f"read VIP customer {customer} without a ticket"
+            last = ctx.st.reasons.get("vip")
+            if repeat and last is not None and last[1][0].observed != customer:
+                # Another VIP while the last look is still telling: two unlikely looks, each
+                # the evidence it is alone, together more (a repeat of one VIP is not).
+                level = ctx.st.levels["vip"]
+                score = 1.0 - (1.0 - level) * (1.0 - score)
+                desc += f", after VIP customer {last[1][0].observed}"
+            ctx.raise_("vip", score, [Reason("vip", score, desc, customer,
+                                             "no VIP reads without a ticket")])
         if ctx.fresh:
             ctx.defer("vip", "update", 0.0 if ctx.looked else 1.0,
                       SUSPECT_READ_WEIGHT if repeat else 1.0)
