@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 
 import pytest
 
@@ -558,21 +559,31 @@ def test_vip_read_without_ticket_alerts_but_with_ticket_does_not() -> None:
     assert "star" in alert.summary
 
 
-def test_an_unticketed_vip_read_is_judged_by_how_the_groups_vip_reads_go() -> None:
-    """Issue 14: where the group's VIP reads carry tickets, an unticketed one is telling
-    even from an agent a quarter of whose other reads go unticketed (call-backs): its level
-    follows the group's VIP habit (0.75 x ~1), not the agent's own (0.75 x ~0.75)."""
-    eng = Engine()
-    eng.apply_context(parse_context({"kind": "vip_customer", "id": "star"}))
+def eight_agents_six_days(eng: Engine, vip: Callable[[int, int], str | None],
+                          unticketed: Callable[[int, int], bool]) -> int:
+    """Six days of eight support agents (``ag0``..``ag7``) reading 40 customers each from
+    9:00: read ``k`` of agent ``a`` is of VIP ``vip(a, k)`` (None: an ordinary customer),
+    without a ticket if ``unticketed(a, k)``. Returns the number of events."""
     i = 0
     for day in range(6):
         for k in range(40):
             for a in range(8):
                 i += 1
                 t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 600_000 + a * 1000
-                cust = "star" if k == 5 + a else f"c{day}-{a}-{k}"
-                ticket = None if a == 0 and k % 4 == 3 else f"T{i}"
+                cust = vip(a, k) or f"c{day}-{a}-{k}"
+                ticket = None if unticketed(a, k) else f"T{i}"
                 eng.process(ev(i, t, actor=f"ag{a}", customer=cust, ticket=ticket))
+    return i
+
+
+def test_an_unticketed_vip_read_is_judged_by_how_the_groups_vip_reads_go() -> None:
+    """Issue 14: where the group's VIP reads carry tickets, an unticketed one is telling
+    even from an agent a quarter of whose other reads go unticketed (call-backs): its level
+    follows the group's VIP habit (0.75 x ~1), not the agent's own (0.75 x ~0.75)."""
+    eng = Engine()
+    eng.apply_context(parse_context({"kind": "vip_customer", "id": "star"}))
+    i = eight_agents_six_days(eng, lambda a, k: "star" if k == 5 + a else None,
+                              lambda a, k: a == 0 and k % 4 == 3)
     share = eng.state_of("ag0").signals["unjustified"].tickets.ticketed_share
     assert 0.7 < share < 0.8  # the call-back habit
     assert eng.peers["support_agent"].signals["vip"].mean > 0.95  # VIP reads ticketed
@@ -591,17 +602,10 @@ def test_a_second_vip_looked_at_while_the_first_look_is_telling_adds_up() -> Non
         eng = Engine()
         for star in ("star1", "star2"):
             eng.apply_context(parse_context({"kind": "vip_customer", "id": star}))
-        i = 0
-        for day in range(6):
-            for k in range(40):
-                for a in range(8):
-                    i += 1
-                    t = T0 + day * 24 * HOUR_MS + 9 * HOUR_MS + k * 600_000 + a * 1000
-                    # (the others read the VIPs, a quarter of the time with no ticket)
-                    star = a and k in (5 + a, 20 + a)
-                    cust = f"star{1 + k % 2}" if star else f"c{day}-{a}-{k}"
-                    ticket = None if k % 4 == 3 else f"T{i}"
-                    eng.process(ev(i, t, actor=f"ag{a}", customer=cust, ticket=ticket))
+        # (the others read the VIPs, a quarter of the time with no ticket)
+        i = eight_agents_six_days(
+            eng, lambda a, k: f"star{1 + k % 2}" if a and k in (5 + a, 20 + a) else None,
+            lambda a, k: k % 4 == 3)
         for n, star in enumerate(looks):
             t = T0 + 6 * 24 * HOUR_MS + (10 + n) * HOUR_MS  # (an hour apart)
             eng.process(ev(i + 1 + n, t, actor="ag0", customer=star, ticket=None))
