@@ -559,22 +559,24 @@ def alert_ids(settings: Settings) -> dict[str, bytes]:
 
 
 def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
-             broker: str = BROKER) -> dict[str, Any]:
-    """1 worker, and 2 workers (one SIGKILLed at a seeded offset and restarted), on
-    ``partitions`` partitions keyed by actor; their alert ids and replay's."""
+             broker: str = BROKER, kill: bool = True, **overrides: Any) -> dict[str, Any]:
+    """1 worker, and 2 workers (started together; with ``kill``, one SIGKILLed at a seeded
+    offset and restarted), on ``partitions`` partitions keyed by actor; their alerts (by id,
+    the last copy sent) and replay's. ``overrides``: settings of the workers."""
     import uuid
 
     expected = replay_alerts(case, workdir)
     total = len(case.events)
     out: dict[str, Any] = {"replay": expected}
-    for name, workers in (("1 worker", 1), ("2 workers, one killed", 2)):
+    runs = (("1 worker", 1), ("2 workers, one killed" if kill else "2 workers", 2))
+    for name, workers in runs:
         run = uuid.uuid4().hex[:8]
         settings = Settings(broker=broker, input_topic=f"s-{run}-events",
                             alerts_topic=f"s-{run}-alerts", dlq_topic=f"s-{run}-dlq",
                             context_topic=f"s-{run}-context",
                             app_id=f"snoopwatch-scaleout-{run}", data_dir=str(workdir),
                             partitions=partitions, checkpoint_interval_s=1.0,
-                            session_timeout_s=6.0)
+                            session_timeout_s=6.0).replace(**overrides)
         asyncio.run(create_topics(settings, partitions))
         log = workdir / f"{name.split(',')[0].replace(' ', '-')}.log"
         procs = []
@@ -587,7 +589,7 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
             if workers == 2:  # both in the group before the input arrives
                 time.sleep(settings.session_timeout_s)
             asyncio.run(publish(settings, case, keyed=True))
-            if workers == 2:
+            if workers == 2 and kill:
                 target = random.Random(seed).randrange(total // 4, total * 3 // 4)
                 s, victim, url = procs[1]
 
