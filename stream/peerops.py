@@ -154,7 +154,11 @@ class Barrier:
             self.wanted.set()
 
     def committed(self, records: list[tuple[int, int, list[Op]]]) -> None:
-        """An epoch with these records committed: they are ours to apply too."""
+        """Deliver committed records directly, without the topic (in-process tests). A worker
+        takes even its own records from the topic (:func:`follow`): a partition's records
+        must arrive in the order they were written, and one this worker writes after taking
+        a partition over follows the ones its last holder wrote, which it may not have read
+        yet."""
         for p, h, ops in records:
             self._receive(p, h, ops)
         self.advance_to()
