@@ -549,13 +549,18 @@ def run_broker_restart(case: Case, workdir: Path, seed: int,
         return compare(run, [], story)
 
 
-def alert_ids(settings: Settings) -> dict[str, bytes]:
-    out = {}
+def alert_copies(settings: Settings) -> list[bytes]:
+    """Every alert sent (re-sends included), ``emitted_at`` left out, keys sorted."""
+    out = []
     for msg in asyncio.run(read_all(settings, settings.alerts_topic)):
         a = orjson.loads(msg.value)
         a.pop("emitted_at", None)
-        out[a["alert_id"]] = encode(a)
+        out.append(encode(a))
     return out
+
+
+def alert_ids(settings: Settings) -> dict[str, bytes]:
+    return {orjson.loads(a)["alert_id"]: a for a in alert_copies(settings)}
 
 
 def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
@@ -568,6 +573,8 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
     expected = replay_alerts(case, workdir)
     total = len(case.events)
     out: dict[str, Any] = {"replay": expected}
+    copies: dict[str, list[bytes]] = {}
+    story: dict[str, str] = {}
     runs = (("1 worker", 1), ("2 workers, one killed" if kill else "2 workers", 2))
     for name, workers in runs:
         run = uuid.uuid4().hex[:8]
@@ -598,9 +605,10 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
                     n = sum(m.get("snoopwatch_events_consumed_total", 0) for m in got if m)
                     return n if n >= target else 0
 
-                _wait(f"{target} consumed", consumed, victim, log, 300, 0.005)
+                at = _wait(f"{target} consumed", consumed, victim, log, 300, 0.005)
                 victim.send_signal(signal.SIGKILL)
                 victim.wait(10)
+                story[name] = f"killed at {at:.0f} of {total} messages consumed"
                 s = s.replace(web_port=free_port())
                 procs[1] = (s, *start_worker(s, log))
             _wait("every input message committed",
@@ -609,7 +617,9 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
         finally:
             for _, proc, _ in procs:
                 stop_process(proc, timeout=30)
-        out[name] = alert_ids(settings)
+        copies[name] = alert_copies(settings)
+        out[name] = {orjson.loads(a)["alert_id"]: a for a in copies[name]}
+    out["copies"], out["story"] = copies, story
     return out
 
 
@@ -624,13 +634,19 @@ def print_scaleout(result: dict[str, Any]) -> None:
     ref = result["replay"]
     print(f"  replay: {len(ref)} alerts")
     for name, got in result.items():
-        if name == "replay":
+        if name in ("replay", "copies", "story"):
             continue
         same = sum(1 for i in got if i in ref and got[i] == ref[i])
         print(f"  {name}: {len(got)} alerts; {same} identical to replay's, "
               f"{len(set(got) & set(ref)) - same} same id other contents, "
               f"{len(set(got) - set(ref))} not in replay, {len(set(ref) - set(got))} of "
               f"replay's missing")
+        sent = result.get("copies", {}).get(name, [])
+        resent = len(sent) - len(got)
+        unlike = sum(1 for a in sent if ref.get(orjson.loads(a)["alert_id"]) != a)
+        told = result.get("story", {}).get(name)
+        print(f"    {len(sent)} sent ({resent} re-sent), {unlike} of them unlike replay's "
+              f"alert of their id{'; ' + told if told else ''}")
         actors = {orjson.loads(v)["actor"] for v in got.values()}
         ref_actors = {orjson.loads(v)["actor"] for v in ref.values()}
         print(f"    actors alerted: {'the same as replay' if actors == ref_actors else ''}"
@@ -666,6 +682,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="broker-restart: seconds the broker stays down between down and up")
     ap.add_argument("--scaleout", action="store_true",
                     help="4 partitions keyed by actor: 1 worker vs 2 (one killed) vs replay")
+    ap.add_argument("--no-barrier", action="store_true",
+                    help="scaleout: workers without the peer-ops barrier (as before it)")
+    ap.add_argument("--idle-close", type=float, default=2.0,
+                    help="scaleout: SNOOPWATCH_IDLE_CLOSE_S of the workers")
     args = ap.parse_args(argv)
     if args.scaleout:
         for i in range(args.runs):
@@ -674,7 +694,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp = tempfile.mkdtemp(prefix="snoopwatch-scaleout-")
             try:
                 print(f"run {i + 1} (seed {seed}):", flush=True)
-                print_scaleout(scaleout(make_case(cfg, args.malformed, seed), Path(tmp), seed))
+                print_scaleout(scaleout(make_case(cfg, args.malformed, seed), Path(tmp), seed,
+                                        peer_barrier=not args.no_barrier,
+                                        idle_close_s=args.idle_close))
             finally:
                 if not args.keep:
                     shutil.rmtree(tmp, ignore_errors=True)

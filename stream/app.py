@@ -272,7 +272,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # An epoch commits only once the alerts of the events it covers are delivered.
     store.before_commit = lambda: app.producer.flush()
     # The peer-ops barrier (stream/peerops.py): cross-actor state as one engine's.
-    barrier = Barrier(pipeline.engine, s.partitions) if s.peer_barrier else None
+    barrier = (Barrier(pipeline.engine, s.partitions, pipeline.metrics) if s.peer_barrier
+               else None)
     store.barrier = barrier
     # By-actor partition -> its events waiting at the barrier (or behind one that is), in
     # order; unacked. Per partition, so that a partition waiting for the others does not
@@ -281,6 +282,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     last_seen: dict[int, float] = {}  # by-actor partition -> monotonic time of its last event
     taken: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset after the last taken
     assigned_at = [time.monotonic()]
+    if barrier is not None:
+        pipeline.metrics.peer_held.set_function(lambda: sum(len(q) for q in held.values()))
     dead_letters = DeadLetters(s, dlq_topic)
     # Set once the context topic is read to its end as of the start: events judged before
     # it would be judged without watchlists a restart would have (a different verdict).
@@ -496,14 +499,20 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                     if not waiting:
                         held.pop(p, None)
 
-        @app.timer(interval=IDLE_CHECK_S, name="snoopwatch.peer_ops_idle")
+        @app.task
         async def close_idle_partitions() -> None:
-            if not settled.is_set() or not context_ready.is_set():
-                return
-            try:
-                await close_idle(app.consumer)
-            except Exception as err:  # rebalancing, broker away: next time
-                log.debug("snoopwatch: idle partitions not closed: %r", err)
+            # Every IDLE_CHECK_S, and at once when a partition closes a new hour (an idle
+            # partition follows the others without waiting for the next look).
+            while True:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(barrier.news.wait(), IDLE_CHECK_S)
+                barrier.news.clear()
+                if not settled.is_set() or not context_ready.is_set():
+                    continue
+                try:
+                    await close_idle(app.consumer)
+                except Exception as err:  # rebalancing, broker away: next time
+                    log.debug("snoopwatch: idle partitions not closed: %r", err)
 
         async def close_idle(consumer: Any) -> None:
             """Close the others' hour for partitions with no new event for

@@ -45,6 +45,7 @@ from typing import Any
 from detectors.engine import CANONICAL, HOUR_MS, Engine, Op
 from detectors.settings import Settings
 from stream.kafka_security import client_kwargs
+from stream.metrics import Metrics
 from stream.pipeline import home_partition
 
 log = logging.getLogger("snoopwatch")
@@ -75,8 +76,9 @@ class Barrier:
     synchronous (the agents, the follower and the checkpoint call them between awaits).
     """
 
-    def __init__(self, engine: Engine, n: int) -> None:
+    def __init__(self, engine: Engine, n: int, metrics: Metrics | None = None) -> None:
         self.engine = engine
+        self.metrics = metrics
         engine.driven = True
         self.n = n
         # Partitions this worker holds: clock (hour entered) and ops not in a record yet.
@@ -95,6 +97,7 @@ class Barrier:
         # Partitions closed while idle, with no event since: they follow the others at once.
         self.idle: set[int] = set()
         self.moved = asyncio.Event()  # set when the engine entered an hour (held events go)
+        self.news = asyncio.Event()  # set when a partition closed a new hour (idle ones follow)
         self.wanted = asyncio.Event()  # set when a record waits for an epoch
         self.now_ms = lambda: int(time.time() * 1000)
 
@@ -139,6 +142,8 @@ class Barrier:
                if partitions is None or p in partitions]
         for p, _, _ in out:
             del self.outbox[p]
+        if self.metrics is not None:
+            self.metrics.peer_records.inc(len(out))
         return out
 
     def put_back(self, records: list[tuple[int, int, list[Op]]]) -> None:
@@ -176,6 +181,7 @@ class Barrier:
         if h > self.closed[p]:
             self.closed[p] = h
             self.records[p].append((h, ops))
+            self.news.set()
 
     def want(self) -> int:
         """The highest hour any partition has entered (what an idle one closes up to)."""
@@ -199,6 +205,8 @@ class Barrier:
             ops.sort(key=CANONICAL)
             self.engine.advance(hour, ops)
             self.applied = hour
+            if self.metrics is not None:
+                self.metrics.peer_hour.set(hour * HOUR_MS / 1000)
         self.moved.set()
         return True
 
@@ -211,6 +219,8 @@ class Barrier:
             return False
         self.enter(p, want)
         self.idle.add(p)
+        if self.metrics is not None:
+            self.metrics.peer_idle_closes.inc()
         return True
 
     # --- checkpoints, rebalances -------------------------------------------------------
