@@ -158,6 +158,46 @@ class Router:
                 and home_partition(actor, self.partitions) == partition)
 
 
+class OrderedAcks:
+    """Acks each partition's messages in offset order, whatever order they are done in.
+
+    faust commits the first run of consecutive acked offsets, and keeps a hole at its head
+    only if it committed before and the hole is wider than one offset (faust 0.15,
+    ``Consumer._new_offset``). A message acked while an earlier one of its partition still
+    waits (for its epoch, or at the peer-ops barrier: a dead letter is done at once) could
+    let the committed offset pass the waiting one, which a crash would then lose. A message
+    taken before a rebalance is not acked at all: faust seeks every partition back to its
+    committed offset after a rebalance, so it is read again, and acked then.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[Any, deque[Any]] = {}  # tp -> its taken messages, in order
+        self.tracked: dict[int, Any] = {}  # id -> event, for the events in ``waiting``
+        self.ready: set[int] = set()  # ids of tracked events done, behind one that is not
+
+    def taken(self, event: Any) -> None:
+        self.waiting.setdefault(event.message.tp, deque()).append(event)
+        self.tracked[id(event)] = event
+
+    def done(self, event: Any) -> None:
+        if self.tracked.get(id(event)) is not event:
+            return  # taken before a rebalance: read again from the committed offset
+        self.ready.add(id(event))
+        waiting = self.waiting[event.message.tp]
+        while waiting and id(waiting[0]) in self.ready:
+            head = waiting.popleft()
+            del self.tracked[id(head)]
+            self.ready.discard(id(head))
+            head.ack()
+
+    def forget(self, tps: Any) -> None:
+        """Revoked partitions: what was taken of them is read again after the rebalance."""
+        for tp in tps:
+            for event in self.waiting.pop(tp, ()):
+                self.tracked.pop(id(event), None)
+                self.ready.discard(id(event))
+
+
 @dataclass
 class Snoopwatch:
     """The faust app and the handles tests and the CLI need."""
@@ -271,6 +311,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     store = ActorStore(s, pipeline.engine, pipeline.metrics)
     # An epoch commits only once the alerts of the events it covers are delivered.
     store.before_commit = lambda: app.producer.flush()
+    acks = OrderedAcks()
+    store.ack = acks.done
     # The peer-ops barrier (stream/peerops.py): cross-actor state as one engine's.
     barrier = (Barrier(pipeline.engine, s.partitions, pipeline.metrics) if s.peer_barrier
                else None)
@@ -342,6 +384,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             if not context_ready.is_set():
                 await context_ready.wait()
             msg = event.message
+            acks.taken(event)
             if not settled.is_set() and not await still_ours(msg):
                 continue  # unacked: its new holder reads it from the committed offset
             started = time.perf_counter()
@@ -361,12 +404,12 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                                             value=encode(one.to_dict()),
                                             headers=[(SOURCE_HEADER,
                                                       source_header(msg, index))])
-                event.ack()
+                acks.done(event)
                 continue
             out = pipeline.ingest(event.value, source, key=msg.key)
             if isinstance(out, Rejected):
                 await dead_letters.send(msg.key, out.record, encode(out.record))
-                event.ack()
+                acks.done(event)
             elif msg.topic == input_name and router.in_place(out.actor, part):
                 # The by-actor topic would put this event on partition ``part``, which this
                 # worker holds too: detect it here and skip the hop (SPEC §1's key = actor).
@@ -378,7 +421,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 # origin rides along in a header, for dedup and ``snoopwatch audit``.
                 await by_actor.send(key=out.actor.encode(), value=event.value,
                                     headers=[(SOURCE_HEADER, source_header(msg))])
-                event.ack()
+                acks.done(event)
 
     @app.agent(by_actor, name="detect")
     async def detect(stream: Any) -> None:
@@ -388,6 +431,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             if not context_ready.is_set():
                 await context_ready.wait()
             msg = event.message
+            acks.taken(event)
             if not settled.is_set() and not await still_ours(msg):
                 continue
             started = time.perf_counter()
@@ -446,6 +490,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         mine = {tp.partition for tp in revoked if tp.topic in (input_name, by_actor_name)}
         if mine:
             await store.revoke(mine)
+        # (after the revoke's epoch acked what it covers) The rest is read again from the
+        # committed offset once the rebalance ends, events held at the barrier included.
+        acks.forget(revoked)
+        for p in mine:
+            held.pop(p, None)
 
     if barrier is not None:
         @app.task

@@ -12,7 +12,10 @@ per actor::
 plus, per partition, an ``ENGINE_KEY`` record (format v2)::
 
     pickle({"v": 2, "epoch": n, "at": <wall time>, "offsets": {partition: offset},
-            "shared": Engine.shared_state()})
+            "shared": Engine.shared_state() (+ "barrier": Barrier.snapshot())})
+
+and, in the same transaction, the peer-ops records of the partitions that entered a new
+event-time hour (stream/peerops.py).
 
 A checkpoint is one *epoch*: a consistent cut of this worker's state. The engine-wide state
 (peer groups, the customer → serving-teams map) is pickled at the cut, and each changed actor
@@ -38,9 +41,10 @@ The guarantee is *at-least-once delivery, exactly-once effect on state*:
   producer retry, an ingest re-forward after a crash) is skipped and counted in
   ``snoopwatch_events_duplicate_total``;
 - alerts are sent before the epoch that covers their event; a crash in between re-sends
-  the alert with the same ``alert_id`` (de-duplicate on it downstream, as the forwarder does):
-  byte for byte from a worker holding one partition; with several, the engine-wide state is
-  re-learned in another interleaving of them, which can change the score and reasons.
+  the alert with the same ``alert_id`` (de-duplicate on it downstream, as the forwarder does),
+  byte for byte: with the peer-ops barrier (stream/peerops.py) the engine-wide state an event
+  meets is that of its hour, whichever worker judges it (without it, and several partitions,
+  the engine-wide state is re-learned in another interleaving of them).
 
 State is restored lazily: the first time a worker sees an event of partition *p* (after start
 or a rebalance) it reads partition *p* of the state topic to its end, keeps the records as
@@ -243,6 +247,8 @@ class ActorStore:
         self.cut_records: list[tuple[int, bytes, bytes | None, int]] = []
         # partition -> highest by-actor offset applied (the cut's offsets, in the engine record)
         self.applied: dict[int, int] = {}
+        # How an event the epoch covers is acked (the app acks each partition in order).
+        self.ack: Any = lambda event: event.ack()
         # Awaited after the cut, before its transaction commits: the app flushes the alerts
         # sent for the events the epoch covers.
         self.before_commit: Any = None
@@ -610,7 +616,7 @@ class ActorStore:
             if engine_parts:
                 self.epoch = epoch
             for event in events:
-                event.ack()
+                self.ack(event)
             self.metrics.checkpoints.inc()
             self.metrics.checkpointed_actors.inc(len(written))
             return len(records)
