@@ -137,3 +137,32 @@ def test_a_record_holds_the_ops_before_its_hour_and_the_engine_waits_for_all(
     assert b.want() == 12
     b.committed(b.take_outbox(None))
     assert b.applied == 11 and not b.admit(0, 12 * hour)
+
+
+class FakeEvent:
+    def __init__(self, tp: str, offset: int, log: list) -> None:
+        self.message = type("M", (), {"tp": tp, "offset": offset})()
+        self.log = log
+
+    def ack(self) -> None:
+        self.log.append((self.message.tp, self.message.offset))
+
+
+def test_acks_go_in_offset_order_per_partition() -> None:
+    from stream.app import OrderedAcks
+
+    log: list = []
+    acks = OrderedAcks()
+    a = [FakeEvent("in-0", i, log) for i in range(4)]
+    b = FakeEvent("in-1", 0, log)
+    for e in [*a, b]:
+        acks.taken(e)
+    acks.done(a[2])  # (a dead letter behind events held at the barrier)
+    acks.done(b)
+    assert log == [("in-1", 0)]  # in-0's offset 2 waits for 0 and 1
+    acks.done(a[1])
+    acks.done(a[0])
+    assert log == [("in-1", 0), ("in-0", 0), ("in-0", 1), ("in-0", 2)]
+    acks.forget(["in-0"])  # revoked: read again from the committed offset
+    acks.done(a[3])
+    assert len(log) == 4  # (taken before the rebalance: not acked)
