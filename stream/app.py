@@ -491,10 +491,12 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         if mine:
             await store.revoke(mine)
         # (after the revoke's epoch acked what it covers) The rest is read again from the
-        # committed offset once the rebalance ends, events held at the barrier included.
+        # committed offset once the rebalance ends, and acked then. Events held at the
+        # barrier stay, in order: a partition given back goes on with them (their copies
+        # read again are skipped as already applied), one gone elsewhere drops them
+        # (release_held). Dropped here, the rest of a batch taken before the rebalance
+        # would overtake them, and they would then be skipped as forwarded again.
         acks.forget(revoked)
-        for p in mine:
-            held.pop(p, None)
 
     if barrier is not None:
         @app.task

@@ -90,6 +90,9 @@ class Barrier:
         self.closed = [-1] * n
         self.records: list[deque[tuple[int, list[Op]]]] = [deque() for _ in range(n)]
         self.prev = [-1] * n  # hour of each partition's last applied record
+        # Hours some partition entered (a record's hour), not entered here yet: a record is
+        # applied at the first of them at or past its hour, which may be before its own.
+        self.hours: set[int] = set()
         self.applied = -1  # the engine's clock: the last hour entered (== engine.clock_hour)
         self.offset = 0  # the follower's position on the peer-ops topic (next to read)
         self.generation = 0  # bumped when a checkpoint's state replaces ours (re-seek)
@@ -181,6 +184,8 @@ class Barrier:
         if h > self.closed[p]:
             self.closed[p] = h
             self.records[p].append((h, ops))
+            if h > self.applied:
+                self.hours.add(h)
             self.news.set()
 
     def want(self) -> int:
@@ -193,7 +198,8 @@ class Barrier:
         top = min(self.closed)
         if top <= self.applied:
             return False
-        hours = sorted({h for recs in self.records for h, _ in recs if self.applied < h <= top})
+        hours = sorted(h for h in self.hours if h <= top)
+        self.hours.difference_update(hours)
         for hour in hours:
             ops: list[Op] = []
             for q in range(self.n):
@@ -233,7 +239,7 @@ class Barrier:
         applied, and where on the topic to read on."""
         return {"clock": dict(self.clock), "pending": self.pending,
                 "closed": self.closed, "records": self.records, "prev": self.prev,
-                "applied": self.applied, "offset": self.offset}
+                "hours": self.hours, "applied": self.applied, "offset": self.offset}
 
     @property
     def blank(self) -> bool:
@@ -249,6 +255,7 @@ class Barrier:
             self.closed = list(snap["closed"])
             self.records = [deque(r) for r in snap["records"]]
             self.prev = list(snap["prev"])
+            self.hours = set(snap.get("hours", ()))
             self.applied = snap["applied"]
             self.offset = snap["offset"]
             self.generation += 1

@@ -602,7 +602,7 @@ class ActorStore:
                 try:
                     if self.before_commit is not None:
                         await self.before_commit()
-                    await self._send(records, publish)
+                    await (self._send(records, publish) if publish else self._send(records))
                 except BaseException:
                     # Broker away: keep the actors dirty and their events unacked, so that
                     # the next epoch writes them (the committed offset must not move).

@@ -166,3 +166,16 @@ def test_acks_go_in_offset_order_per_partition() -> None:
     acks.forget(["in-0"])  # revoked: read again from the committed offset
     acks.done(a[3])
     assert len(log) == 4  # (taken before the rebalance: not acked)
+
+
+def test_an_hour_is_entered_even_when_its_record_was_applied_at_an_earlier_one() -> None:
+    # Partition 1 enters 216, partition 0 (no events before) 224, then partition 1 225: the
+    # engine enters 216 with 0's record of 224 (ops of events before 216), then 224.
+    b = Barrier(Engine(Settings()), 2)
+    b._receive(1, 216, [])
+    b._receive(0, 224, [])
+    b.advance_to()
+    assert b.applied == 216
+    b._receive(1, 225, [])
+    b.advance_to()
+    assert b.applied == 224
