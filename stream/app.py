@@ -470,6 +470,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         consumer = app.consumer
         assigned_at[0] = time.monotonic()
         if barrier is not None:
+            barrier.resize(consumer.topic_partitions(by_actor_name) or barrier.n)
             barrier.moved.set()  # (held events of partitions gone elsewhere are dropped)
         try:
             if s.detect_in_place:

@@ -104,6 +104,22 @@ class Barrier:
         self.wanted = asyncio.Event()  # set when a record waits for an epoch
         self.now_ms = lambda: int(time.time() * 1000)
 
+    def resize(self, n: int) -> None:
+        """The by-actor topic has ``n`` partitions (its real count, known at assignment: it
+        can differ from SNOOPWATCH_PARTITIONS if the topic was made otherwise). The barrier
+        waits for every partition, so it must count the ones that exist."""
+        if n == self.n or n < 1:
+            return
+        if not self.blank:
+            log.error("snoopwatch: the by-actor topic now has %d partitions, the peer-ops "
+                      "barrier counted %d: restart the workers", n, self.n)
+        keep = min(n, self.n)
+        self.closed = self.closed[:keep] + [-1] * (n - keep)
+        self.records = self.records[:keep] + [deque() for _ in range(n - keep)]
+        self.prev = self.prev[:keep] + [-1] * (n - keep)
+        self.n = n
+        self.advance_to()
+
     # --- per event -------------------------------------------------------------------
 
     def admit(self, p: int, t: int) -> bool:
