@@ -617,8 +617,10 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
             _wait("every input message committed",
                   lambda s=settings: asyncio.run(committed_all(s)) >= total, procs[0][1], log,
                   600, 0.5)
-            story[name] = (story.get(name, "") + f"all committed "
-                           f"{time.monotonic() - published:.0f} s after the input was published")
+            took = time.monotonic() - published
+            hopped = asyncio.run(read_all(settings, f"{settings.app_id}-events-by-actor"))
+            story[name] = (story.get(name, "") + f"all committed {took:.0f} s after the input "
+                           f"was published; {len(hopped)} events took the re-key hop")
         finally:
             for _, proc, _ in procs:
                 stop_process(proc, timeout=30)
@@ -629,8 +631,24 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
 
 
 async def committed_all(settings: Settings) -> int:
-    """The group's committed offsets summed over the input topic's partitions."""
+    """The group's committed offsets summed over the input topic's partitions; -1 while the
+    by-actor topic (events that took the re-key hop) is not committed to its end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
     offsets = await group_offsets(settings)
+    by_actor = f"{settings.app_id}-events-by-actor"
+    parts = await partitions_of(settings, by_actor)
+    if parts:
+        consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets([TopicPartition(by_actor, p) for p in parts])
+        finally:
+            await consumer.stop()
+        done = {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == by_actor}
+        if any(end > done.get(tp.partition, 0) for tp, end in ends.items()):
+            return -1
     return sum(m.offset for tp, m in offsets.items()
                if tp.topic == settings.input_topic and m.offset >= 0)
 
