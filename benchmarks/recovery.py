@@ -25,9 +25,11 @@ count of consumed messages: that over-counts once a rebalance makes a worker rea
 
 ``tests/test_recovery.py`` runs one short case of each in the suite.
 
-``--scaleout`` measures instead what issue 15 item 2 is about (no fix here): the same input on
-4 partitions keyed by actor, run by 1 worker, and by 2 workers of which one is SIGKILLed at a
-seeded offset and restarted; each run's alert ids against replay's and each other's.
+``--scaleout`` measures instead what issue 15 item 2 is about: the same input on 4 partitions
+keyed by actor, run by 1 worker, and by 2 workers (started together) of which one is SIGKILLed
+at a seeded count of consumed messages and restarted; each run's alerts against replay's,
+every copy sent included. ``--no-barrier`` runs the workers without the peer-ops barrier
+(as before it), for comparison. ``tests/test_peer_barrier.py`` runs it without the kill.
 """
 
 from __future__ import annotations
@@ -549,32 +551,41 @@ def run_broker_restart(case: Case, workdir: Path, seed: int,
         return compare(run, [], story)
 
 
-def alert_ids(settings: Settings) -> dict[str, bytes]:
-    out = {}
+def alert_copies(settings: Settings) -> list[bytes]:
+    """Every alert sent (re-sends included), ``emitted_at`` left out, keys sorted."""
+    out = []
     for msg in asyncio.run(read_all(settings, settings.alerts_topic)):
         a = orjson.loads(msg.value)
         a.pop("emitted_at", None)
-        out[a["alert_id"]] = encode(a)
+        out.append(encode(a))
     return out
 
 
+def alert_ids(settings: Settings) -> dict[str, bytes]:
+    return {orjson.loads(a)["alert_id"]: a for a in alert_copies(settings)}
+
+
 def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
-             broker: str = BROKER) -> dict[str, Any]:
-    """1 worker, and 2 workers (one SIGKILLed at a seeded offset and restarted), on
-    ``partitions`` partitions keyed by actor; their alert ids and replay's."""
+             broker: str = BROKER, kill: bool = True, **overrides: Any) -> dict[str, Any]:
+    """1 worker, and 2 workers (started together; with ``kill``, one SIGKILLed at a seeded
+    offset and restarted), on ``partitions`` partitions keyed by actor; their alerts (by id,
+    the last copy sent) and replay's. ``overrides``: settings of the workers."""
     import uuid
 
     expected = replay_alerts(case, workdir)
     total = len(case.events)
     out: dict[str, Any] = {"replay": expected}
-    for name, workers in (("1 worker", 1), ("2 workers, one killed", 2)):
+    copies: dict[str, list[bytes]] = {}
+    story: dict[str, str] = {}
+    runs = (("1 worker", 1), ("2 workers, one killed" if kill else "2 workers", 2))
+    for name, workers in runs:
         run = uuid.uuid4().hex[:8]
         settings = Settings(broker=broker, input_topic=f"s-{run}-events",
                             alerts_topic=f"s-{run}-alerts", dlq_topic=f"s-{run}-dlq",
                             context_topic=f"s-{run}-context",
                             app_id=f"snoopwatch-scaleout-{run}", data_dir=str(workdir),
                             partitions=partitions, checkpoint_interval_s=1.0,
-                            session_timeout_s=6.0)
+                            session_timeout_s=6.0).replace(**overrides)
         asyncio.run(create_topics(settings, partitions))
         log = workdir / f"{name.split(',')[0].replace(' ', '-')}.log"
         procs = []
@@ -587,7 +598,8 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
             if workers == 2:  # both in the group before the input arrives
                 time.sleep(settings.session_timeout_s)
             asyncio.run(publish(settings, case, keyed=True))
-            if workers == 2:
+            published = time.monotonic()
+            if workers == 2 and kill:
                 target = random.Random(seed).randrange(total // 4, total * 3 // 4)
                 s, victim, url = procs[1]
 
@@ -596,24 +608,47 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
                     n = sum(m.get("snoopwatch_events_consumed_total", 0) for m in got if m)
                     return n if n >= target else 0
 
-                _wait(f"{target} consumed", consumed, victim, log, 300, 0.005)
+                at = _wait(f"{target} consumed", consumed, victim, log, 300, 0.005)
                 victim.send_signal(signal.SIGKILL)
                 victim.wait(10)
+                story[name] = f"killed at {at:.0f} of {total} messages consumed; "
                 s = s.replace(web_port=free_port())
                 procs[1] = (s, *start_worker(s, log))
             _wait("every input message committed",
                   lambda s=settings: asyncio.run(committed_all(s)) >= total, procs[0][1], log,
                   600, 0.5)
+            took = time.monotonic() - published
+            hopped = asyncio.run(read_all(settings, f"{settings.app_id}-events-by-actor"))
+            story[name] = (story.get(name, "") + f"all committed {took:.0f} s after the input "
+                           f"was published; {len(hopped)} events took the re-key hop")
         finally:
             for _, proc, _ in procs:
                 stop_process(proc, timeout=30)
-        out[name] = alert_ids(settings)
+        copies[name] = alert_copies(settings)
+        out[name] = {orjson.loads(a)["alert_id"]: a for a in copies[name]}
+    out["copies"], out["story"] = copies, story
     return out
 
 
 async def committed_all(settings: Settings) -> int:
-    """The group's committed offsets summed over the input topic's partitions."""
+    """The group's committed offsets summed over the input topic's partitions; -1 while the
+    by-actor topic (events that took the re-key hop) is not committed to its end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
     offsets = await group_offsets(settings)
+    by_actor = f"{settings.app_id}-events-by-actor"
+    parts = await partitions_of(settings, by_actor)
+    if parts:
+        consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets([TopicPartition(by_actor, p) for p in parts])
+        finally:
+            await consumer.stop()
+        done = {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == by_actor}
+        if any(end > done.get(tp.partition, 0) for tp, end in ends.items()):
+            return -1
     return sum(m.offset for tp, m in offsets.items()
                if tp.topic == settings.input_topic and m.offset >= 0)
 
@@ -622,13 +657,19 @@ def print_scaleout(result: dict[str, Any]) -> None:
     ref = result["replay"]
     print(f"  replay: {len(ref)} alerts")
     for name, got in result.items():
-        if name == "replay":
+        if name in ("replay", "copies", "story"):
             continue
         same = sum(1 for i in got if i in ref and got[i] == ref[i])
         print(f"  {name}: {len(got)} alerts; {same} identical to replay's, "
               f"{len(set(got) & set(ref)) - same} same id other contents, "
               f"{len(set(got) - set(ref))} not in replay, {len(set(ref) - set(got))} of "
               f"replay's missing")
+        sent = result.get("copies", {}).get(name, [])
+        resent = len(sent) - len(got)
+        unlike = sum(1 for a in sent if ref.get(orjson.loads(a)["alert_id"]) != a)
+        told = result.get("story", {}).get(name)
+        print(f"    {len(sent)} sent ({resent} re-sent), {unlike} of them unlike replay's "
+              f"alert of their id{'; ' + told if told else ''}")
         actors = {orjson.loads(v)["actor"] for v in got.values()}
         ref_actors = {orjson.loads(v)["actor"] for v in ref.values()}
         print(f"    actors alerted: {'the same as replay' if actors == ref_actors else ''}"
@@ -664,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="broker-restart: seconds the broker stays down between down and up")
     ap.add_argument("--scaleout", action="store_true",
                     help="4 partitions keyed by actor: 1 worker vs 2 (one killed) vs replay")
+    ap.add_argument("--no-barrier", action="store_true",
+                    help="scaleout: workers without the peer-ops barrier (as before it)")
+    ap.add_argument("--idle-close", type=float, default=2.0,
+                    help="scaleout: SNOOPWATCH_IDLE_CLOSE_S of the workers")
     args = ap.parse_args(argv)
     if args.scaleout:
         for i in range(args.runs):
@@ -672,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp = tempfile.mkdtemp(prefix="snoopwatch-scaleout-")
             try:
                 print(f"run {i + 1} (seed {seed}):", flush=True)
-                print_scaleout(scaleout(make_case(cfg, args.malformed, seed), Path(tmp), seed))
+                print_scaleout(scaleout(make_case(cfg, args.malformed, seed), Path(tmp), seed,
+                                        peer_barrier=not args.no_barrier,
+                                        idle_close_s=args.idle_close))
             finally:
                 if not args.keep:
                     shutil.rmtree(tmp, ignore_errors=True)

@@ -378,6 +378,9 @@ class Engine:
         # worker) sets it, so that one event stamped in 2199 (valid input) does not hold
         # every op until then; None (replay): the input's times are trusted.
         self.horizon_ms: int | None = None
+        # Driven (the worker's peer-ops barrier, stream/peerops.py): the clock moves only by
+        # the driver's advance(), with every partition's ops; process() never moves it.
+        self.driven = False
         self._targets: dict[str, Signal] = by_name  # engine-wide op targets: the signals
 
     # The customer -> teams queue map is the unjustified signal's; checkpoints read it here.
@@ -563,7 +566,10 @@ class Engine:
     def process(self, ev: AccessEvent) -> Verdict:
         s = self.settings
         t = ev.time_ms
-        if t // HOUR_MS > self.clock_hour and (self.horizon_ms is None or t <= self.horizon_ms):
+        if self.driven:
+            pass  # (the driver's barrier moves the clock and takes the ops)
+        elif t // HOUR_MS > self.clock_hour and (self.horizon_ms is None
+                                                 or t <= self.horizon_ms):
             self.advance(t // HOUR_MS)  # (what the events before this hour taught)
         elif len(self.ops) >= s.max_pending_ops:
             self.advance(self.clock_hour)  # (the clock is stuck: see Settings.max_pending_ops)

@@ -127,6 +127,15 @@ class Settings:
     """How long the broker may hold a fetch that finds no new data. faust fixes 1.5 s: a
     fetch that happens to cover only idle partitions (the by-actor topic, with in-place
     detection) then holds the busy partitions' next fetch back that long (~1 s latency)."""
+    peer_barrier: bool = True
+    """Share cross-actor ops between workers at each event-time hour (the
+    ``<app_id>-peer-ops`` topic and its barrier, docs/operations.md): every worker's alerts
+    are then those of one engine, whatever it holds. 0: each worker learns cross-actor state
+    from its own partitions only (before issue 15 item 2; for comparison)."""
+    idle_close_s: float = 10.0
+    """Seconds a partition must have had no new event, with its consumer at the log end,
+    before its holder closes the hour the others wait in for it (peer-ops barrier); an idle
+    partition then follows the others at once until its next event."""
     session_timeout_s: float = 10.0
     """Kafka consumer session timeout: a killed worker's partitions move after this long."""
     actor_ttl_s: float = 30 * 86400.0

@@ -34,6 +34,7 @@ from stream.deadletters import ContextDeadLetters, DeadLetters
 from stream.kafka_security import broker_credentials, client_kwargs
 from stream.kafka_security import describe as describe_security
 from stream.metrics import CONTENT_TYPE, Metrics
+from stream.peerops import Barrier, follow
 from stream.pipeline import (
     GC_THRESHOLDS,
     Pipeline,
@@ -87,6 +88,7 @@ def input_source(msg: Any, input_topic: str) -> tuple[Any, int] | None:
 log = logging.getLogger("snoopwatch")
 METADATA_MAX_AGE_MS = 30_000
 CONTEXT_RETRY_S = 5.0
+IDLE_CHECK_S = 0.5  # how often idle partitions are looked for (peer-ops barrier)
 
 
 class CheckpointPacing:
@@ -156,6 +158,46 @@ class Router:
                 and home_partition(actor, self.partitions) == partition)
 
 
+class OrderedAcks:
+    """Acks each partition's messages in offset order, whatever order they are done in.
+
+    faust commits the first run of consecutive acked offsets, and keeps a hole at its head
+    only if it committed before and the hole is wider than one offset (faust 0.15,
+    ``Consumer._new_offset``). A message acked while an earlier one of its partition still
+    waits (for its epoch, or at the peer-ops barrier: a dead letter is done at once) could
+    let the committed offset pass the waiting one, which a crash would then lose. A message
+    taken before a rebalance is not acked at all: faust seeks every partition back to its
+    committed offset after a rebalance, so it is read again, and acked then.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[Any, deque[Any]] = {}  # tp -> its taken messages, in order
+        self.tracked: dict[int, Any] = {}  # id -> event, for the events in ``waiting``
+        self.ready: set[int] = set()  # ids of tracked events done, behind one that is not
+
+    def taken(self, event: Any) -> None:
+        self.waiting.setdefault(event.message.tp, deque()).append(event)
+        self.tracked[id(event)] = event
+
+    def done(self, event: Any) -> None:
+        if self.tracked.get(id(event)) is not event:
+            return  # taken before a rebalance: read again from the committed offset
+        self.ready.add(id(event))
+        waiting = self.waiting[event.message.tp]
+        while waiting and id(waiting[0]) in self.ready:
+            head = waiting.popleft()
+            del self.tracked[id(head)]
+            self.ready.discard(id(head))
+            head.ack()
+
+    def forget(self, tps: Any) -> None:
+        """Revoked partitions: what was taken of them is read again after the rebalance."""
+        for tp in tps:
+            for event in self.waiting.pop(tp, ()):
+                self.tracked.pop(id(event), None)
+                self.ready.discard(id(event))
+
+
 @dataclass
 class Snoopwatch:
     """The faust app and the handles tests and the CLI need."""
@@ -173,6 +215,7 @@ class Snoopwatch:
     router: Router | None = None
     dead_letters: DeadLetters | None = None
     context_ready: asyncio.Event | None = None
+    barrier: Barrier | None = None
 
 
 _create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
@@ -268,6 +311,21 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     store = ActorStore(s, pipeline.engine, pipeline.metrics)
     # An epoch commits only once the alerts of the events it covers are delivered.
     store.before_commit = lambda: app.producer.flush()
+    acks = OrderedAcks()
+    store.ack = acks.done
+    # The peer-ops barrier (stream/peerops.py): cross-actor state as one engine's.
+    barrier = (Barrier(pipeline.engine, s.partitions, pipeline.metrics) if s.peer_barrier
+               else None)
+    store.barrier = barrier
+    # By-actor partition -> its events waiting at the barrier (or behind one that is), in
+    # order; unacked. Per partition, so that a partition waiting for the others does not
+    # stop the agent from taking theirs (one agent reads every partition).
+    held: dict[int, deque[tuple[Any, ...]]] = {}
+    last_seen: dict[int, float] = {}  # by-actor partition -> monotonic time of its last event
+    taken: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset after the last taken
+    assigned_at = [time.monotonic()]
+    if barrier is not None:
+        pipeline.metrics.peer_held.set_function(lambda: sum(len(q) for q in held.values()))
     dead_letters = DeadLetters(s, dlq_topic)
     # Set once the context topic is read to its end as of the start: events judged before
     # it would be judged without watchlists a restart would have (a different verdict).
@@ -298,12 +356,23 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                        source) != "process":
             return None
         _, alert = pipeline.detect(ev, started)
+        if barrier is not None:
+            barrier.made()  # (before any await: the ops are this event's)
         if alert is not None:
             recent.append(alert)
             await alerts_topic.send(key=ev.actor.encode(), value=encode(alert))
             if ocsf_topic is not None:
                 await ocsf_topic.send(key=ev.actor.encode(), value=encode(finding(alert)))
         return alert
+
+    async def gated(p: int, ev: AccessEvent, event: Any, offset: int | None,
+                    source: tuple[int, int] | None, started: float) -> Any:
+        """detect_one, or hold the event of by-actor partition ``p`` at the barrier."""
+        last_seen[p] = time.monotonic()
+        if barrier is not None and (held.get(p) or not barrier.admit(p, ev.time_ms)):
+            held.setdefault(p, deque()).append((ev, event, offset, source, started))
+            return None
+        return await detect_one(ev, event, offset, source, started)
 
     # The agents yield nothing: a yielding agent costs faust a debug log line (formatted
     # whatever the level) and a reply check per event.
@@ -315,11 +384,12 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             if not context_ready.is_set():
                 await context_ready.wait()
             msg = event.message
+            acks.taken(event)
             if not settled.is_set() and not await still_ours(msg):
                 continue  # unacked: its new holder reads it from the committed offset
             started = time.perf_counter()
             part = msg.partition
-            positions[msg.topic, part] = msg.offset + 1
+            positions[msg.topic, part] = taken[msg.topic, part] = msg.offset + 1
             source = {"topic": msg.topic, "partition": part, "offset": msg.offset}
             src = sources.get(msg.topic)
             if src is not None and src.format != "spec":
@@ -334,24 +404,24 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                                             value=encode(one.to_dict()),
                                             headers=[(SOURCE_HEADER,
                                                       source_header(msg, index))])
-                event.ack()
+                acks.done(event)
                 continue
             out = pipeline.ingest(event.value, source, key=msg.key)
             if isinstance(out, Rejected):
                 await dead_letters.send(msg.key, out.record, encode(out.record))
-                event.ack()
+                acks.done(event)
             elif msg.topic == input_name and router.in_place(out.actor, part):
                 # The by-actor topic would put this event on partition ``part``, which this
                 # worker holds too: detect it here and skip the hop (SPEC §1's key = actor).
                 if part not in store.loaded and not await store.ensure_loaded(part):
                     continue  # revoked while its state was read: the new owner has it
-                await detect_one(out, event, None, (part, msg.offset), started)
+                await gated(part, out, event, None, (part, msg.offset), started)
             else:
                 # Re-keyed as the original bytes (detect decodes them the same way); the
                 # origin rides along in a header, for dedup and ``snoopwatch audit``.
                 await by_actor.send(key=out.actor.encode(), value=event.value,
                                     headers=[(SOURCE_HEADER, source_header(msg))])
-                event.ack()
+                acks.done(event)
 
     @app.agent(by_actor, name="detect")
     async def detect(stream: Any) -> None:
@@ -361,9 +431,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             if not context_ready.is_set():
                 await context_ready.wait()
             msg = event.message
+            acks.taken(event)
             if not settled.is_set() and not await still_ours(msg):
                 continue
             started = time.perf_counter()
+            taken[msg.topic, msg.partition] = msg.offset + 1
             if msg.partition not in store.loaded and not await store.ensure_loaded(
                     msg.partition):
                 continue  # revoked while its state was read: the new owner processes it
@@ -377,7 +449,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                                   redactor=pipeline.redactor)
                 await dead_letters.send(msg.key, rec, encode(rec))
                 continue
-            await detect_one(ev, event, msg.offset, input_source(msg, input_name), started)
+            await gated(msg.partition, ev, event, msg.offset, input_source(msg, input_name),
+                        started)
 
     pacing = CheckpointPacing(s.checkpoint_interval_s)
 
@@ -395,6 +468,10 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
         consumer = app.consumer
+        assigned_at[0] = time.monotonic()
+        if barrier is not None:
+            barrier.resize(consumer.topic_partitions(by_actor_name) or barrier.n)
+            barrier.moved.set()  # (held events of partitions gone elsewhere are dropped)
         try:
             if s.detect_in_place:
                 router.update(consumer.assignment(), consumer.topic_partitions(input_name),
@@ -414,6 +491,111 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         mine = {tp.partition for tp in revoked if tp.topic in (input_name, by_actor_name)}
         if mine:
             await store.revoke(mine)
+        # (after the revoke's epoch acked what it covers) The rest is read again from the
+        # committed offset once the rebalance ends, and acked then. Events held at the
+        # barrier stay, in order: a partition given back goes on with them (their copies
+        # read again are skipped as already applied), one gone elsewhere drops them
+        # (release_held). Dropped here, the rest of a batch taken before the rebalance
+        # would overtake them, and they would then be skipped as forwarded again.
+        acks.forget(revoked)
+
+    if barrier is not None:
+        @app.task
+        async def follow_peer_ops() -> None:
+            while True:  # every record of every partition; a failed read is retried
+                try:
+                    await follow(s, barrier)
+                except Exception:
+                    log.warning("snoopwatch: reading the peer-ops topic failed; retrying in "
+                                "%gs", CONTEXT_RETRY_S, exc_info=True)
+                    await asyncio.sleep(CONTEXT_RETRY_S)
+
+        @app.task
+        async def publish_peer_ops() -> None:
+            # A partition that entered a new hour waits for its record, which an epoch
+            # carries: one is written at once rather than at the next checkpoint interval.
+            while True:
+                await barrier.wanted.wait()
+                barrier.wanted.clear()
+                if not barrier.outbox:
+                    continue
+                try:
+                    await store.checkpoint()
+                except Exception:
+                    log.warning("snoopwatch: checkpoint for the peer-ops barrier failed; "
+                                "retrying", exc_info=True)
+                    await asyncio.sleep(1.0)
+                    barrier.wanted.set()
+
+        @app.task
+        async def release_held() -> None:
+            # Held events go, in order per partition, once the engine has entered their hour.
+            while True:
+                await barrier.moved.wait()
+                barrier.moved.clear()
+                for p in list(held):
+                    waiting = held[p]
+                    while waiting:
+                        ev, event, offset, source, started = waiting[0]
+                        msg = event.message
+                        ours = await still_ours(msg)
+                        if ours and p not in store.loaded:
+                            ours = await store.ensure_loaded(p)
+                        if not ours:  # unacked: its new holder reads it again
+                            waiting.clear()
+                            break
+                        if not barrier.admit(p, ev.time_ms):
+                            break
+                        waiting.popleft()
+                        await detect_one(ev, event, offset, source, started)
+                    if not waiting:
+                        held.pop(p, None)
+
+        @app.task
+        async def close_idle_partitions() -> None:
+            # Every IDLE_CHECK_S, and at once when a partition closes a new hour (an idle
+            # partition follows the others without waiting for the next look).
+            while True:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(barrier.news.wait(), IDLE_CHECK_S)
+                barrier.news.clear()
+                if not settled.is_set() or not context_ready.is_set():
+                    continue
+                try:
+                    await close_idle(app.consumer)
+                except Exception as err:  # rebalancing, broker away: next time
+                    log.debug("snoopwatch: idle partitions not closed: %r", err)
+
+        async def close_idle(consumer: Any) -> None:
+            """Close the others' hour for partitions with no new event for
+            SNOOPWATCH_IDLE_CLOSE_S and nothing left to read (stream/peerops.py)."""
+            want = barrier.want()
+            if want < 0:
+                return
+            assignment = consumer.assignment()
+            now = time.monotonic()
+            quiet = [tp.partition for tp in assignment if tp.topic == by_actor_name
+                     and barrier.clock.get(tp.partition, -1) < want
+                     and tp.partition not in barrier.outbox and not held.get(tp.partition)
+                     and (tp.partition in barrier.idle or now - last_seen.get(
+                         tp.partition, assigned_at[0]) >= s.idle_close_s)]
+            if not quiet:
+                return
+            tps = [tp for tp in assignment if tp.partition in quiet
+                   and tp.topic in (input_name, by_actor_name)]
+            ends = await consumer.highwaters(*tps)
+            starts = await consumer.earliest_offsets(*tps)
+            done = getattr(consumer, "_committed_offset", {})
+            behind = {tp.partition for tp in tps if (ends.get(tp) or 0) > max(
+                taken.get((tp.topic, tp.partition), 0), done.get(tp) or 0, starts.get(tp) or 0)}
+            for p in quiet:
+                if p in behind or held.get(p) or barrier.clock.get(p, -1) >= barrier.want():
+                    continue
+                if p not in store.loaded and not await store.ensure_loaded(p):
+                    continue
+                if barrier.close_idle(p):
+                    log.debug("snoopwatch: partition %d idle: closed up to hour %d", p,
+                              barrier.clock[p])
 
     @app.service
     class StateCloser(faust.Service):
@@ -461,7 +643,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # --- end consumer lag ---------------------------------------------------------------------
 
     return Snoopwatch(app, s, pipeline, input_topic, by_actor, alerts_topic, dlq_topic,
-                      ingest, detect, store, router, dead_letters, context_ready)
+                      ingest, detect, store, router, dead_letters, context_ready, barrier)
 
 
 async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,

@@ -161,6 +161,23 @@ class Metrics:
             "snoopwatch_state_restore_seconds",
             "Time to read one partition's actor state back after it is assigned.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+        # The peer-ops barrier (stream/peerops.py).
+        self.peer_records = Counter(
+            "snoopwatch_peer_ops_records_total",
+            "Peer-ops records this worker wrote (one per partition it holds and event-time "
+            "hour it entered, or closed while idle).", registry=r)
+        self.peer_idle_closes = Counter(
+            "snoopwatch_peer_ops_idle_closes_total",
+            "Hours closed for an idle partition (no new event, consumer at the log end).",
+            registry=r)
+        self.peer_held = Gauge(
+            "snoopwatch_peer_ops_held_events",
+            "Events waiting at the peer-ops barrier for other partitions to close their "
+            "hour.", registry=r)
+        self.peer_hour = Gauge(
+            "snoopwatch_peer_ops_hour_timestamp_seconds",
+            "Start (event time, Unix seconds) of the last hour the engine entered with every "
+            "partition's ops.", registry=r)
 
 
     # --- Source formats (issue 16) ----------------------------------------------------------

@@ -6,7 +6,8 @@ so two runs give byte-identical files.
 
 ``--shards N`` runs N engines on actor-disjoint shards (:class:`Shards`: the worker's
 by-actor partitioning) that share cross-actor state on the engine's event-time schedule, as
-workers would through an ops topic: its output is the same as one engine's.
+workers do through the peer-ops topic (stream/peerops.py): its output is the same as one
+engine's.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class ReplaySummary:
 class Shards:
     """``n`` engines on actor-disjoint shards (an actor's is its by-actor partition,
     :func:`~stream.pipeline.home_partition`), fed events in input order, sharing cross-actor
-    state as workers would through an ops topic: when the event-time clock (the highest event
+    state as workers do through the peer-ops topic: when the event-time clock (the highest event
     hour seen) enters a new hour, every shard's pending ops are gathered, sorted canonically
     and applied to every shard (:meth:`Engine.advance`). It stands in for one engine.
     """

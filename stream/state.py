@@ -12,7 +12,10 @@ per actor::
 plus, per partition, an ``ENGINE_KEY`` record (format v2)::
 
     pickle({"v": 2, "epoch": n, "at": <wall time>, "offsets": {partition: offset},
-            "shared": Engine.shared_state()})
+            "shared": Engine.shared_state() (+ "barrier": Barrier.snapshot())})
+
+and, in the same transaction, the peer-ops records of the partitions that entered a new
+event-time hour (stream/peerops.py).
 
 A checkpoint is one *epoch*: a consistent cut of this worker's state. The engine-wide state
 (peer groups, the customer → serving-teams map) is pickled at the cut, and each changed actor
@@ -38,9 +41,10 @@ The guarantee is *at-least-once delivery, exactly-once effect on state*:
   producer retry, an ingest re-forward after a crash) is skipped and counted in
   ``snoopwatch_events_duplicate_total``;
 - alerts are sent before the epoch that covers their event; a crash in between re-sends
-  the alert with the same ``alert_id`` (de-duplicate on it downstream, as the forwarder does):
-  byte for byte from a worker holding one partition; with several, the engine-wide state is
-  re-learned in another interleaving of them, which can change the score and reasons.
+  the alert with the same ``alert_id`` (de-duplicate on it downstream, as the forwarder does),
+  byte for byte: with the peer-ops barrier (stream/peerops.py) the engine-wide state an event
+  meets is that of its hour, whichever worker judges it (without it, and several partitions,
+  the engine-wide state is re-learned in another interleaving of them).
 
 State is restored lazily: the first time a worker sees an event of partition *p* (after start
 or a rebalance) it reads partition *p* of the state topic to its end, keeps the records as
@@ -77,6 +81,8 @@ from detectors.engine import Engine
 from detectors.settings import Settings
 from stream.kafka_security import client_kwargs
 from stream.metrics import Metrics
+from stream.peerops import Barrier, peer_ops_topic_name, record_key
+from stream.peerops import encode_record as encode_ops
 
 log = logging.getLogger("snoopwatch")
 
@@ -172,10 +178,15 @@ def decode_record(blob: bytes, partition: int) -> tuple[ActorMeta, Any]:
     return meta, rec["state"]
 
 
-def engine_snapshot(engine: Engine, epoch: int, offsets: dict[int, int]) -> bytes:
-    """The v2 engine record of one epoch: the engine-wide state at the cut."""
+def engine_snapshot(engine: Engine, epoch: int, offsets: dict[int, int],
+                    barrier: Barrier | None = None) -> bytes:
+    """The v2 engine record of one epoch: the engine-wide state at the cut (with the
+    peer-ops barrier's, under ``shared["barrier"]``)."""
+    shared = engine.shared_state()
+    if barrier is not None:
+        shared = {**shared, "barrier": barrier.snapshot()}
     return pickle.dumps({"v": ENGINE_RECORD_VERSION, "epoch": epoch, "at": time.time(),
-                         "offsets": offsets, "shared": engine.shared_state()},
+                         "offsets": offsets, "shared": shared},
                         protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -236,6 +247,8 @@ class ActorStore:
         self.cut_records: list[tuple[int, bytes, bytes | None, int]] = []
         # partition -> highest by-actor offset applied (the cut's offsets, in the engine record)
         self.applied: dict[int, int] = {}
+        # How an event the epoch covers is acked (the app acks each partition in order).
+        self.ack: Any = lambda event: event.ack()
         # Awaited after the cut, before its transaction commits: the app flushes the alerts
         # sent for the events the epoch covers.
         self.before_commit: Any = None
@@ -252,6 +265,9 @@ class ActorStore:
         self._topic_ready = False
         # False: keep state in memory only (in-process agent tests, which have no broker).
         self.durable = True
+        # The peer-ops barrier (stream/peerops.py): its records go in the epochs.
+        self.barrier: Barrier | None = None
+        self.peer_topic = peer_ops_topic_name(settings)
 
     # --- setup -------------------------------------------------------------------------
 
@@ -271,6 +287,12 @@ class ActorStore:
                         self.topic, self.settings.partitions, 1, topic_configs={
                             "cleanup.policy": "compact",
                             "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)})])
+            if self.barrier is not None:
+                from stream.peerops import new_topic
+
+                if self.peer_topic not in set(await admin.list_topics()):
+                    with contextlib.suppress(TopicAlreadyExistsError):
+                        await admin.create_topics([new_topic(self.settings)])
         finally:
             await admin.close()
         self._topic_ready = True
@@ -340,6 +362,8 @@ class ActorStore:
 
         if not self.durable:
             self.loaded.add(partition)
+            if self.barrier is not None:
+                self.barrier.restore(partition, None, False)
             return 0
         revision = self.revision
         await self.ensure_topic()
@@ -389,6 +413,8 @@ class ActorStore:
                 self.blobs[actor] = blob
         if engine_blob is not None:
             self._restore_engine(engine_blob, partition)
+        elif self.barrier is not None:
+            self.barrier.restore(partition, None, False)  # (a partition never written)
         self.loaded.add(partition)
         self.known_end[partition] = end
         elapsed = time.perf_counter() - started
@@ -435,6 +461,8 @@ class ActorStore:
             if actor not in self.meta:
                 self.blobs[actor] = blob
         self.loaded.add(partition)
+        if self.barrier is not None:
+            self.barrier.unpark(partition)
         elapsed = time.perf_counter() - started
         self.metrics.restore_seconds.observe(elapsed)
         log.info("snoopwatch: partition %d given back: kept its %d actors (no one else wrote "
@@ -449,7 +477,15 @@ class ActorStore:
                         "beside the actors, not with them): restored, but not exactly; the "
                         "next checkpoint writes v2", partition)
         eng = self.engine
-        if not self.engine_restored and not eng.peers:
+        barrier = self.barrier
+        if barrier is not None:
+            # Every worker's cross-actor state at an hour is the same: taken whole only by a
+            # worker that has applied nothing yet; else only the partition's clock and ops.
+            whole = barrier.blank and "barrier" in shared
+            if whole or (barrier.blank and not eng.peers):
+                eng.load_shared(shared)
+            barrier.restore(partition, shared.get("barrier"), whole)
+        elif not self.engine_restored and not eng.peers:
             eng.load_shared(shared)
         else:  # a partition gained in a rebalance: adopt only peer groups we lack
             for role, group in shared["peers"].items():
@@ -511,7 +547,9 @@ class ActorStore:
             now = time.monotonic()
             for p in [p for p, parked in self.parked.items() if now - parked.at > PARKED_S]:
                 del self.parked[p]
-            if not self.dirty and not self.unacked and not self._expiry_due():
+            barrier = self.barrier
+            if (not self.dirty and not self.unacked and not self._expiry_due()
+                    and not (barrier is not None and barrier.outbox)):
                 return 0
             cut_started = time.perf_counter()
             # --- the cut: the engine-wide state is pickled here, with no await until the
@@ -540,8 +578,12 @@ class ActorStore:
             epoch = self.epoch + 1
             engine_parts = (parts | self.loaded if targets is None
                             else targets & (self.loaded | parts))
+            # The records of partitions that entered a new hour go in this epoch, which
+            # covers their events up to it (stream/peerops.py).
+            publish = barrier.take_outbox(targets) if barrier is not None else []
+            engine_parts |= {p for p, _, _ in publish}
             snap = engine_snapshot(self.engine, epoch, {
-                p: o for p, o in self.applied.items() if p in engine_parts}
+                p: o for p, o in self.applied.items() if p in engine_parts}, barrier
             ) if engine_parts else b""
             self.cutting = dict.fromkeys(written)
             held = time.perf_counter() - cut_started
@@ -560,17 +602,21 @@ class ActorStore:
                 try:
                     if self.before_commit is not None:
                         await self.before_commit()
-                    await self._send(records)
+                    await (self._send(records, publish) if publish else self._send(records))
                 except BaseException:
                     # Broker away: keep the actors dirty and their events unacked, so that
                     # the next epoch writes them (the committed offset must not move).
                     self.dirty |= {a for a in written if a in self.meta}
                     self.unacked[:0] = events
+                    if barrier is not None:
+                        barrier.put_back(publish)
                     raise
+            if barrier is not None and publish and not self.durable:
+                barrier.committed(publish)  # (no topic: in-process tests deliver them here)
             if engine_parts:
                 self.epoch = epoch
             for event in events:
-                event.ack()
+                self.ack(event)
             self.metrics.checkpoints.inc()
             self.metrics.checkpointed_actors.inc(len(written))
             return len(records)
@@ -586,8 +632,10 @@ class ActorStore:
         self.cut_records.append((meta.partition, actor.encode(), encode_record(meta, state),
                                  last_ms))
 
-    async def _send(self, records: list[tuple[int, bytes, bytes | None, int]]) -> None:
-        """Send ``records`` in one transaction (all visible to read_committed, or none)."""
+    async def _send(self, records: list[tuple[int, bytes, bytes | None, int]],
+                    publish: list[tuple[int, int, list]] | None = None) -> None:
+        """Send ``records``, and the peer-ops records ``publish`` ((partition, hour, ops)), in
+        one transaction (all visible to read_committed, or none)."""
         producer = await self.producer()
         try:
             await producer.begin_transaction()
@@ -602,6 +650,10 @@ class ActorStore:
                 futures.append(await producer.send(self.topic, value=blob, key=key,
                                                    partition=p, headers=headers))
             sent = await asyncio.gather(*futures)
+            if publish:
+                await asyncio.gather(*[await producer.send(
+                    self.peer_topic, value=encode_ops(ops), key=record_key(p, h), partition=0,
+                    headers=[(WRITER_HEADER, self.writer)]) for p, h, ops in publish])
             await producer.commit_transaction()
         except BaseException:
             await self._drop_producer()
@@ -669,4 +721,6 @@ class ActorStore:
                     parked[blob[0]].blobs[actor] = blob
         self.parked.update(parked)
         self.loaded -= partitions
+        if self.barrier is not None:
+            self.barrier.forget(partitions)
         self.revision += 1

@@ -59,7 +59,8 @@ async def create_topics(settings: Settings, partitions: int | None = None,
                         replication_factor: int = 1, out: IO[str] | None = None
                         ) -> dict[str, int]:
     """Create the input, alerts, dead-letter (``partitions`` each, default
-    ``SNOOPWATCH_PARTITIONS``) and compacted context topics; ``{topic: partitions}``."""
+    ``SNOOPWATCH_PARTITIONS``), compacted context and peer-ops topics, and the internal
+    by-actor topic (``SNOOPWATCH_PARTITIONS``); ``{topic: partitions}``."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     out = out or sys.stderr
@@ -71,6 +72,16 @@ async def create_topics(settings: Settings, partitions: int | None = None,
         settings.context_topic: NewTopic(settings.context_topic, 1, replication_factor,
                                          topic_configs={"cleanup.policy": "compact"}),
     }
+    from stream.peerops import new_topic, peer_ops_topic_name
+
+    # The peer-ops barrier's records (stream/peerops.py): one partition, compacted.
+    wanted[peer_ops_topic_name(settings)] = new_topic(settings, replication_factor)
+    # The internal by-actor topic, with SNOOPWATCH_PARTITIONS partitions. Left to the worker,
+    # a broker that auto-creates topics sometimes made it first, with its default of one
+    # partition (its consumer asked for it before faust created it): every event then took
+    # the re-key hop onto one partition, in no time order (late events for the barrier).
+    by_actor = f"{settings.app_id}-events-by-actor"
+    wanted[by_actor] = NewTopic(by_actor, settings.partitions, replication_factor)
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:

@@ -22,7 +22,9 @@ from tests.test_detectors import HOUR_MS, T0
 
 @pytest.fixture
 def sw() -> Iterator[Snoopwatch]:
-    app = create_app(Settings(app_id="snoopwatch-agent-test"))
+    # No peer-ops barrier: with no broker there is no topic to share the ops through, and
+    # the agents here are fed one partition of several (tests/test_peerops.py tests it).
+    app = create_app(Settings(app_id="snoopwatch-agent-test", peer_barrier=False))
     app.app.conf.store = "memory://"
     app.store.durable = False  # no broker here: state stays in memory
     app.context_ready.set()  # no context topic to read first

@@ -30,7 +30,10 @@ NOT_ON_DASHBOARD: set[str] = {
     "snoopwatch_events_duplicate", "snoopwatch_events_replayed", "snoopwatch_state_checkpoints",
     "snoopwatch_state_checkpointed_actors", "snoopwatch_state_restore_seconds",
     # a raw position: the lag panel shows what matters of it
-    "snoopwatch_input_offset"}
+    "snoopwatch_input_offset",
+    # the peer-ops barrier (issue 15 item 2): panels still to add
+    "snoopwatch_peer_ops_records", "snoopwatch_peer_ops_idle_closes",
+    "snoopwatch_peer_ops_held_events", "snoopwatch_peer_ops_hour_timestamp_seconds"}
 
 
 def _family(series: str) -> str:

@@ -1,0 +1,350 @@
+"""The peer-ops barrier (issue 15 item 2): every worker applies every partition's cross-actor
+ops at each event-time hour, so its cross-actor state is one engine's whatever it holds.
+
+Each by-actor partition *p* has an event-time clock: the highest event hour it has entered
+(an event more than a day past the wall clock does not move it, as ``Engine.horizon_ms``).
+When an event of hour *h* > clock arrives on *p*, *p* enters *h*: the ops its events made
+since its last record become ONE record ``(p, h)`` on the compacted topic
+``<app_id>-peer-ops``, written in the same Kafka transaction as the epoch that covers *p*'s
+events up to that point (stream/state.py: a crash cannot re-make a visible record otherwise,
+and a restored partition's clock is never behind a record of it that others applied). The
+event, and every later event of *p*, then waits until the worker holds, for every partition
+*q*, a record of an hour >= *h* (*q* has closed the hours before *h*). The worker then enters
+*h* (``Engine.advance``) with the ops of every record made of events before *h*, merged and
+sorted canonically; it also enters every hour some partition entered before *h*, in order, as
+``replay`` does (the false-alert budget's bar is read as a day begins). Every worker reads
+the whole topic (a group-less ``read_committed`` consumer, :func:`follow`) and buffers what
+it has not applied yet.
+
+A record ``(p, h)`` holds the ops of *p*'s events of hours < *h* not in an earlier record of
+*p*: at the barrier of hour *x*, each partition's records are applied up to and including its
+first of an hour >= *x*. For input sorted by time this gives every hour the ops of exactly
+the events before it, as ``replay``, and ``replay --shards N``, do.
+
+An idle partition would hold everyone back: its holder closes the hour the others are in
+(the highest hour of any record) once the partition has had no event for
+``SNOOPWATCH_IDLE_CLOSE_S`` and its consumers are at the log end, and from then on follows
+the others at once until its next event. An event that arrives on it later, of an hour it
+has closed, is a late event: judged with the state of the hours after it (replay would not
+have applied them yet), so output can then differ from replay.
+
+The engine is *driven* (``Engine.driven``): only :meth:`Barrier.advance_to` moves its clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import time
+import zlib
+from collections import deque
+from typing import Any
+
+from detectors.engine import CANONICAL, HOUR_MS, Engine, Op
+from detectors.settings import Settings
+from stream.kafka_security import client_kwargs
+from stream.metrics import Metrics
+from stream.pipeline import home_partition
+
+log = logging.getLogger("snoopwatch")
+
+# An event more than this past the wall clock does not move its partition's clock (valid
+# input reaches 2199; see Engine.horizon_ms).
+FUTURE_SLACK_MS = 86_400_000
+PEER_OPS_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def peer_ops_topic_name(settings: Settings) -> str:
+    return f"{settings.app_id}-peer-ops"
+
+
+def encode_record(ops: list[Op]) -> bytes:
+    return zlib.compress(pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+def record_key(partition: int, hour: int) -> bytes:
+    return f"{partition}:{hour}".encode()
+
+
+class Barrier:
+    """One worker's side of the barrier: its partitions' clocks and unpublished ops, and the
+    records of every partition it has not applied yet.
+
+    ``n`` is the by-actor topic's partition count. Not thread-safe; every method is
+    synchronous (the agents, the follower and the checkpoint call them between awaits).
+    """
+
+    def __init__(self, engine: Engine, n: int, metrics: Metrics | None = None) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        engine.driven = True
+        self.n = n
+        # Partitions this worker holds: clock (hour entered) and ops not in a record yet.
+        self.clock: dict[int, int] = {}
+        self.pending: dict[int, list[Op]] = {}
+        # p -> (hour, ops): the record p made on entering hour, sent with the next epoch.
+        self.outbox: dict[int, tuple[int, list[Op]]] = {}
+        # Every partition: the hour of its last committed record; records not applied yet.
+        self.closed = [-1] * n
+        self.records: list[deque[tuple[int, list[Op]]]] = [deque() for _ in range(n)]
+        self.prev = [-1] * n  # hour of each partition's last applied record
+        # Hours some partition entered (a record's hour), not entered here yet: a record is
+        # applied at the first of them at or past its hour, which may be before its own.
+        self.hours: set[int] = set()
+        self.applied = -1  # the engine's clock: the last hour entered (== engine.clock_hour)
+        self.offset = 0  # the follower's position on the peer-ops topic (next to read)
+        self.generation = 0  # bumped when a checkpoint's state replaces ours (re-seek)
+        self.parked: dict[int, tuple[int, list[Op]]] = {}  # revoked: (clock, pending)
+        # Partitions closed while idle, with no event since: they follow the others at once.
+        self.idle: set[int] = set()
+        self.moved = asyncio.Event()  # set when the engine entered an hour (held events go)
+        self.news = asyncio.Event()  # set when a partition closed a new hour (idle ones follow)
+        self.wanted = asyncio.Event()  # set when a record waits for an epoch
+        self.now_ms = lambda: int(time.time() * 1000)
+
+    def resize(self, n: int) -> None:
+        """The by-actor topic has ``n`` partitions (its real count, known at assignment: it
+        can differ from SNOOPWATCH_PARTITIONS if the topic was made otherwise). The barrier
+        waits for every partition, so it must count the ones that exist."""
+        if n == self.n or n < 1:
+            return
+        if not self.blank:
+            log.error("snoopwatch: the by-actor topic now has %d partitions, the peer-ops "
+                      "barrier counted %d: restart the workers", n, self.n)
+        keep = min(n, self.n)
+        self.closed = self.closed[:keep] + [-1] * (n - keep)
+        self.records = self.records[:keep] + [deque() for _ in range(n - keep)]
+        self.prev = self.prev[:keep] + [-1] * (n - keep)
+        self.n = n
+        self.advance_to()
+
+    # --- per event -------------------------------------------------------------------
+
+    def admit(self, p: int, t: int) -> bool:
+        """Whether an event of time ``t`` on partition ``p`` (held here, loaded) may be
+        processed now; entering a new hour puts ``p``'s record in the outbox."""
+        clock = self.clock.get(p, -1)
+        h = t // HOUR_MS
+        if h > clock and t <= self.now_ms() + FUTURE_SLACK_MS:
+            self.enter(p, h)
+            clock = h
+        self.idle.discard(p)
+        return self.applied >= min(h, clock)
+
+    def enter(self, p: int, h: int) -> None:
+        """``p`` enters hour ``h``: its record of the ops before it waits for the next epoch."""
+        if p in self.outbox:  # (an idle close not sent yet: one record covers both)
+            _, ops = self.outbox[p]
+            ops.extend(self.pending.pop(p, []))
+        else:
+            ops = self.pending.pop(p, [])
+        self.outbox[p] = (h, ops)
+        self.clock[p] = h
+        self.wanted.set()
+
+    def made(self) -> None:
+        """Take the ops the engine just made, to their actors' partitions' pending lists."""
+        ops = self.engine.take_ops()
+        if not ops:
+            return
+        n = self.n
+        for op in ops:
+            self.pending.setdefault(home_partition(op[1], n), []).append(op)
+
+    # --- records -----------------------------------------------------------------------
+
+    def take_outbox(self, partitions: set[int] | None) -> list[tuple[int, int, list[Op]]]:
+        """The records to write in the epoch being cut (of ``partitions``, default all)."""
+        out = [(p, h, ops) for p, (h, ops) in sorted(self.outbox.items())
+               if partitions is None or p in partitions]
+        for p, _, _ in out:
+            del self.outbox[p]
+        if self.metrics is not None:
+            self.metrics.peer_records.inc(len(out))
+        return out
+
+    def put_back(self, records: list[tuple[int, int, list[Op]]]) -> None:
+        """An epoch failed: its records go with the next one."""
+        for p, h, ops in records:
+            if p in self.clock:  # (still ours)
+                later = self.outbox.pop(p, None)
+                if later is not None:
+                    ops = ops + later[1]
+                    h = later[0]
+                self.outbox[p] = (h, ops)
+        if self.outbox:
+            self.wanted.set()
+
+    def committed(self, records: list[tuple[int, int, list[Op]]]) -> None:
+        """Deliver committed records directly, without the topic (in-process tests). A worker
+        takes even its own records from the topic (:func:`follow`): a partition's records
+        must arrive in the order they were written, and one this worker writes after taking
+        a partition over follows the ones its last holder wrote, which it may not have read
+        yet."""
+        for p, h, ops in records:
+            self._receive(p, h, ops)
+        self.advance_to()
+
+    def receive(self, offset: int, key: bytes, value: bytes) -> None:
+        """A record read from the topic at ``offset`` (ours or another worker's)."""
+        if offset < self.offset:
+            return
+        self.offset = offset + 1
+        p, h = (int(x) for x in key.decode().split(":"))
+        if p < self.n and h > self.closed[p]:
+            self._receive(p, h, pickle.loads(zlib.decompress(value)))
+
+    def _receive(self, p: int, h: int, ops: list[Op]) -> None:
+        if h > self.closed[p]:
+            self.closed[p] = h
+            self.records[p].append((h, ops))
+            if h > self.applied:
+                self.hours.add(h)
+            self.news.set()
+
+    def want(self) -> int:
+        """The highest hour any partition has entered (what an idle one closes up to)."""
+        entered = [h for h, _ in self.outbox.values()]
+        return max([*self.closed, *entered])
+
+    def advance_to(self) -> bool:
+        """Enter every hour every partition has closed, in order; whether any was entered."""
+        top = min(self.closed)
+        if top <= self.applied:
+            return False
+        hours = sorted(h for h in self.hours if h <= top)
+        self.hours.difference_update(hours)
+        for hour in hours:
+            ops: list[Op] = []
+            for q in range(self.n):
+                recs = self.records[q]
+                while self.prev[q] < hour and recs:
+                    h, more = recs.popleft()
+                    ops.extend(more)
+                    self.prev[q] = h
+            ops.sort(key=CANONICAL)
+            self.engine.advance(hour, ops)
+            self.applied = hour
+            if self.metrics is not None:
+                self.metrics.peer_hour.set(hour * HOUR_MS / 1000)
+        self.moved.set()
+        return True
+
+    # --- idle partitions ---------------------------------------------------------------
+
+    def close_idle(self, p: int) -> bool:
+        """Close the hours the others are in for ``p`` (idle, held here, loaded)."""
+        want = self.want()
+        if want <= self.clock.get(p, -1):
+            return False
+        self.enter(p, want)
+        self.idle.add(p)
+        if self.metrics is not None:
+            self.metrics.peer_idle_closes.inc()
+        return True
+
+    # --- checkpoints, rebalances -------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The barrier's state at an epoch's cut (live lists: pickle before the next event).
+
+        ``clock`` / ``pending`` are this worker's partitions' (a restore takes its own
+        partition's); the rest is the shared state's position: the records read and not
+        applied, and where on the topic to read on."""
+        return {"clock": dict(self.clock), "pending": self.pending,
+                "closed": self.closed, "records": self.records, "prev": self.prev,
+                "hours": self.hours, "applied": self.applied, "offset": self.offset}
+
+    @property
+    def blank(self) -> bool:
+        """Nothing applied, nothing entered: a restored checkpoint's state may replace it."""
+        return (self.applied < 0 and not self.outbox
+                and all(c < 0 for c in self.clock.values()))
+
+    def restore(self, p: int, snap: dict[str, Any] | None, whole: bool) -> None:
+        """Partition ``p`` restored from an engine record's barrier state (None: none written:
+        a partition never seen). ``whole``: the engine's shared state was loaded from the
+        same record, so the topic's position and the unapplied records are taken too."""
+        if snap is not None and whole:
+            self.closed = list(snap["closed"])
+            self.records = [deque(r) for r in snap["records"]]
+            self.prev = list(snap["prev"])
+            self.hours = set(snap.get("hours", ()))
+            self.applied = snap["applied"]
+            self.offset = snap["offset"]
+            self.generation += 1
+        clock = -1 if snap is None else snap["clock"].get(p, -1)
+        self.clock[p] = clock
+        self.pending[p] = [] if snap is None else list(snap["pending"].get(p, ()))
+        self.parked.pop(p, None)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Revoked (after their epoch): set their clocks aside in case they come back."""
+        for p in partitions:
+            if p in self.clock:
+                self.parked[p] = (self.clock.pop(p), self.pending.pop(p, []))
+            self.outbox.pop(p, None)
+            self.idle.discard(p)
+
+    def unpark(self, p: int) -> None:
+        """Given back with nobody writing to it since: as it was at the revoke."""
+        parked = self.parked.pop(p, None)
+        if parked is not None:
+            self.clock[p], self.pending[p] = parked[0], list(parked[1])
+
+
+async def ensure_topic(settings: Settings) -> None:
+    """Create the compacted one-partition peer-ops topic if missing."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        name = peer_ops_topic_name(settings)
+        if name not in set(await admin.list_topics()):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([new_topic(settings)])
+    finally:
+        await admin.close()
+
+
+def new_topic(settings: Settings, replication_factor: int = 1) -> Any:
+    from aiokafka.admin import NewTopic
+
+    return NewTopic(peer_ops_topic_name(settings), 1, replication_factor, topic_configs={
+        "cleanup.policy": "compact", "max.message.bytes": str(PEER_OPS_MAX_MESSAGE_BYTES)})
+
+
+async def follow(settings: Settings, barrier: Barrier) -> None:
+    """Read the peer-ops topic, ``read_committed``, from the barrier's position, for ever;
+    hand each record to the barrier and enter the hours it completes."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    await ensure_topic(settings)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level="read_committed",
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                                max_partition_fetch_bytes=PEER_OPS_MAX_MESSAGE_BYTES,
+                                fetch_max_bytes=4 * PEER_OPS_MAX_MESSAGE_BYTES)
+    await consumer.start()
+    tp = TopicPartition(peer_ops_topic_name(settings), 0)
+    try:
+        consumer.assign([tp])
+        generation = None
+        while True:
+            if generation != barrier.generation:
+                generation = barrier.generation
+                consumer.seek(tp, barrier.offset)
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            if generation != barrier.generation:
+                continue  # a restore moved the position while we read: read again from it
+            for msg in batch.get(tp, []):
+                barrier.receive(msg.offset, msg.key, msg.value)
+            if batch:
+                barrier.advance_to()
+    finally:
+        await consumer.stop()
