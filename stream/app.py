@@ -547,7 +547,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                         if not barrier.admit(p, ev.time_ms):
                             break
                         waiting.popleft()
-                        await detect_one(ev, event, offset, source, started)
+                        # The wait is the barrier's (its own histogram); the processing
+                        # latency, which the SOC's latency alert reads, starts now.
+                        now = time.perf_counter()
+                        pipeline.metrics.peer_wait.observe(now - started)
+                        await detect_one(ev, event, offset, source, now)
                     if not waiting:
                         held.pop(p, None)
 

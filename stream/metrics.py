@@ -59,7 +59,9 @@ class Metrics:
             "Context entries sent to the dead-letter topic, by reason (again at each start).",
             ["reason"], registry=r)
         self.latency = Histogram("snoopwatch_processing_latency_seconds",
-                                 "Time from reading an event to finishing its detection.",
+                                 "Time from reading an event to finishing its detection (a "
+                                 "wait at the peer-ops barrier excluded: "
+                                 "snoopwatch_peer_ops_wait_seconds).",
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.event_lag = Histogram("snoopwatch_event_time_lag_seconds",
                                    "Wall-clock time minus event time, when processed.",
@@ -174,6 +176,12 @@ class Metrics:
             "snoopwatch_peer_ops_held_events",
             "Events waiting at the peer-ops barrier for other partitions to close their "
             "hour.", registry=r)
+        self.peer_wait = Histogram(
+            "snoopwatch_peer_ops_wait_seconds",
+            "Time an event waited at the peer-ops barrier, its partition in an event-time "
+            "hour the others had not closed yet (not in "
+            "snoopwatch_processing_latency_seconds).",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
         self.peer_hour = Gauge(
             "snoopwatch_peer_ops_hour_timestamp_seconds",
             "Start (event time, Unix seconds) of the last hour the engine entered with every "

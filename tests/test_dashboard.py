@@ -33,7 +33,8 @@ NOT_ON_DASHBOARD: set[str] = {
     "snoopwatch_input_offset",
     # the peer-ops barrier (issue 15 item 2): panels still to add
     "snoopwatch_peer_ops_records", "snoopwatch_peer_ops_idle_closes",
-    "snoopwatch_peer_ops_held_events", "snoopwatch_peer_ops_hour_timestamp_seconds"}
+    "snoopwatch_peer_ops_held_events", "snoopwatch_peer_ops_wait_seconds",
+    "snoopwatch_peer_ops_hour_timestamp_seconds"}
 
 
 def _family(series: str) -> str:
