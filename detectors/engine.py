@@ -566,13 +566,12 @@ class Engine:
     def process(self, ev: AccessEvent) -> Verdict:
         s = self.settings
         t = ev.time_ms
-        if self.driven:
-            pass  # (the driver's barrier moves the clock and takes the ops)
-        elif t // HOUR_MS > self.clock_hour and (self.horizon_ms is None
-                                                 or t <= self.horizon_ms):
-            self.advance(t // HOUR_MS)  # (what the events before this hour taught)
-        elif len(self.ops) >= s.max_pending_ops:
-            self.advance(self.clock_hour)  # (the clock is stuck: see Settings.max_pending_ops)
+        if not self.driven:  # (driven, the driver's barrier moves the clock and takes the ops)
+            if t // HOUR_MS > self.clock_hour and (self.horizon_ms is None
+                                                   or t <= self.horizon_ms):
+                self.advance(t // HOUR_MS)  # (what the events before this hour taught)
+            elif len(self.ops) >= s.max_pending_ops:
+                self.advance(self.clock_hour)  # (the clock is stuck: Settings.max_pending_ops)
         st = self._state(ev)
         peer = self._peer(st.peer)
         ctx = Context(self, st, peer, t)
