@@ -83,10 +83,12 @@ class Settings:
     """Expected false alerts per 1,000 actor-days: the alert bar rises to the risk that
     ordinary actor-days exceed this often (estimated from the bulk of all actor-days seen,
     docs/detection.md); never below ``alert_threshold``. 0: off."""
-    disabled_signals: str = ""
+    disabled_signals: str = "multivariate"
     """Signals never raised, comma-separated (``unjustified,off_hours``; names as in alerts'
     ``reasons[].detector``, docs/detection.md): to measure what one adds, or to silence one
-    that does not fit a source. Unknown names are refused at start."""
+    that does not fit a source. Unknown names are refused at start. By default
+    ``multivariate``: on the tuning family it found no insider the others miss and ranked
+    honest actor-hours above weak insiders (docs/detection.md); empty runs every signal."""
     min_history_hours: int = 6
     """Active hours an actor needs before its own volume baseline is trusted."""
     min_history_events: int = 30

@@ -78,7 +78,8 @@ def run(files: dict[str, Path]) -> tuple[Recorder, list[Engine], list[float]]:
     rec = Recorder()
     with pytest.MonkeyPatch.context() as mp:
         rec.install(mp)
-        company, alone = Engine(), Engine()
+        every = Settings(disabled_signals="")  # (the contract covers the signals off by default)
+        company, alone = Engine(every), Engine(every)
         alone.apply_context(ContextEntry(kind="departing_actor", id="leo",
                                          last_day="2023-11-30"))
         for line in files["context"].read_bytes().splitlines():
@@ -265,3 +266,22 @@ def test_the_registry_order_is_the_engines_phase_order() -> None:
     assert names.index("off_hours") < names.index("unjustified")
     assert names[:4] == ["volume", "departing", "egress", "daily_egress"]
     assert [s.name for s in Engine().signals] == names
+
+
+def test_multivariate_runs_but_is_not_raised_by_default(tmp_path: Path) -> None:
+    """Off by default (docs/detection.md: on the tuning family it found no insider the other
+    signals miss, and ranked honest actor-hours above weak insiders); the engine still runs
+    and checkpoints it, so ``SNOOPWATCH_DISABLED_SIGNALS=`` (empty) turns it on at once."""
+    assert Settings().disabled == ("multivariate",)
+    paths = [tmp_path / n for n in ("events.jsonl", "labels.jsonl", "context.jsonl")]
+    write_jsonl(COMPANY, *(str(p) for p in paths))
+    raised = []
+    for eng in (Engine(), Engine(Settings(disabled_signals=""))):
+        rec = Recorder()
+        with pytest.MonkeyPatch.context() as mp:
+            rec.install(mp)
+            for line in paths[0].read_bytes().splitlines():
+                eng.process(decode_event(line))
+        raised.append(len(rec.raised["multivariate"]))
+        assert eng.peers["support_agent"].signals["multivariate"].n > 0  # (it learns anyway)
+    assert raised[0] == 0 < raised[1]
