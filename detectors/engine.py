@@ -346,11 +346,16 @@ class Engine:
         # engine-wide state of its own, such as unjustified's queue map).
         self.signals: list[Signal] = [cls(self.settings) for cls in REGISTRY]
         known = signal_names(list(REGISTRY))
-        unknown = set(self.settings.disabled) - set(known)
-        if unknown:
-            raise ValueError(f"SNOOPWATCH_DISABLED_SIGNALS: unknown signal(s) "
-                             f"{', '.join(sorted(unknown))}; known: {', '.join(known)}")
-        self._disabled = frozenset(self.settings.disabled)
+        for what, names in (("DISABLED", self.settings.disabled),
+                            ("OPTIONAL", self.settings.optional)):
+            unknown = set(names) - set(known)
+            if unknown:
+                raise ValueError(f"SNOOPWATCH_{what}_SIGNALS: unknown signal(s) "
+                                 f"{', '.join(sorted(unknown))}; known: {', '.join(known)}")
+        # (An optional signal runs and learns, but raises nothing unless named.)
+        optional_off = signal_names([cls for cls in REGISTRY if cls.optional])
+        self._disabled = frozenset(self.settings.disabled) | (
+            frozenset(optional_off) - frozenset(self.settings.optional))
         self._family = signal_families(list(REGISTRY))
         by_name = {sig.name: sig for sig in self.signals}
         self._unjustified = by_name.get("unjustified")

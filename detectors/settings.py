@@ -83,12 +83,13 @@ class Settings:
     """Expected false alerts per 1,000 actor-days: the alert bar rises to the risk that
     ordinary actor-days exceed this often (estimated from the bulk of all actor-days seen,
     docs/detection.md); never below ``alert_threshold``. 0: off."""
-    disabled_signals: str = "multivariate"
+    disabled_signals: str = ""
     """Signals never raised, comma-separated (``unjustified,off_hours``; names as in alerts'
     ``reasons[].detector``, docs/detection.md): to measure what one adds, or to silence one
-    that does not fit a source. Unknown names are refused at start. By default
-    ``multivariate``: on the tuning family it found no insider the others miss and ranked
-    honest actor-hours above weak insiders (docs/detection.md); empty runs every signal."""
+    that does not fit a source. Unknown names are refused at start."""
+    optional_signals: str = ""
+    """Optional signals to raise as well, comma-separated (``multivariate``: off by default,
+    docs/detection.md). They run and learn either way, so naming one needs no warm-up."""
     min_history_hours: int = 6
     """Active hours an actor needs before its own volume baseline is trusted."""
     min_history_events: int = 30
@@ -221,7 +222,12 @@ class Settings:
         >>> Settings(disabled_signals=" unjustified, vip,").disabled
         ('unjustified', 'vip')
         """
-        return tuple(n.strip() for n in self.disabled_signals.split(",") if n.strip())
+        return _names(self.disabled_signals)
+
+    @property
+    def optional(self) -> tuple[str, ...]:
+        """``optional_signals`` as names."""
+        return _names(self.optional_signals)
 
     def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -229,6 +235,10 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """These settings as ``SNOOPWATCH_*`` variables, for a worker subprocess."""
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _names(listed: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in listed.split(",") if n.strip())
 
 
 # Values that would silently misbehave (a bar no risk reaches, an episode that never

@@ -78,8 +78,8 @@ def run(files: dict[str, Path]) -> tuple[Recorder, list[Engine], list[float]]:
     rec = Recorder()
     with pytest.MonkeyPatch.context() as mp:
         rec.install(mp)
-        every = Settings(disabled_signals="")  # (the contract covers the signals off by default)
-        company, alone = Engine(every), Engine(every)
+        every = Settings(optional_signals=",".join(c.name for c in REGISTRY if c.optional))
+        company, alone = Engine(every), Engine(every)  # (the contract covers optional ones)
         alone.apply_context(ContextEntry(kind="departing_actor", id="leo",
                                          last_day="2023-11-30"))
         for line in files["context"].read_bytes().splitlines():
@@ -268,15 +268,17 @@ def test_the_registry_order_is_the_engines_phase_order() -> None:
     assert [s.name for s in Engine().signals] == names
 
 
-def test_multivariate_runs_but_is_not_raised_by_default(tmp_path: Path) -> None:
-    """Off by default (docs/detection.md: on the tuning family it found no insider the other
-    signals miss, and ranked honest actor-hours above weak insiders); the engine still runs
-    and checkpoints it, so ``SNOOPWATCH_DISABLED_SIGNALS=`` (empty) turns it on at once."""
-    assert Settings().disabled == ("multivariate",)
+def test_an_optional_signal_runs_but_raises_only_when_named(tmp_path: Path) -> None:
+    """``multivariate`` is optional (docs/detection.md: on the tuning family it found no
+    insider the other signals miss, and ranked honest actor-hours above weak insiders). It
+    learns either way, so SNOOPWATCH_OPTIONAL_SIGNALS=multivariate raises it at once."""
+    assert [c.name for c in REGISTRY if c.optional] == ["multivariate"]
     paths = [tmp_path / n for n in ("events.jsonl", "labels.jsonl", "context.jsonl")]
     write_jsonl(COMPANY, *(str(p) for p in paths))
     raised = []
-    for eng in (Engine(), Engine(Settings(disabled_signals=""))):
+    for eng in (Engine(), Engine(Settings(optional_signals="multivariate")),
+                Engine(Settings(optional_signals="multivariate",
+                                disabled_signals="multivariate"))):
         rec = Recorder()
         with pytest.MonkeyPatch.context() as mp:
             rec.install(mp)
@@ -284,4 +286,6 @@ def test_multivariate_runs_but_is_not_raised_by_default(tmp_path: Path) -> None:
                 eng.process(decode_event(line))
         raised.append(len(rec.raised["multivariate"]))
         assert eng.peers["support_agent"].signals["multivariate"].n > 0  # (it learns anyway)
-    assert raised[0] == 0 < raised[1]
+    assert raised[0] == 0 < raised[1] and raised[2] == 0  # (disabled wins)
+    with pytest.raises(ValueError, match="SNOOPWATCH_OPTIONAL_SIGNALS: unknown"):
+        Engine(Settings(optional_signals="multivariat"))

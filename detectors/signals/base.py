@@ -198,6 +198,9 @@ class Signal:
     # share a family: the risk counts only the strongest level of each family, so one act
     # is not counted twice. None: each level it raises is a family of its own.
     family: str | None = None
+    # Optional: it runs and learns, but raises nothing unless named in
+    # SNOOPWATCH_OPTIONAL_SIGNALS (measured to add nothing by default; on at once, no warm-up).
+    optional: bool = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
