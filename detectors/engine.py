@@ -72,10 +72,12 @@ from detectors.priors import (
     BUDGET_MIN_DAYS,
     EPISODE_QUIET_DAYS,
     FURTHER_FAMILY_WEIGHT,
+    JOB_REPEAT_MAX_GROWTH,
     LEAVING_BEFORE_NOTICE_DAYS,
     LEVEL_CAP,
     LONG_TERM_QUIET_HOURS,
     MAX_EVIDENCE,
+    MAX_JOBS,
     NEGLIGIBLE,
     SEVERITIES,
     SUMMARY_REASONS,
@@ -246,6 +248,7 @@ class ActorState:
     last_signal_ms: int = 0  # the actor's last event that raised a signal
     episode_high_ms: int = 0  # the open episode's last event with risk >= half the bar
     episode_id: str = ""  # the open episode's id: every alert of one episode carries it
+    jobs: dict | None = None  # resource -> largest records it exported (made on first egress)
 
     def __setstate__(self, state: Any) -> None:
         _restore_slots(self, _migrate_actor(state))
@@ -330,6 +333,22 @@ class Frozen:
     def thaw(self) -> ActorState:
         return pickle.loads(zlib.decompress(self.blob))
 
+
+def _repeat_job(st: ActorState, ev: AccessEvent) -> bool:
+    """Is this egress a job the actor ran before (the same resource, at most
+    ``JOB_REPEAT_MAX_GROWTH`` times its largest size then)? A weekly scheduled export is its
+    job's normal, however big; its first run is judged as any egress. Remembers the size."""
+    resource = ev.resource_id
+    if resource is None:
+        return False
+    jobs = st.jobs
+    if jobs is None:
+        jobs = st.jobs = {}
+    before = jobs.pop(resource, None)  # (re-inserted last: the oldest job is forgotten first)
+    jobs[resource] = ev.records if before is None else max(before, ev.records)
+    if len(jobs) > MAX_JOBS:
+        del jobs[next(iter(jobs))]
+    return before is not None and ev.records <= JOB_REPEAT_MAX_GROWTH * before
 
 class Engine:
     """Per-actor and per-peer-group detectors, risk and alerting, for one shard of actors."""
@@ -605,12 +624,13 @@ class Engine:
             st.hour_customers.add(customer)
         if not late:
             hc["customers"] = len(st.hour_customers)
-            if ev.is_egress:
+            if ev.is_egress and not _repeat_job(st, ev):
                 hc["egress"] = hc.get("egress", 0) + ev.records
                 hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
                 dc = st.day_counts
                 dc["egress"] = dc.get("egress", 0) + ev.records
                 dc["egress_bytes"] = dc.get("egress_bytes", 0) + (ev.bytes or 0)
+            if ev.is_egress:
                 # Departing staff: most leave quietly, so the list only lowers the tolerance.
                 ctx.leaving = self.leaving(ev.actor, t)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from detectors.engine import HOUR_MS, SEVERITY_RANK, Engine, Verdict, severity_of
+from detectors.engine import DAY_MS, HOUR_MS, SEVERITY_RANK, Engine, Verdict, severity_of
 from detectors.events import AccessEvent, parse_context, parse_event
 from detectors.models import FirstSeen, TicketHabit, VolumeBaseline
 from detectors.settings import Settings
@@ -1472,3 +1472,37 @@ def test_a_new_actor_on_a_network_in_a_block_its_peers_use_counts_less() -> None
             assert any("address block" in r.description for r in st.reasons["first_seen"][1])
     assert levels["198.51.100.7"] > 0.2, levels
     assert levels["100.64.99.5"] < 0.5 * levels["198.51.100.7"], levels
+
+
+def test_a_weekly_export_job_run_again_is_not_new_egress() -> None:
+    """Issue 14 (burnt held-out 121): an analyst's BI scheduler exported the same report of
+    500k rows every Thursday night; each run was judged against the analyst's egress without
+    it (alerting learns little), so it alerted week after week. A resource the actor exported
+    before, at most JOB_REPEAT_MAX_GROWTH times that size, is that job again and leaves the
+    egress counts; another resource of the same size is still judged."""
+    def export(i: int, t: int, resource: str, records: int) -> AccessEvent:
+        return parse_event({"event_id": f"x-{i}", "time": t, "actor": "ana", "role": "analyst",
+                            "team": "bi", "action": "export", "resource_type": "report",
+                            "resource_id": resource, "records": records, "client": "bi",
+                            "source_ip": "10.9.0.5"})
+
+    def egress_after(eng: Engine, e: AccessEvent) -> float:
+        eng.process(e)
+        return eng.state_of("ana").levels.get("egress", 0.0)
+
+    eng, i = Engine(), 0
+    for day in range(14):
+        for hour in range(9, 17):
+            i += 1
+            t = T0 + day * DAY_MS + hour * HOUR_MS
+            eng.process(export(i, t, f"rpt-{i}", 40 + i % 9))
+        if day in (6, 13):
+            first = egress_after(eng, export(i + 1000, T0 + day * DAY_MS + 17 * HOUR_MS,
+                                             "sched-1", 500_000 + 20_000 * (day == 13)))
+            if day == 6:
+                assert first > 0.5  # its first run: as unusual as any such export
+            else:
+                assert first == 0.0  # the job again: not new egress
+                other = egress_after(eng, export(i + 2000, T0 + day * DAY_MS + 19 * HOUR_MS,
+                                                 "adhoc-1", 500_000))
+                assert other > 0.5
