@@ -259,11 +259,14 @@ def dashboard() -> dict[str, Any]:
                         _p50_p99("snoopwatch_peer_ops_wait_seconds", rate), "s"), 12, 8)
     lay.add(_timeseries("Peer-ops records and idle closes", "Records written to the "
                         "peer-ops topic per second (one per partition and event-time hour "
-                        "entered), and hours closed for idle partitions, all workers.",
+                        "entered), hours closed for idle partitions, and records found expired "
+                        "by a restored worker (alert SnoopwatchPeerOpsExpired), all workers.",
                         [_target(f"sum(rate(snoopwatch_peer_ops_records_total{{{SEL}}}"
                                  f"[{rate}]))", "records"),
                          _target(f"sum(rate(snoopwatch_peer_ops_idle_closes_total{{{SEL}}}"
-                                 f"[{rate}]))", "idle closes", "B")], "reqps"), 12, 8)
+                                 f"[{rate}]))", "idle closes", "B"),
+                         _target(f"sum(rate(snoopwatch_peer_ops_expired_total{{{SEL}}}"
+                                 f"[{rate}]))", "expired (restore)", "C")], "reqps"), 12, 8)
     lay.add(_timeseries("Event-time hour behind the wall clock", "Wall clock minus the start "
                         "of the last event-time hour each worker entered with every "
                         "partition's ops: under 1 h when live; growing while events arrive "
