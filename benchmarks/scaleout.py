@@ -25,6 +25,11 @@ crosses an hour boundary once an hour.
 
     .venv/bin/python benchmarks/scaleout.py --barrier-cost [--reps 3 --workers 1 2]
 
+With ``--rate N`` the input is produced at N events/s instead (below what the workers take:
+no backlog, every event-time hour crossed as the events arrive, as live but compressed), and
+the produce-to-processed latency is printed too: the time from the k-th event's send to the
+workers' counters reaching k (:func:`end_to_end`).
+
 Workers on one host compete for its cores: on a 2-core machine shared with other work a
 second worker cannot double the rate; the load average is printed beside the figures.
 """
@@ -172,6 +177,48 @@ async def topic_size(settings: Settings, topic: str) -> dict[str, float]:
             "disk": disk}
 
 
+async def produce_paced(settings: Settings, msgs: list[tuple[bytes, bytes]], rate: float
+                        ) -> list[tuple[float, int]]:
+    """Send ``msgs`` at ``rate`` a second (in 20 ms slices); ``[(perf_counter, sent), ...]``
+    after each slice was handed to the broker."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=5)
+    await producer.start()
+    sent: list[tuple[float, int]] = []
+    try:
+        t0 = time.perf_counter()
+        n = 0
+        while n < len(msgs):
+            due = min(len(msgs), int((time.perf_counter() - t0) * rate) + 1)
+            futures = [await producer.send(settings.input_topic, value=v, key=k)
+                       for k, v in msgs[n:due]]
+            await asyncio.gather(*futures)
+            n = due
+            sent.append((time.perf_counter(), n))
+            await asyncio.sleep(max(0.0, t0 + n / rate - time.perf_counter()))
+    finally:
+        await producer.stop()
+    return sent
+
+
+def end_to_end(sent: list[tuple[float, int]], seen: list[tuple[float, float]],
+               total: int) -> list[float]:
+    """Seconds from the k-th event's send to the moment the workers' counters reached k,
+    for every 100th k: the order-free estimate of produce-to-processed latency (exact when
+    events are processed in the order sent; the counters are sampled every 50 ms)."""
+    out = []
+    i = j = 0
+    for k in range(1, total + 1, 100):
+        while i < len(sent) and sent[i][1] < k:
+            i += 1
+        while j < len(seen) and seen[j][1] < k:
+            j += 1
+        if i < len(sent) and j < len(seen):
+            out.append(max(0.0, seen[j][0] - sent[i][0]))
+    return out
+
+
 async def drop_topics(settings: Settings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -185,8 +232,8 @@ async def drop_topics(settings: Settings) -> None:
         await admin.close()
 
 
-def run(base: Settings, workers: int, msgs: list[tuple[bytes, bytes]], workdir: Path
-        ) -> dict[str, Any]:
+def run(base: Settings, workers: int, msgs: list[tuple[bytes, bytes]], workdir: Path,
+        rate: float = 0.0) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     s = base.replace(input_topic=f"bench-so-{tag}-input", alerts_topic=f"bench-so-{tag}-alerts",
                      dlq_topic=f"bench-so-{tag}-dlq", context_topic=f"bench-so-{tag}-context",
@@ -209,10 +256,30 @@ def run(base: Settings, workers: int, msgs: list[tuple[bytes, bytes]], workdir: 
         wait("the group to split the partitions", split, 120, procs)
         load0 = os.getloadavg()[0]
         started = time.perf_counter()
-        asyncio.run(produce(s, msgs))
+        seen: list[tuple[float, float]] = []
+        sent: list[tuple[float, int]] = []
+        if rate:
+            import threading
+
+            stop = threading.Event()
+
+            def sample() -> None:  # the workers' counters, every 50 ms
+                while not stop.is_set():
+                    seen.append((time.perf_counter(), done(urls)))
+                    stop.wait(0.05)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            sent = asyncio.run(produce_paced(s, msgs, rate))
+        else:
+            asyncio.run(produce(s, msgs))
         produced_s = time.perf_counter() - started
         wait("every event processed", lambda: done(urls) >= len(msgs), 1800, procs)
         elapsed = time.perf_counter() - started
+        if rate:
+            stop.set()
+            sampler.join()
+            seen.append((time.perf_counter(), done(urls)))
         metrics = [scrape(u) for u in urls]
         per_worker = [m.get("snoopwatch_events_processed_total", 0) for m in metrics]
         out = {"workers": workers, "events": len(msgs), "seconds": elapsed,
@@ -223,7 +290,8 @@ def run(base: Settings, workers: int, msgs: list[tuple[bytes, bytes]], workdir: 
                "wait": buckets(metrics, "snoopwatch_peer_ops_wait_seconds"),
                "latency": buckets(metrics, "snoopwatch_processing_latency_seconds"),
                "idle_closes": sum(m.get("snoopwatch_peer_ops_idle_closes_total", 0)
-                                  for m in metrics)}
+                                  for m in metrics),
+               "e2e": end_to_end(sent, seen, len(msgs)) if rate else []}
         if s.peer_barrier:
             out["topic"] = asyncio.run(topic_size(s, peer_ops_topic_name(s)))
         return out
@@ -234,13 +302,14 @@ def run(base: Settings, workers: int, msgs: list[tuple[bytes, bytes]], workdir: 
 
 
 def barrier_cost(base: Settings, workers: list[int], reps: int,
-                 msgs: list[tuple[bytes, bytes]], hours: int, workdir: Path) -> None:
+                 msgs: list[tuple[bytes, bytes]], hours: int, workdir: Path,
+                 rate: float = 0.0) -> None:
     """Barrier on and off, interleaved, ``reps`` times per worker count; print the table."""
     rows: dict[tuple[int, bool], list[dict[str, Any]]] = {}
     for rep in range(reps):
         for n in workers:
             for on in (True, False):
-                r = run(base.replace(peer_barrier=on), n, msgs, workdir)
+                r = run(base.replace(peer_barrier=on), n, msgs, workdir, rate)
                 rows.setdefault((n, on), []).append(r)
                 print(f"  rep {rep + 1}: {n} worker{'s' if n > 1 else ''}, barrier "
                       f"{'on ' if on else 'off'}: {r['rate']:,.0f} events/s "
@@ -248,9 +317,13 @@ def barrier_cost(base: Settings, workers: list[int], reps: int,
     print(f"\nevents/s: median of {reps}; latencies in seconds, interpolated from the "
           "histograms' buckets (histogram_quantile), summed over the workers of each run, "
           "median over the runs")
+    if rate:
+        print(f"input paced at {rate:,.0f} events/s: events/s is the input's pace unless the "
+              "workers fall behind; e2e: produce to processed (scaleout.end_to_end), median "
+              "over the runs of each run's p50/p99")
     print(f"{'workers':>7} {'barrier':>7} {'events/s':>9} {'on/off':>6} {'held':>6} "
           f"{'wait p50':>9} {'wait p99':>9} {'all p99':>8} {'proc p50':>9} {'proc p99':>9} "
-          f"{'idle closes':>11}")
+          f"{'idle closes':>11}" + (f" {'e2e p50':>8} {'e2e p99':>8}" if rate else ""))
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -259,7 +332,7 @@ def barrier_cost(base: Settings, workers: list[int], reps: int,
         off_rate = med([r["rate"] for r in rows[(n, False)]])
         for on in (True, False):
             rs = rows[(n, on)]
-            rate = med([r["rate"] for r in rs])
+            speed = med([r["rate"] for r in rs])
             held = [r["wait"][-1][1] if r["wait"] else 0.0 for r in rs]
             share = med([h / max(r["processed"], 1) for h, r in zip(held, rs, strict=True)])
             w50 = med([quantile(0.5, r["wait"]) for r in rs]) if any(held) else math.nan
@@ -269,9 +342,14 @@ def barrier_cost(base: Settings, workers: list[int], reps: int,
             p50 = med([quantile(0.5, r["latency"]) for r in rs])
             p99 = med([quantile(0.99, r["latency"]) for r in rs])
             idle = med([r["idle_closes"] for r in rs])
-            print(f"{n:>7} {'on' if on else 'off':>7} {rate:>9,.0f} "
-                  f"{rate / off_rate:>6.2f} {share:>6.1%} {w50:>9.3f} {w99:>9.3f} "
-                  f"{all99:>8.3f} {p50:>9.5f} {p99:>9.5f} {idle:>11.0f}")
+            e2e = ""
+            if rate:
+                e50 = med([statistics.quantiles(r["e2e"], n=100)[49] for r in rs])
+                e99 = med([statistics.quantiles(r["e2e"], n=100)[98] for r in rs])
+                e2e = f" {e50:>8.3f} {e99:>8.3f}"
+            print(f"{n:>7} {'on' if on else 'off':>7} {speed:>9,.0f} "
+                  f"{speed / off_rate:>6.2f} {share:>6.1%} {w50:>9.3f} {w99:>9.3f} "
+                  f"{all99:>8.3f} {p50:>9.5f} {p99:>9.5f} {idle:>11.0f}{e2e}")
     print(f"\npeer-ops topic (barrier on; the input spans {hours} event-time hours x "
           f"{PARTITIONS} partitions = {hours * PARTITIONS} partition-hours):")
     for n in workers:
@@ -300,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="barrier-cost: runs of each")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                     help="barrier-cost: worker counts")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="barrier-cost: produce at this many events/s (below what the "
+                    "workers take) and print produce-to-processed latency; 0: flat out")
     args = ap.parse_args(argv)
     base = Settings.from_env()
     events = [ev for ev, _ in generate(SimConfig(seed=args.seed, employees=args.employees,
@@ -315,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
               f"and off interleaved; SNOOPWATCH_IDLE_CLOSE_S={base.idle_close_s:g}, "
               f"SNOOPWATCH_CHECKPOINT_INTERVAL_S={base.checkpoint_interval_s:g}", flush=True)
         with tempfile.TemporaryDirectory(prefix="snoopwatch-scaleout-") as tmp:
-            barrier_cost(base, args.workers, args.reps, msgs, hours, Path(tmp))
+            barrier_cost(base, args.workers, args.reps, msgs, hours, Path(tmp), args.rate)
         return 0
     with tempfile.TemporaryDirectory(prefix="snoopwatch-scaleout-") as tmp:
         rows = [run(base, n, msgs, Path(tmp)) for n in (1, 2)]
