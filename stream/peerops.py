@@ -4,7 +4,7 @@ ops at each event-time hour, so its cross-actor state is one engine's whatever i
 Each by-actor partition *p* has an event-time clock: the highest event hour it has entered
 (an event more than a day past the wall clock does not move it, as ``Engine.horizon_ms``).
 When an event of hour *h* > clock arrives on *p*, *p* enters *h*: the ops its events made
-since its last record become ONE record ``(p, h)`` on the compacted topic
+since its last record become ONE record ``(p, h)`` on the topic
 ``<app_id>-peer-ops``, written in the same Kafka transaction as the epoch that covers *p*'s
 events up to that point (stream/state.py: a crash cannot re-make a visible record otherwise,
 and a restored partition's clock is never behind a record of it that others applied). The
