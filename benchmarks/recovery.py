@@ -716,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = SimConfig(seed=seed, employees=args.employees, days=args.days)
             tmp = tempfile.mkdtemp(prefix="snoopwatch-scaleout-")
             try:
-                print(f"run {i + 1} (seed {seed}):", flush=True)
+                print(f"run {i + 1} (seed {seed}){f' [{tmp}]' if args.keep else ''}:",
+                      flush=True)
                 print_scaleout(scaleout(make_case(cfg, args.malformed, seed), Path(tmp), seed,
                                         peer_barrier=not args.no_barrier,
                                         idle_close_s=args.idle_close))

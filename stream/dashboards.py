@@ -211,7 +211,8 @@ def dashboard() -> dict[str, Any]:
 
     lay.row("Latency and lag")
     lay.add(_timeseries("Processing latency", "From reading an event to finishing its "
-                        "detection (alert SnoopwatchProcessingLatencyHigh: p99 > 250 ms).",
+                        "detection (alert SnoopwatchProcessingLatencyHigh: p99 > 250 ms); a "
+                        "wait at the peer-ops barrier is not in it (Barrier wait).",
                         _p50_p99("snoopwatch_processing_latency_seconds", rate), "s"), 8, 8)
     lay.add(_timeseries("Event-time lag", "Wall clock minus the event's own time when it is "
                         "processed: how stale the events are (includes upstream delays).",
@@ -240,6 +241,39 @@ def dashboard() -> dict[str, Any]:
                          _target("sum by (format, reason) (rate("
                                  f"snoopwatch_source_dead_lettered_total{{{SEL}}}[{rate}])) > 0",
                                  "dead-lettered {{format}} {{reason}}", "B")], "reqps"), 12, 8)
+
+    # The peer-ops barrier (stream/peerops.py; docs/operations.md, "The peer-ops barrier"):
+    # every worker waits at each event-time hour until every partition has closed it.
+    lay.row("Peer-ops barrier (scale-out)")
+    lay.add(_timeseries("Events held at the barrier", "Events waiting, per worker, for "
+                        "every partition to close their event-time hour. A few at each "
+                        "hour's start is the barrier working; held for long means a "
+                        "partition does not close its hour (its worker dead, lagging or "
+                        "quiet: SNOOPWATCH_IDLE_CLOSE_S).",
+                        [_target(f"sum by (instance) (snoopwatch_peer_ops_held_events{{{SEL}}})",
+                                 "{{instance}}")], "none"), 12, 8)
+    lay.add(_timeseries("Barrier wait", "How long held events waited at the barrier (not in "
+                        "Processing latency). Live traffic waits at each hour's start for an "
+                        "epoch and the slowest partition, up to SNOOPWATCH_IDLE_CLOSE_S for a "
+                        "quiet one; a catch-up through many hours waits more.",
+                        _p50_p99("snoopwatch_peer_ops_wait_seconds", rate), "s"), 12, 8)
+    lay.add(_timeseries("Peer-ops records and idle closes", "Records written to the "
+                        "peer-ops topic per second (one per partition and event-time hour "
+                        "entered), hours closed for idle partitions, and records found expired "
+                        "by a restored worker (alert SnoopwatchPeerOpsExpired), all workers.",
+                        [_target(f"sum(rate(snoopwatch_peer_ops_records_total{{{SEL}}}"
+                                 f"[{rate}]))", "records"),
+                         _target(f"sum(rate(snoopwatch_peer_ops_idle_closes_total{{{SEL}}}"
+                                 f"[{rate}]))", "idle closes", "B"),
+                         _target(f"sum(rate(snoopwatch_peer_ops_expired_total{{{SEL}}}"
+                                 f"[{rate}]))", "expired (restore)", "C")], "reqps"), 12, 8)
+    lay.add(_timeseries("Event-time hour behind the wall clock", "Wall clock minus the start "
+                        "of the last event-time hour each worker entered with every "
+                        "partition's ops: under 1 h when live; growing while events arrive "
+                        "means the barrier is stuck (see Events held).",
+                        [_target("time() - max by (instance) "
+                                 f"(snoopwatch_peer_ops_hour_timestamp_seconds{{{SEL}}} > 0)",
+                                 "{{instance}}")], "s"), 12, 8)
 
     return {
         "uid": UID,

@@ -182,6 +182,11 @@ class Metrics:
             "hour the others had not closed yet (not in "
             "snoopwatch_processing_latency_seconds).",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
+        self.peer_expired = Counter(
+            "snoopwatch_peer_ops_expired_total",
+            "Times this worker's position on the peer-ops topic, from a checkpoint, was below "
+            "the topic's log start: records expired (SNOOPWATCH_PEER_OPS_RETENTION_S) before "
+            "it read them, and its cross-actor state misses their ops.", registry=r)
         self.peer_hour = Gauge(
             "snoopwatch_peer_ops_hour_timestamp_seconds",
             "Start (event time, Unix seconds) of the last hour the engine entered with every "

@@ -4,7 +4,7 @@ ops at each event-time hour, so its cross-actor state is one engine's whatever i
 Each by-actor partition *p* has an event-time clock: the highest event hour it has entered
 (an event more than a day past the wall clock does not move it, as ``Engine.horizon_ms``).
 When an event of hour *h* > clock arrives on *p*, *p* enters *h*: the ops its events made
-since its last record become ONE record ``(p, h)`` on the compacted topic
+since its last record become ONE record ``(p, h)`` on the topic
 ``<app_id>-peer-ops``, written in the same Kafka transaction as the epoch that covers *p*'s
 events up to that point (stream/state.py: a crash cannot re-make a visible record otherwise,
 and a restored partition's clock is never behind a record of it that others applied). The
@@ -29,17 +29,28 @@ has closed, is a late event: judged with the state of the hours after it (replay
 have applied them yet), so output can then differ from replay.
 
 The engine is *driven* (``Engine.driven``): only :meth:`Barrier.advance_to` moves its clock.
+
+Retention: the topic is ``cleanup.policy=delete`` with ``retention.ms`` from
+``SNOOPWATCH_PEER_OPS_RETENTION_S`` (:func:`retention_ms`; 30 days), applied by
+:func:`ensure_topic` to an existing topic too. A worker restoring a checkpoint needs every
+record from the position stored in it onward; one whose position is below the topic's log
+start (records expired before it read them) logs an error, counts
+``snoopwatch_peer_ops_expired_total`` and goes on from the log start, its cross-actor state
+missing those records' ops (:func:`follow`). A worker with no checkpoint yet does not build
+its state from what retention left: it waits for its first partition's restore to take the
+state whole, and starts at the log start only if no checkpoint holds any.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import pickle
 import time
 import zlib
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from detectors.engine import CANONICAL, HOUR_MS, Engine, Op
@@ -54,10 +65,40 @@ log = logging.getLogger("snoopwatch")
 # input reaches 2199; see Engine.horizon_ms).
 FUTURE_SLACK_MS = 86_400_000
 PEER_OPS_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# How long the peer-ops topic keeps a record (``retention.ms``). A worker restoring a
+# checkpoint reads the topic from the position stored in it, so this must be far longer than
+# any checkpoint can be old when it is restored: an outage, or the input stopping (no
+# epochs are written then). The topic is small (one record per partition and hour).
+RETENTION_ENV = "SNOOPWATCH_PEER_OPS_RETENTION_S"
+DEFAULT_RETENTION_S = 30 * 86400
 
 
 def peer_ops_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-peer-ops"
+
+
+def retention_ms(env: Mapping[str, str] | None = None) -> int:
+    """``retention.ms`` of the peer-ops topic, from ``SNOOPWATCH_PEER_OPS_RETENTION_S``
+    (seconds; 0: keep every record for ever, as Kafka's -1).
+
+    >>> retention_ms({}), retention_ms({RETENTION_ENV: "3600"}), retention_ms({RETENTION_ENV: "0"})
+    (2592000000, 3600000, -1)
+    """
+    raw = (os.environ if env is None else env).get(RETENTION_ENV)
+    try:
+        seconds = DEFAULT_RETENTION_S if raw is None else float(raw)
+    except ValueError:
+        raise ValueError(f"{RETENTION_ENV}={raw!r}: expected seconds") from None
+    if seconds < 0:
+        raise ValueError(f"{RETENTION_ENV}={raw!r}: expected seconds >= 0 (0: for ever)")
+    return -1 if seconds == 0 else max(1, round(seconds * 1000))
+
+
+def topic_configs(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The peer-ops topic's configuration: deleted by age, not compacted (its keys never
+    repeat, so compaction would keep every record for ever)."""
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms(env)),
+            "max.message.bytes": str(PEER_OPS_MAX_MESSAGE_BYTES)}
 
 
 def encode_record(ops: list[Op]) -> bytes:
@@ -97,6 +138,7 @@ class Barrier:
         self.offset = 0  # the follower's position on the peer-ops topic (next to read)
         self.generation = 0  # bumped when a checkpoint's state replaces ours (re-seek)
         self.parked: dict[int, tuple[int, list[Op]]] = {}  # revoked: (clock, pending)
+        self.assigned = False  # a partition was restored here (with a checkpoint or none)
         # Partitions closed while idle, with no event since: they follow the others at once.
         self.idle: set[int] = set()
         self.moved = asyncio.Event()  # set when the engine entered an hour (held events go)
@@ -275,6 +317,7 @@ class Barrier:
             self.applied = snap["applied"]
             self.offset = snap["offset"]
             self.generation += 1
+        self.assigned = True
         clock = -1 if snap is None else snap["clock"].get(p, -1)
         self.clock[p] = clock
         self.pending[p] = [] if snap is None else list(snap["pending"].get(p, ()))
@@ -295,37 +338,95 @@ class Barrier:
             self.clock[p], self.pending[p] = parked[0], list(parked[1])
 
 
-async def ensure_topic(settings: Settings) -> None:
-    """Create the compacted one-partition peer-ops topic if missing."""
+async def ensure_topic(settings: Settings) -> str:
+    """Create the peer-ops topic if missing, or bring an existing one's retention to
+    :func:`topic_configs`; ``"created"``, ``"updated"`` or ``"exists"``."""
     from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import TopicAlreadyExistsError
 
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
-        name = peer_ops_topic_name(settings)
-        if name not in set(await admin.list_topics()):
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([new_topic(settings)])
+        return await reconcile_topic(admin, settings)
     finally:
         await admin.close()
+
+
+async def reconcile_topic(admin: Any, settings: Settings, replication_factor: int = 1) -> str:
+    """:func:`ensure_topic` with a started admin client."""
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    name = peer_ops_topic_name(settings)
+    if name not in set(await admin.list_topics()):
+        # The answer carries a per-topic error code (not raised): a topic just made by
+        # someone else may not be listed yet, and then exists (TOPIC_ALREADY_EXISTS).
+        response = await admin.create_topics([new_topic(settings, replication_factor)])
+        codes = [t[1] for t in getattr(response, "topic_errors", ()) if t[0] == name]
+        if not any(codes):
+            return "created"
+        if codes != [TopicAlreadyExistsError.errno]:
+            raise RuntimeError(f"creating the peer-ops topic {name}: error {codes}")
+    return "updated" if await update_config(admin, name, topic_configs()) else "exists"
+
+
+async def update_config(admin: Any, topic: str, wanted: dict[str, str]) -> bool:
+    """Set ``wanted`` on ``topic`` where it differs (a topic made before retention was
+    compacted for ever); whether anything changed. A broker that refuses (no ALTER_CONFIGS
+    right) is logged, not fatal: the barrier runs on, the topic as it was."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    current: dict[str, str] = {}
+    overrides: dict[str, str] = {}
+    try:
+        described = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)])
+        errors = [(r[0], r[1]) for response in described for r in response.resources if r[0]]
+        for response in described:
+            for resource in response.resources:
+                for entry in resource[4]:
+                    name, value, source = entry[0], entry[1], entry[3]
+                    current[name] = value
+                    if source == 1:  # DYNAMIC_TOPIC_CONFIG: set on the topic itself
+                        overrides[name] = value
+        if not errors and all(current.get(k) == v for k, v in wanted.items()):
+            return False
+        if not errors:
+            # AlterConfigs (not the incremental one) replaces all of the topic's own
+            # settings: keep the others (an operator's min.insync.replicas, say).
+            responses = await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, {**overrides, **wanted})])
+            errors = [(r[0], r[1]) for response in responses for r in response.resources
+                      if r[0]]
+    except Exception as err:  # (not authorised, say: the barrier must run regardless)
+        errors = [(-1, repr(err))]
+    if errors:
+        log.error("snoopwatch: could not set %s on the peer-ops topic %s (%s): it keeps "
+                  "its settings (%s) until this is fixed", wanted, topic, errors,
+                  {k: current.get(k) for k in wanted})
+        return False
+    log.warning("snoopwatch: peer-ops topic %s: %s set (was %s)", topic,
+                ", ".join(f"{k}={v}" for k, v in wanted.items()),
+                ", ".join(f"{k}={current.get(k)}" for k in wanted))
+    return True
 
 
 def new_topic(settings: Settings, replication_factor: int = 1) -> Any:
     from aiokafka.admin import NewTopic
 
-    return NewTopic(peer_ops_topic_name(settings), 1, replication_factor, topic_configs={
-        "cleanup.policy": "compact", "max.message.bytes": str(PEER_OPS_MAX_MESSAGE_BYTES)})
+    return NewTopic(peer_ops_topic_name(settings), 1, replication_factor,
+                    topic_configs=topic_configs())
 
 
 async def follow(settings: Settings, barrier: Barrier) -> None:
     """Read the peer-ops topic, ``read_committed``, from the barrier's position, for ever;
     hand each record to the barrier and enter the hours it completes."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import OffsetOutOfRangeError
 
     await ensure_topic(settings)
+    # auto_offset_reset "none": a position below the log start (records expired) raises
+    # instead of silently moving to the oldest record.
     consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                enable_auto_commit=False, auto_offset_reset="none",
                                 isolation_level="read_committed",
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                                 max_partition_fetch_bytes=PEER_OPS_MAX_MESSAGE_BYTES,
@@ -339,7 +440,15 @@ async def follow(settings: Settings, barrier: Barrier) -> None:
             if generation != barrier.generation:
                 generation = barrier.generation
                 consumer.seek(tp, barrier.offset)
-            batch = await consumer.getmany(tp, timeout_ms=500)
+            try:
+                batch = await consumer.getmany(tp, timeout_ms=500)
+            except OffsetOutOfRangeError:
+                start = (await consumer.beginning_offsets([tp]))[tp]
+                end = (await consumer.end_offsets([tp]))[tp]
+                if not expired(barrier, start, end):
+                    await asyncio.sleep(0.5)  # (waiting for a restore to take the state)
+                generation = None  # seek again, to the barrier's position
+                continue
             if generation != barrier.generation:
                 continue  # a restore moved the position while we read: read again from it
             for msg in batch.get(tp, []):
@@ -348,3 +457,42 @@ async def follow(settings: Settings, barrier: Barrier) -> None:
                 barrier.advance_to()
     finally:
         await consumer.stop()
+
+
+def expired(barrier: Barrier, start: int, end: int | None = None) -> bool:
+    """The follower's position is below the topic's log start ``start``: the records before
+    it expired (retention). Whether to read on from ``start`` (the barrier's position moved
+    there); False: wait for a restore to take the cross-actor state whole. A position past
+    the log ``end`` (the topic deleted and made again) is treated as expired too.
+
+    A position from a checkpoint (or with records applied since) misses those records' ops
+    for good: an error, counted, and the worker goes on without them (its cross-actor state
+    then differs from the other workers' and replay's). A worker that has taken no
+    checkpoint yet must not build its state from what retention left: it waits until a
+    partition of its is restored, and starts at ``start`` only if none held a checkpoint (a
+    new deployment on an old topic: every worker then starts there alike)."""
+    if end is not None and barrier.offset > end:
+        log.error("snoopwatch: the peer-ops position %d is past the topic's end %d (was the "
+                  "topic deleted and made again?): reading it from %d; this worker's "
+                  "cross-actor state can differ from the others'", barrier.offset, end, start)
+        if barrier.metrics is not None:
+            barrier.metrics.peer_expired.inc()
+        barrier.offset = start
+        return True
+    if barrier.offset >= start:
+        return True  # (a restore moved the position past it meanwhile)
+    if barrier.generation == 0 and barrier.applied < 0:
+        if not barrier.assigned:
+            return False
+        log.warning("snoopwatch: no checkpoint holds the cross-actor state; reading the "
+                    "peer-ops topic from its log start %d (records 0-%d expired)", start,
+                    start - 1)
+    else:
+        log.error("snoopwatch: the peer-ops records at offsets %d-%d expired before this "
+                  "worker read them (its position came from a checkpoint older than "
+                  "%s): its cross-actor state misses their ops; reading on from %d",
+                  barrier.offset, start - 1, RETENTION_ENV, start)
+        if barrier.metrics is not None:
+            barrier.metrics.peer_expired.inc()
+    barrier.offset = start
+    return True

@@ -288,11 +288,9 @@ class ActorStore:
                             "cleanup.policy": "compact",
                             "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)})])
             if self.barrier is not None:
-                from stream.peerops import new_topic
+                from stream.peerops import reconcile_topic
 
-                if self.peer_topic not in set(await admin.list_topics()):
-                    with contextlib.suppress(TopicAlreadyExistsError):
-                        await admin.create_topics([new_topic(self.settings)])
+                await reconcile_topic(admin, self.settings)
         finally:
             await admin.close()
         self._topic_ready = True

@@ -5,7 +5,8 @@ not exist yet, the group ignores it until the consumer's next metadata refresh (
 deployments create the topics first. The input topic's partition count caps how many
 workers share the ingest work; the internal by-actor topic (``SNOOPWATCH_PARTITIONS``) caps
 the detect work (see docs/operations.md). Idempotent: existing topics are left as they are
-and reported with their partition count.
+and reported with their partition count, but for the peer-ops topic's retention
+(stream/peerops.py), which is set on it if it differs.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ async def create_topics(settings: Settings, partitions: int | None = None,
                         replication_factor: int = 1, out: IO[str] | None = None
                         ) -> dict[str, int]:
     """Create the input, alerts, dead-letter (``partitions`` each, default
-    ``SNOOPWATCH_PARTITIONS``), compacted context and peer-ops topics, and the internal
-    by-actor topic (``SNOOPWATCH_PARTITIONS``); ``{topic: partitions}``."""
+    ``SNOOPWATCH_PARTITIONS``), compacted context topic, the peer-ops topic, and the internal
+    by-actor topic (``SNOOPWATCH_PARTITIONS``); ``{topic: partitions}``. An existing
+    peer-ops topic gets its retention (stream/peerops.py) if it has another."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     out = out or sys.stderr
@@ -72,10 +74,12 @@ async def create_topics(settings: Settings, partitions: int | None = None,
         settings.context_topic: NewTopic(settings.context_topic, 1, replication_factor,
                                          topic_configs={"cleanup.policy": "compact"}),
     }
-    from stream.peerops import new_topic, peer_ops_topic_name
+    from stream.peerops import new_topic, peer_ops_topic_name, topic_configs, update_config
 
-    # The peer-ops barrier's records (stream/peerops.py): one partition, compacted.
-    wanted[peer_ops_topic_name(settings)] = new_topic(settings, replication_factor)
+    # The peer-ops barrier's records (stream/peerops.py): one partition, deleted after
+    # SNOOPWATCH_PEER_OPS_RETENTION_S (an existing topic gets that setting too).
+    peer_ops = peer_ops_topic_name(settings)
+    wanted[peer_ops] = new_topic(settings, replication_factor)
     # The internal by-actor topic, with SNOOPWATCH_PARTITIONS partitions. Left to the worker,
     # a broker that auto-creates topics sometimes made it first, with its default of one
     # partition (its consumer asked for it before faust created it): every event then took
@@ -89,11 +93,14 @@ async def create_topics(settings: Settings, partitions: int | None = None,
         new = [t for name, t in wanted.items() if name not in existing]
         if new:
             await admin.create_topics(new)
+        updated = peer_ops in existing and await update_config(admin, peer_ops,
+                                                               topic_configs())
         counts = {t: len(p) for t, p in (await topic_partitions(admin, list(wanted))).items()}
     finally:
         await admin.close()
     for name in wanted:
-        state = "created" if name not in existing else "exists"
+        state = ("created" if name not in existing else
+                 "updated" if updated and name == peer_ops else "exists")
         k = counts.get(name, 0)
         print(f"{state:8} {name} ({k} partition{'' if k == 1 else 's'})", file=out)
     return counts

@@ -30,11 +30,7 @@ NOT_ON_DASHBOARD: set[str] = {
     "snoopwatch_events_duplicate", "snoopwatch_events_replayed", "snoopwatch_state_checkpoints",
     "snoopwatch_state_checkpointed_actors", "snoopwatch_state_restore_seconds",
     # a raw position: the lag panel shows what matters of it
-    "snoopwatch_input_offset",
-    # the peer-ops barrier (issue 15 item 2): panels still to add
-    "snoopwatch_peer_ops_records", "snoopwatch_peer_ops_idle_closes",
-    "snoopwatch_peer_ops_held_events", "snoopwatch_peer_ops_wait_seconds",
-    "snoopwatch_peer_ops_hour_timestamp_seconds"}
+    "snoopwatch_input_offset"}
 
 
 def _family(series: str) -> str:
@@ -84,6 +80,11 @@ def test_the_issue_panels_are_there() -> None:
                    "snoopwatch_processing_latency_seconds_bucket",
                    "snoopwatch_event_time_lag_seconds_bucket",
                    "snoopwatch_consumer_lag_messages", "snoopwatch_tracked_actors",
+                   "histogram_quantile(0.99, sum by (le) (rate("
+                   "snoopwatch_peer_ops_wait_seconds_bucket",
+                   "snoopwatch_peer_ops_held_events", "snoopwatch_peer_ops_records_total",
+                   "snoopwatch_peer_ops_idle_closes_total",
+                   "time() - max by (instance) (snoopwatch_peer_ops_hour_timestamp_seconds",
                    'up{job="snoopwatch"'):
         assert needle in queries, needle
 
