@@ -126,6 +126,10 @@ class Settings:
     detect_in_place: bool = True
     """Detect events keyed by actor in the ingest agent, skipping the re-key hop (~2x the
     throughput); events keyed otherwise still take the hop. 0: every event takes the hop."""
+    peer_ops_retention_s: float = 30 * 86400.0
+    """How long the ``<app_id>-peer-ops`` topic keeps a record (its ``retention.ms``, set by
+    the worker and ``create-topics``, on an existing topic too); 0 keeps them for ever. Far
+    longer than any checkpoint can be old when restored (docs/operations.md)."""
     fetch_max_wait_ms: int = 50
     """How long the broker may hold a fetch that finds no new data. faust fixes 1.5 s: a
     fetch that happens to cover only idle partitions (the by-actor topic, with in-place

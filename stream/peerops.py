@@ -45,12 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping
 from typing import Any
 
 from detectors.engine import CANONICAL, HOUR_MS, Engine, Op
@@ -65,39 +63,26 @@ log = logging.getLogger("snoopwatch")
 # input reaches 2199; see Engine.horizon_ms).
 FUTURE_SLACK_MS = 86_400_000
 PEER_OPS_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# How long the peer-ops topic keeps a record (``retention.ms``). A worker restoring a
-# checkpoint reads the topic from the position stored in it, so this must be far longer than
-# any checkpoint can be old when it is restored: an outage, or the input stopping (no
-# epochs are written then). The topic is small (one record per partition and hour).
-RETENTION_ENV = "SNOOPWATCH_PEER_OPS_RETENTION_S"
-DEFAULT_RETENTION_S = 30 * 86400
-
-
 def peer_ops_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-peer-ops"
 
 
-def retention_ms(env: Mapping[str, str] | None = None) -> int:
-    """``retention.ms`` of the peer-ops topic, from ``SNOOPWATCH_PEER_OPS_RETENTION_S``
-    (seconds; 0: keep every record for ever, as Kafka's -1).
+def retention_ms(settings: Settings) -> int:
+    """``retention.ms`` of the peer-ops topic (``SNOOPWATCH_PEER_OPS_RETENTION_S``; 0: keep
+    every record for ever, as Kafka's -1). It must be far longer than any checkpoint can be
+    old when it is restored: an outage, or the input stopping (no epochs are written then).
 
-    >>> retention_ms({}), retention_ms({RETENTION_ENV: "3600"}), retention_ms({RETENTION_ENV: "0"})
-    (2592000000, 3600000, -1)
+    >>> [retention_ms(Settings(peer_ops_retention_s=s)) for s in (30 * 86400, 3600, 0)]
+    [2592000000, 3600000, -1]
     """
-    raw = (os.environ if env is None else env).get(RETENTION_ENV)
-    try:
-        seconds = DEFAULT_RETENTION_S if raw is None else float(raw)
-    except ValueError:
-        raise ValueError(f"{RETENTION_ENV}={raw!r}: expected seconds") from None
-    if seconds < 0:
-        raise ValueError(f"{RETENTION_ENV}={raw!r}: expected seconds >= 0 (0: for ever)")
+    seconds = settings.peer_ops_retention_s
     return -1 if seconds == 0 else max(1, round(seconds * 1000))
 
 
-def topic_configs(env: Mapping[str, str] | None = None) -> dict[str, str]:
+def topic_configs(settings: Settings) -> dict[str, str]:
     """The peer-ops topic's configuration: deleted by age, not compacted (its keys never
     repeat, so compaction would keep every record for ever)."""
-    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms(env)),
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms(settings)),
             "max.message.bytes": str(PEER_OPS_MAX_MESSAGE_BYTES)}
 
 
@@ -365,7 +350,7 @@ async def reconcile_topic(admin: Any, settings: Settings, replication_factor: in
             return "created"
         if codes != [TopicAlreadyExistsError.errno]:
             raise RuntimeError(f"creating the peer-ops topic {name}: error {codes}")
-    return "updated" if await update_config(admin, name, topic_configs()) else "exists"
+    return "updated" if await update_config(admin, name, topic_configs(settings)) else "exists"
 
 
 async def update_config(admin: Any, topic: str, wanted: dict[str, str]) -> bool:
@@ -413,7 +398,7 @@ def new_topic(settings: Settings, replication_factor: int = 1) -> Any:
     from aiokafka.admin import NewTopic
 
     return NewTopic(peer_ops_topic_name(settings), 1, replication_factor,
-                    topic_configs=topic_configs())
+                    topic_configs=topic_configs(settings))
 
 
 async def follow(settings: Settings, barrier: Barrier) -> None:
@@ -491,7 +476,7 @@ def expired(barrier: Barrier, start: int, end: int | None = None) -> bool:
         log.error("snoopwatch: the peer-ops records at offsets %d-%d expired before this "
                   "worker read them (its position came from a checkpoint older than "
                   "%s): its cross-actor state misses their ops; reading on from %d",
-                  barrier.offset, start - 1, RETENTION_ENV, start)
+                  barrier.offset, start - 1, "SNOOPWATCH_PEER_OPS_RETENTION_S", start)
         if barrier.metrics is not None:
             barrier.metrics.peer_expired.inc()
     barrier.offset = start

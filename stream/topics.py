@@ -94,7 +94,7 @@ async def create_topics(settings: Settings, partitions: int | None = None,
         if new:
             await admin.create_topics(new)
         updated = peer_ops in existing and await update_config(admin, peer_ops,
-                                                               topic_configs())
+                                                               topic_configs(settings))
         counts = {t: len(p) for t, p in (await topic_partitions(admin, list(wanted))).items()}
     finally:
         await admin.close()

@@ -21,7 +21,6 @@ from detectors.engine import Engine
 from detectors.settings import Settings
 from stream.metrics import Metrics
 from stream.peerops import (
-    RETENTION_ENV,
     Barrier,
     encode_record,
     ensure_topic,
@@ -36,13 +35,14 @@ from tests.procs import BROKER, require_broker, wait_until
 
 
 def test_retention_setting() -> None:
-    assert retention_ms({}) == 30 * 86400 * 1000
-    assert retention_ms({RETENTION_ENV: "7200"}) == 7_200_000
-    assert retention_ms({RETENTION_ENV: "0"}) == -1  # for ever
+    assert retention_ms(Settings()) == 30 * 86400 * 1000
+    env = {"SNOOPWATCH_PEER_OPS_RETENTION_S": "7200"}
+    assert retention_ms(Settings.from_env(env)) == 7_200_000
+    assert retention_ms(Settings(peer_ops_retention_s=0)) == -1  # for ever
     for bad in ("-1", "a week"):
-        with pytest.raises(ValueError, match=RETENTION_ENV):
-            retention_ms({RETENTION_ENV: bad})
-    configs = topic_configs({RETENTION_ENV: "7200"})
+        with pytest.raises(ValueError, match="SNOOPWATCH_PEER_OPS_RETENTION_S"):
+            Settings.from_env({"SNOOPWATCH_PEER_OPS_RETENTION_S": bad})
+    configs = topic_configs(Settings.from_env(env))
     assert configs["cleanup.policy"] == "delete" and configs["retention.ms"] == "7200000"
 
 
@@ -135,10 +135,9 @@ async def _drop(settings: Settings) -> None:
 
 
 @pytest.mark.kafka
-def test_the_topic_is_made_with_retention(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_topic_is_made_with_retention() -> None:
     require_broker()
-    monkeypatch.setenv(RETENTION_ENV, "86400")
-    s = _settings()
+    s = _settings().replace(peer_ops_retention_s=86400)
     try:
         assert asyncio.run(ensure_topic(s)) == "created"
         configs = _configs_soon(s, retention_ms="86400000")
@@ -150,8 +149,7 @@ def test_the_topic_is_made_with_retention(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.kafka
-def test_a_topic_made_before_retention_gets_it(monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_a_topic_made_before_retention_gets_it(tmp_path: Path) -> None:
     """A deployment upgraded from the compacted, kept-for-ever topic: the worker (and
     create-topics) switch it to deletion by age, keeping the operator's other settings."""
     import io
@@ -181,10 +179,10 @@ def test_a_topic_made_before_retention_gets_it(monkeypatch: pytest.MonkeyPatch,
         assert configs["segment.bytes"] == "10485760"  # (an override of its own: kept)
         assert asyncio.run(ensure_topic(s)) == "exists"
         # create-topics does the same, and says so
-        monkeypatch.setenv(RETENTION_ENV, "3600")
         out = io.StringIO()
         s2 = s.replace(input_topic=f"{s.app_id}-in", alerts_topic=f"{s.app_id}-alerts",
-                       dlq_topic=f"{s.app_id}-dlq", context_topic=f"{s.app_id}-ctx")
+                       dlq_topic=f"{s.app_id}-dlq", context_topic=f"{s.app_id}-ctx",
+                       peer_ops_retention_s=3600)
         asyncio.run(create_topics(s2, 1, out=out))
         assert f"updated  {peer_ops_topic_name(s)}" in out.getvalue()
         assert _configs_soon(s, retention_ms="3600000")["retention.ms"] == "3600000"
