@@ -350,6 +350,7 @@ def _repeat_job(st: ActorState, ev: AccessEvent) -> bool:
         del jobs[next(iter(jobs))]
     return before is not None and ev.records <= JOB_REPEAT_MAX_GROWTH * before
 
+
 class Engine:
     """Per-actor and per-peer-group detectors, risk and alerting, for one shard of actors."""
 
@@ -624,13 +625,13 @@ class Engine:
             st.hour_customers.add(customer)
         if not late:
             hc["customers"] = len(st.hour_customers)
-            if ev.is_egress and not _repeat_job(st, ev):
-                hc["egress"] = hc.get("egress", 0) + ev.records
-                hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
-                dc = st.day_counts
-                dc["egress"] = dc.get("egress", 0) + ev.records
-                dc["egress_bytes"] = dc.get("egress_bytes", 0) + (ev.bytes or 0)
             if ev.is_egress:
+                if not _repeat_job(st, ev):
+                    hc["egress"] = hc.get("egress", 0) + ev.records
+                    hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
+                    dc = st.day_counts
+                    dc["egress"] = dc.get("egress", 0) + ev.records
+                    dc["egress_bytes"] = dc.get("egress_bytes", 0) + (ev.bytes or 0)
                 # Departing staff: most leave quietly, so the list only lowers the tolerance.
                 ctx.leaving = self.leaving(ev.actor, t)
 
