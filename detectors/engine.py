@@ -626,12 +626,17 @@ class Engine:
         if not late:
             hc["customers"] = len(st.hour_customers)
             if ev.is_egress:
-                if not _repeat_job(st, ev):
-                    hc["egress"] = hc.get("egress", 0) + ev.records
-                    hc["egress_bytes"] = hc.get("egress_bytes", 0) + (ev.bytes or 0)
-                    dc = st.day_counts
-                    dc["egress"] = dc.get("egress", 0) + ev.records
-                    dc["egress_bytes"] = dc.get("egress_bytes", 0) + (ev.bytes or 0)
+                records, nbytes, dc = ev.records, ev.bytes or 0, st.day_counts
+                for counts in (hc, dc):
+                    counts["egress"] = counts.get("egress", 0) + records
+                    counts["egress_bytes"] = counts.get("egress_bytes", 0) + nbytes
+                if _repeat_job(st, ev):
+                    # A job run again: part of the normal the counts teach, but left out
+                    # when the egress signals judge them (signals.volume.new_egress).
+                    for counts in (hc, dc):
+                        counts["egress_repeat"] = counts.get("egress_repeat", 0) + records
+                        counts["egress_repeat_bytes"] = (counts.get("egress_repeat_bytes", 0)
+                                                         + nbytes)
                 # Departing staff: most leave quietly, so the list only lowers the tolerance.
                 ctx.leaving = self.leaving(ev.actor, t)
 

@@ -276,8 +276,9 @@ FOREST_MAX_FEATURES = 64  # features beyond these are ignored
 FOREST_CALIBRATION_ROWS = 256  # reservoir rows the score is centred and scaled on
 MAX_TICKETED = 64  # recent ticketed (and unticketed) customers remembered per actor
 # Egress of a resource the actor exported before, at most this many times its largest earlier
-# size, is that job again (a weekly scheduled export), not new egress: the hour's and day's
-# egress counts leave it out. A job first seen is judged as any egress.
+# size, is that job again (a weekly scheduled export), not new egress: the egress signals
+# judge the hour and day without it (their baselines still learn it). A job first seen is
+# judged as any egress.
 JOB_REPEAT_MAX_GROWTH = 2.0
 MAX_JOBS = 64  # exported resources (job -> largest size) remembered per actor
 MAX_ORIGINS = 64  # networks and clients remembered per actor, shared hosts per group

@@ -1477,9 +1477,10 @@ def test_a_new_actor_on_a_network_in_a_block_its_peers_use_counts_less() -> None
 def test_a_weekly_export_job_run_again_is_not_new_egress() -> None:
     """Issue 14 (burnt held-out 121): an analyst's BI scheduler exported the same report of
     500k rows every Thursday night; each run was judged against the analyst's egress without
-    it (alerting learns little), so it alerted week after week. A resource the actor exported
-    before, at most JOB_REPEAT_MAX_GROWTH times that size, is that job again and leaves the
-    egress counts; another resource of the same size is still judged."""
+    it (an alerted hour teaches little), so it alerted week after week. A resource the actor
+    exported before, at most JOB_REPEAT_MAX_GROWTH times that size, is that job again: not
+    judged as new egress, but learned as the actor's egress. Another resource is judged
+    against that normal: the job's size counts less than it did, ten times it still tells."""
     def export(i: int, t: int, resource: str, records: int) -> AccessEvent:
         return parse_event({"event_id": f"x-{i}", "time": t, "actor": "ana", "role": "analyst",
                             "team": "bi", "action": "export", "resource_type": "report",
@@ -1490,19 +1491,21 @@ def test_a_weekly_export_job_run_again_is_not_new_egress() -> None:
         eng.process(e)
         return eng.state_of("ana").levels.get("egress", 0.0)
 
-    eng, i = Engine(), 0
+    eng, i, first = Engine(), 0, 0.0
     for day in range(14):
         for hour in range(9, 17):
             i += 1
-            t = T0 + day * DAY_MS + hour * HOUR_MS
-            eng.process(export(i, t, f"rpt-{i}", 40 + i % 9))
-        if day in (6, 13):
-            first = egress_after(eng, export(i + 1000, T0 + day * DAY_MS + 17 * HOUR_MS,
-                                             "sched-1", 500_000 + 20_000 * (day == 13)))
-            if day == 6:
-                assert first > 0.5  # its first run: as unusual as any such export
-            else:
-                assert first == 0.0  # the job again: not new egress
-                other = egress_after(eng, export(i + 2000, T0 + day * DAY_MS + 19 * HOUR_MS,
-                                                 "adhoc-1", 500_000))
-                assert other > 0.5
+            eng.process(export(i, T0 + day * DAY_MS + hour * HOUR_MS, f"rpt-{i}", 40 + i % 9))
+        t = T0 + day * DAY_MS + 17 * HOUR_MS
+        if day == 6:
+            first = egress_after(eng, export(1000, t, "sched-1", 500_000))
+        elif day == 13:
+            learned = eng.state_of("ana").signals["egress"].stats["egress"].n
+            assert egress_after(eng, export(1001, t, "sched-1", 520_000)) == 0.0  # the job again
+            same_size = egress_after(eng, export(1002, t + 2 * HOUR_MS, "adhoc-1", 500_000))
+            ten_times = egress_after(eng, export(1003, t + 4 * HOUR_MS, "adhoc-2", 5_000_000))
+            assert 0.0 < same_size < first and ten_times > 0.5
+            # The job's hour, judged as nothing new, was learned as the actor's egress (the
+            # hours learned since: 16:00, the job's 17:00, and 19:00).
+            assert eng.state_of("ana").signals["egress"].stats["egress"].n == learned + 3
+    assert first > 0.5  # its first run: as unusual as any such export

@@ -41,7 +41,8 @@ def ev(i: int, t: int, *, actor: str = "ann", role: str = "support_agent",
 
 def leaver() -> Iterator[AccessEvent]:
     """Ticketed 9-to-5 work, three downloads a day, then a dozen a day on the last days of
-    an actor on the departing watchlist (the company above has no departing employee)."""
+    an actor on the departing watchlist (the company above has no departing employee); each
+    download of 100 records, so the day's egress rises too."""
     i = 0
     for day in range(14):
         downloads = 12 if day in (10, 11, 12) else 3
@@ -50,7 +51,7 @@ def leaver() -> Iterator[AccessEvent]:
                 i += 1
                 yield ev(i, T0 + day * 24 * HOUR_MS + hour * HOUR_MS + k * 200_000,
                          actor="leo", customer=f"c{day}-{hour}-{k}", ticket=f"T{i}",
-                         action="download" if k >= 4 else "read")
+                         action="download" if k >= 4 else "read", records=100 if k >= 4 else 1)
 
 
 class Recorder:

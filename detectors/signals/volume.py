@@ -37,7 +37,7 @@ from detectors.signals.base import Context, Signal, fmt_count, others_recent
 # (The priors that were defined here are re-exported; detectors.priors holds them.)
 __all__ = ["DAILY_EGRESS_MIN", "EGRESS_FEATURES", "EGRESS_MIN", "HOT_SCORE", "RARE_FACTOR",
            "RARE_MIN_HOURS", "SUSPECT_WEIGHT", "VOLUME_FEATURES", "DailyEgress", "Egress",
-           "Volume", "VolumeSignal"]
+           "Volume", "VolumeSignal", "new_egress"]
 
 VOLUME_FEATURES = ("records", "customers")
 EGRESS_FEATURES = ("egress", "egress_bytes")
@@ -143,6 +143,16 @@ class Volume(VolumeSignal):
             ctx.defer("volume", "learn_one", dict(counts), weight)
 
 
+def new_egress(counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` with the egress of jobs run again left out (``Engine``: a resource the
+    actor exported before, at most ``JOB_REPEAT_MAX_GROWTH`` times that size): a weekly
+    scheduled export is judged as nothing new, though the baselines learn it as egress."""
+    if "egress_repeat" not in counts:
+        return counts
+    return {**counts, "egress": counts["egress"] - counts["egress_repeat"],
+            "egress_bytes": counts["egress_bytes"] - counts["egress_repeat_bytes"]}
+
+
 class Egress(VolumeSignal):
     """Egress (downloads, exports) records and bytes in the running hour; a departing actor
     (``ctx.leaving``) is held to a lower tolerance."""
@@ -162,7 +172,7 @@ class Egress(VolumeSignal):
     def score_one(self, ctx: Context) -> None:
         if not ctx.late and ctx.ev.is_egress:
             self.judge(ctx, ctx.st.signals["egress"], ctx.peer.signals["egress"],
-                          ctx.counts, LEAVING_SLACK if ctx.leaving else 0.0)
+                          new_egress(ctx.counts), LEAVING_SLACK if ctx.leaving else 0.0)
 
     def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
         if "egress" in counts:
@@ -192,7 +202,7 @@ class DailyEgress(VolumeSignal):
     def score_one(self, ctx: Context) -> None:
         if not ctx.late and ctx.ev.is_egress:
             self.judge(ctx, ctx.st.signals["daily_egress"], ctx.peer.signals["daily_egress"],
-                          ctx.st.day_counts, LEAVING_SLACK if ctx.leaving else 0.0)
+                          new_egress(ctx.st.day_counts), LEAVING_SLACK if ctx.leaving else 0.0)
 
     def end_day(self, ctx: Context) -> None:
         st = ctx.st
