@@ -475,8 +475,8 @@ def expired(barrier: Barrier, start: int, end: int | None = None) -> bool:
     else:
         log.error("snoopwatch: the peer-ops records at offsets %d-%d expired before this "
                   "worker read them (its position came from a checkpoint older than "
-                  "%s): its cross-actor state misses their ops; reading on from %d",
-                  barrier.offset, start - 1, "SNOOPWATCH_PEER_OPS_RETENTION_S", start)
+                  "SNOOPWATCH_PEER_OPS_RETENTION_S): its cross-actor state misses their ops; "
+                  "reading on from %d", barrier.offset, start - 1, start)
         if barrier.metrics is not None:
             barrier.metrics.peer_expired.inc()
     barrier.offset = start

@@ -74,12 +74,8 @@ async def create_topics(settings: Settings, partitions: int | None = None,
         settings.context_topic: NewTopic(settings.context_topic, 1, replication_factor,
                                          topic_configs={"cleanup.policy": "compact"}),
     }
-    from stream.peerops import new_topic, peer_ops_topic_name, topic_configs, update_config
+    from stream.peerops import peer_ops_topic_name, reconcile_topic
 
-    # The peer-ops barrier's records (stream/peerops.py): one partition, deleted after
-    # SNOOPWATCH_PEER_OPS_RETENTION_S (an existing topic gets that setting too).
-    peer_ops = peer_ops_topic_name(settings)
-    wanted[peer_ops] = new_topic(settings, replication_factor)
     # The internal by-actor topic, with SNOOPWATCH_PARTITIONS partitions. Left to the worker,
     # a broker that auto-creates topics sometimes made it first, with its default of one
     # partition (its consumer asked for it before faust created it): every event then took
@@ -93,14 +89,15 @@ async def create_topics(settings: Settings, partitions: int | None = None,
         new = [t for name, t in wanted.items() if name not in existing]
         if new:
             await admin.create_topics(new)
-        updated = peer_ops in existing and await update_config(admin, peer_ops,
-                                                               topic_configs(settings))
-        counts = {t: len(p) for t, p in (await topic_partitions(admin, list(wanted))).items()}
+        states = {name: "exists" if name in existing else "created" for name in wanted}
+        # The peer-ops barrier's records (stream/peerops.py): made, or an existing topic's
+        # retention brought to SNOOPWATCH_PEER_OPS_RETENTION_S, as the worker does.
+        states[peer_ops_topic_name(settings)] = await reconcile_topic(admin, settings,
+                                                                      replication_factor)
+        counts = {t: len(p) for t, p in (await topic_partitions(admin, list(states))).items()}
     finally:
         await admin.close()
-    for name in wanted:
-        state = ("created" if name not in existing else
-                 "updated" if updated and name == peer_ops else "exists")
+    for name, state in states.items():
         k = counts.get(name, 0)
         print(f"{state:8} {name} ({k} partition{'' if k == 1 else 's'})", file=out)
     return counts

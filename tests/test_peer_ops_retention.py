@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.scaleout import drop_topics
 from detectors.engine import Engine
 from detectors.settings import Settings
 from stream.metrics import Metrics
@@ -187,17 +188,7 @@ def test_a_topic_made_before_retention_gets_it(tmp_path: Path) -> None:
         assert f"updated  {peer_ops_topic_name(s)}" in out.getvalue()
         assert _configs_soon(s, retention_ms="3600000")["retention.ms"] == "3600000"
     finally:
-        asyncio.run(_drop_all(s))  # (create-topics made the others)
-
-
-async def _drop_all(settings: Settings) -> None:
-    admin = await _admin(settings)
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(settings.app_id)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+        asyncio.run(drop_topics(s))  # (create-topics made the others)
 
 
 async def _write_and_expire(settings: Settings, hours: list[int], expire_before: int) -> int:
