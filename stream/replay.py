@@ -176,15 +176,17 @@ def replay(events_path: str, alerts_path: str, *, scores_path: str | None = None
            dlq_path: str | None = None, context_path: str | None = None,
            settings: Settings | None = None, progress: Progress | None = None,
            on_score: Any = None, fmt: str = "spec", ocsf_path: str | None = None,
-           shards: int = 1) -> ReplaySummary:
+           shards: int = 1, pipeline: Pipeline | None = None) -> ReplaySummary:
     """Run every line of ``events_path`` through the pipeline and write the outputs.
 
     ``fmt`` is the file's source format (stream/sources: ``spec``, ``cloudtrail``, ``ocsf``,
     ``mapping:FILE``); ``ocsf_path`` also writes each alert as an OCSF Detection Finding.
     ``on_score(event, score, alert)`` is called per valid event (``evaluate`` uses it).
     ``shards`` > 1 runs that many engines on actor-disjoint shards (:class:`Shards`).
+    ``pipeline``: one to run instead of a new one (a tool that reads the engine's state as
+    the events go through: benchmarks/ranking.py).
     """
-    pipeline = Pipeline(settings, Metrics(), wall_clock=False)
+    pipeline = pipeline or Pipeline(settings, Metrics(), wall_clock=False)
     if shards != 1:
         pipeline.engine = Shards(pipeline.settings, shards)  # type: ignore[assignment]
     src = source_for(fmt, cloudtrail_customer=pipeline.settings.cloudtrail_customer)
