@@ -601,6 +601,19 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                     log.debug("snoopwatch: partition %d idle: closed up to hour %d", p,
                               barrier.clock[p])
 
+    @app.task
+    async def fence_dead_self() -> None:
+        # At start, not at the first checkpoint: the transaction a previous run under the
+        # same SNOOPWATCH_WORKER_ID left open holds restores and every worker's barrier.
+        while True:
+            try:
+                await store.fence()
+                return
+            except Exception:
+                log.warning("snoopwatch: starting the checkpoint producer failed; retrying "
+                            "in %gs", CONTEXT_RETRY_S, exc_info=True)
+                await asyncio.sleep(CONTEXT_RETRY_S)
+
     @app.service
     class StateCloser(faust.Service):
         async def on_stop(self) -> None:
