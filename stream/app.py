@@ -327,6 +327,19 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     if barrier is not None:
         pipeline.metrics.peer_held.set_function(lambda: sum(len(q) for q in held.values()))
     dead_letters = DeadLetters(s, dlq_topic)
+
+    async def send_context_dead_letter(key: bytes | None, value: bytes, origin: bytes) -> None:
+        await (await dlq_topic.send(key=key, value=value, headers=[(SOURCE_HEADER, origin)]))
+
+    background: set[asyncio.Future] = set()  # (referenced until done)
+    # Sent by the holder of by-actor partition 0 only (on_assigned, on_revoked).
+    context_dead_letters = ContextDeadLetters(s, send_context_dead_letter)
+
+    async def send_context_dead_letters() -> None:
+        try:
+            await context_dead_letters.flush()
+        except Exception:  # broker away: the next assignment or malformed entry retries
+            log.warning("snoopwatch: dead-lettering context entries failed", exc_info=True)
     # Set once the context topic is read to its end as of the start: events judged before
     # it would be judged without watchlists a restart would have (a different verdict).
     context_ready = asyncio.Event()
@@ -469,6 +482,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
         consumer = app.consumer
         assigned_at[0] = time.monotonic()
+        if any(tp.topic == by_actor_name and tp.partition == 0 for tp in consumer.assignment()):
+            context_dead_letters.become_sender()
+            sending = asyncio.ensure_future(send_context_dead_letters())
+            background.add(sending)
+            sending.add_done_callback(background.discard)
         if barrier is not None:
             barrier.resize(consumer.topic_partitions(by_actor_name) or barrier.n)
             barrier.moved.set()  # (held events of partitions gone elsewhere are dropped)
@@ -483,6 +501,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         settled.clear()
+        # (before the next sender is assigned: it reads what this one committed)
+        await context_dead_letters.resign()
         router.update(set(), None, None, input_name, by_actor_name)
         pipeline.metrics.forget_input_offsets({(tp.topic, tp.partition) for tp in revoked})
         dead_letters.forget()
@@ -643,7 +663,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                  describe_security(s))
         while True:  # the agents wait for the context: a failed read is retried, not skipped
             try:
-                await _follow_context(s, pipeline, dlq_topic, context_ready)
+                await _follow_context(s, pipeline, context_dead_letters, context_ready)
             except Exception:
                 log.warning("snoopwatch: reading the context topic failed; retrying in %gs",
                             CONTEXT_RETRY_S, exc_info=True)
@@ -663,7 +683,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                       ingest, detect, store, router, dead_letters, context_ready, barrier)
 
 
-async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
+async def _follow_context(s: Settings, pipeline: Pipeline, once: ContextDeadLetters,
                           ready: asyncio.Event | None = None) -> None:
     """Read the whole compacted context topic, in every worker, from the beginning.
 
@@ -692,7 +712,6 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     tps = [TopicPartition(s.context_topic, p) for p in parts]
-    once = ContextDeadLetters(s)
     try:
         await once.start(tps)
         consumer.assign(tps)
@@ -705,7 +724,7 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, msgs in batch.items():
                 for msg in msgs:
-                    await _context_entry(msg, tp, pipeline, dlq_topic, once)
+                    await _context_entry(msg, tp, pipeline, once)
             for tp in list(behind):
                 if await consumer.position(tp) >= ends[tp]:
                     behind.discard(tp)
@@ -714,7 +733,7 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
         await once.stop()
 
 
-async def _context_entry(msg: Any, tp: Any, pipeline: Pipeline, dlq_topic: TopicT,
+async def _context_entry(msg: Any, tp: Any, pipeline: Pipeline,
                          once: ContextDeadLetters) -> None:
     key = None if msg.key is None else msg.key.decode("utf-8", "replace")
     try:
@@ -724,11 +743,9 @@ async def _context_entry(msg: Any, tp: Any, pipeline: Pipeline, dlq_topic: Topic
         if once.already(msg.partition, msg.offset):
             return  # dead-lettered by an earlier start
         source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-        sent = await dlq_topic.send(key=msg.key, value=encode(
+        await once.offer(tp, msg.offset, msg.key, encode(
             dead_letter(msg.value or b"", err, source, msg.key, redactor=pipeline.redactor)),
-            headers=[(SOURCE_HEADER, f"{msg.topic}:{msg.partition}:{msg.offset}".encode())])
-        await sent  # delivered, then marked
-        await once.mark(tp, msg.offset)
+            f"{msg.topic}:{msg.partition}:{msg.offset}".encode())
         return
     if entry is not None:
         pipeline.engine.apply_context(entry)
