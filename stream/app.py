@@ -18,7 +18,7 @@ import gc
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +174,8 @@ class OrderedAcks:
         self.waiting: dict[Any, deque[Any]] = {}  # tp -> its taken messages, in order
         self.tracked: dict[int, Any] = {}  # id -> event, for the events in ``waiting``
         self.ready: set[int] = set()  # ids of tracked events done, behind one that is not
+        # (tp, offset) -> an event fetched before a rebalance, waiting for its copy (later)
+        self.copies: dict[tuple[Any, int], Any] = {}
 
     def taken(self, event: Any) -> None:
         self.waiting.setdefault(event.message.tp, deque()).append(event)
@@ -183,7 +185,24 @@ class OrderedAcks:
         if self.tracked.get(id(event)) is not event:
             return  # taken before a rebalance: read again from the committed offset
         self.ready.add(id(event))
-        waiting = self.waiting[event.message.tp]
+        stale = self.copies.pop((event.message.tp, event.message.offset), None)
+        if stale is not None and self.tracked.get(id(stale)) is stale:
+            self.ready.add(id(stale))  # its copy read again is done: it may go too
+        self._release(self.waiting[event.message.tp])
+
+    def later(self, event: Any, ours: bool) -> None:
+        """``event``, fetched before a rebalance, is left to its copy read again from the
+        committed offset: acked (in order) when that copy is done, so that no hole lets
+        faust commit past it first. Of a partition no longer ``ours``, nothing more is
+        acked here."""
+        if self.tracked.get(id(event)) is not event:
+            return
+        if ours:
+            self.copies[event.message.tp, event.message.offset] = event
+        else:
+            self.forget([event.message.tp])
+
+    def _release(self, waiting: deque[Any]) -> None:
         while waiting and id(waiting[0]) in self.ready:
             head = waiting.popleft()
             del self.tracked[id(head)]
@@ -196,6 +215,7 @@ class OrderedAcks:
             for event in self.waiting.pop(tp, ()):
                 self.tracked.pop(id(event), None)
                 self.ready.discard(id(event))
+                self.copies.pop((tp, event.message.offset), None)
 
 
 @dataclass
@@ -350,6 +370,16 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     settled = asyncio.Event()
     settled.set()
 
+    def current(msg: Any) -> Callable[[], bool]:
+        """Whether ``msg`` is still of the last assignment. One fetched before it is read
+        again from the committed offset (unacked, it is not past it) by its partition's
+        holder, perhaps this worker. The rest of a batch taken before a rebalance is worked
+        through after it: a dead letter sent for such a message would come after the
+        holder's read-back of the dead-letter topic (DeadLetters.load), which then would
+        not stop the copy read again from being dead-lettered too."""
+        generation = getattr(msg, "generation_id", None)
+        return lambda: generation is None or generation == app.consumer_generation_id
+
     async def still_ours(msg: Any) -> bool:
         await settled.wait()
         return (msg.topic, msg.partition) in app.consumer.assignment()
@@ -411,17 +441,25 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 for index, one in enumerate(pipeline.ingest_from(src, event.value, source,
                                                                  msg.key)):
                     if isinstance(one, Rejected):
-                        await dead_letters.send(msg.key, one.record, encode(one.record))
+                        if await dead_letters.send(msg.key, one.record, encode(one.record),
+                                                   current(msg)) is None:
+                            acks.later(event, await still_ours(msg))  # (all read again)
+                            break
                     else:
                         await by_actor.send(key=one.actor.encode(),
                                             value=encode(one.to_dict()),
                                             headers=[(SOURCE_HEADER,
                                                       source_header(msg, index))])
-                acks.done(event)
+                else:
+                    acks.done(event)
                 continue
             out = pipeline.ingest(event.value, source, key=msg.key)
             if isinstance(out, Rejected):
-                await dead_letters.send(msg.key, out.record, encode(out.record))
+                if await dead_letters.send(msg.key, out.record, encode(out.record),
+                                           current(msg)) is None:
+                    # fetched before a rebalance: dead-lettered when read again
+                    acks.later(event, await still_ours(msg))
+                    continue
                 acks.done(event)
             elif msg.topic == input_name and router.in_place(out.actor, part):
                 # The by-actor topic would put this event on partition ``part``, which this
@@ -455,12 +493,15 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             try:
                 ev = decode_event(event.value)
             except InvalidEvent as err:  # only if something else wrote to our internal topic
-                store.unacked.append(event)
                 pipeline.metrics.dead_lettered.labels(reason=err.reason).inc()
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
                 rec = dead_letter(event.value, err, source, msg.key,
                                   redactor=pipeline.redactor)
-                await dead_letters.send(msg.key, rec, encode(rec))
+                if await dead_letters.send(msg.key, rec, encode(rec), current(msg)) is None:
+                    # fetched before a rebalance: dead-lettered when read again
+                    acks.later(event, await still_ours(msg))
+                else:
+                    store.unacked.append(event)
                 continue
             await gated(msg.partition, ev, event, msg.offset, input_source(msg, input_name),
                         started)

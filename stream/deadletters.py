@@ -121,11 +121,18 @@ class DeadLetters:
         self.seen: set[bytes] | None = None  # read back lazily, before the first send
         self._loading: asyncio.Lock = asyncio.Lock()
         self.skipped = 0
+        self.forgotten = 0  # forget() calls: a read-back a rebalance overtook is read again
 
     async def load(self) -> None:
         async with self._loading:
-            if self.seen is None:
-                self.seen = await read_tail(self.settings)
+            while self.seen is None:
+                forgotten = self.forgotten
+                seen = await read_tail(self.settings)
+                if forgotten != self.forgotten:
+                    # A rebalance meanwhile: the tail may have been read before the previous
+                    # holders of partitions this worker gained stopped dead-lettering them.
+                    continue
+                self.seen = seen
                 if self.seen:
                     log.info("snoopwatch: %d dead letters of the last %.0f min read back "
                              "(not sent again)", len(self.seen), WINDOW_MS / 60_000)
@@ -139,13 +146,18 @@ class DeadLetters:
         not hold those; the tail does (faust flushes the producer before the revoke).
         """
         self.seen = None
+        self.forgotten += 1
 
-    async def send(self, key: bytes | None, record: dict[str, Any], value: bytes) -> bool:
+    async def send(self, key: bytes | None, record: dict[str, Any], value: bytes,
+                   current: Callable[[], bool] | None = None) -> bool | None:
         """Send ``value`` (the encoded ``record``) unless its origin was dead-lettered before
-        this worker started; False if skipped."""
+        this worker started; False if skipped. None, not sent, if ``current()`` is false once
+        the topic is read back (a rebalance made the message one that is read again)."""
         if self.seen is None:
             await self.load()
         assert self.seen is not None
+        if current is not None and not current():
+            return None
         where = origin(record["source"])
         if where in self.seen:
             self.seen.discard(where)  # once: a later copy of that origin is a new message
