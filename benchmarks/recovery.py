@@ -230,8 +230,11 @@ class Worker:
 
 
 def spawn(settings: Settings, log: Path, name: str = "worker") -> Worker:
-    """A worker on a free /metrics port, logging (appending) to ``log``."""
-    proc, url = start_worker(settings.replace(web_port=free_port()), log)
+    """A worker on a free /metrics port, logging (appending) to ``log``; ``name`` is its
+    SNOOPWATCH_WORKER_ID (a restart under the same name aborts what its dead self left
+    open at once; a worker killed and not restarted leaves the survivor to wait for the
+    broker's transaction timeout)."""
+    proc, url = start_worker(settings.replace(web_port=free_port(), worker_id=name), log)
     return Worker(name, proc, url, log)
 
 
