@@ -230,8 +230,11 @@ class Worker:
 
 
 def spawn(settings: Settings, log: Path, name: str = "worker") -> Worker:
-    """A worker on a free /metrics port, logging (appending) to ``log``."""
-    proc, url = start_worker(settings.replace(web_port=free_port()), log)
+    """A worker on a free /metrics port, logging (appending) to ``log``; ``name`` is its
+    SNOOPWATCH_WORKER_ID (a restart under the same name aborts what its dead self left
+    open at once; a worker killed and not restarted leaves the survivor to wait for the
+    broker's transaction timeout)."""
+    proc, url = start_worker(settings.replace(web_port=free_port(), worker_id=name), log)
     return Worker(name, proc, url, log)
 
 
@@ -565,11 +568,30 @@ def alert_ids(settings: Settings) -> dict[str, bytes]:
     return {orjson.loads(a)["alert_id"]: a for a in alert_copies(settings)}
 
 
+def dead_letter_problems(settings: Settings, case: Case) -> list[str]:
+    """Origins not dead-lettered exactly once: every malformed input message (on whichever
+    partition it went) and context entry once, nothing else."""
+    origins: Counter = Counter()
+    for msg in asyncio.run(read_all(settings, settings.dlq_topic)):
+        src = orjson.loads(msg.value)["source"]
+        origins[src["topic"], src["partition"], src["offset"]] += 1
+    want = {(settings.input_topic, m.partition, m.offset)
+            for m in asyncio.run(read_all(settings, settings.input_topic)) if m.key is None}
+    assert len(want) == len(case.malformed_at)  # (only malformed lines have no key)
+    want |= {(settings.context_topic, 0, o) for o in case.bad_context_at}
+    return [f"{t}:{p}@{o} x{origins[t, p, o]}" for t, p, o in sorted(want | set(origins))
+            if origins[t, p, o] != 1 or (t, p, o) not in want]
+
+
 def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
-             broker: str = BROKER, kill: bool = True, **overrides: Any) -> dict[str, Any]:
+             broker: str = BROKER, kill: bool = True, worker_ids: bool = True,
+             **overrides: Any) -> dict[str, Any]:
     """1 worker, and 2 workers (started together; with ``kill``, one SIGKILLed at a seeded
     offset and restarted), on ``partitions`` partitions keyed by actor; their alerts (by id,
-    the last copy sent) and replay's. ``overrides``: settings of the workers."""
+    the last copy sent) and replay's, and under ``"dead letters"`` each run's
+    :func:`dead_letter_problems`. ``worker_ids``: each worker has a SNOOPWATCH_WORKER_ID, kept
+    by its restart (else host:pid: the restart waits for the dead one's transaction to time
+    out). ``overrides``: settings of the workers."""
     import uuid
 
     expected = replay_alerts(case, workdir)
@@ -577,6 +599,7 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
     out: dict[str, Any] = {"replay": expected}
     copies: dict[str, list[bytes]] = {}
     story: dict[str, str] = {}
+    dead_letters: dict[str, list[str]] = {}
     runs = (("1 worker", 1), ("2 workers, one killed" if kill else "2 workers", 2))
     for name, workers in runs:
         run = uuid.uuid4().hex[:8]
@@ -589,8 +612,9 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
         asyncio.run(create_topics(settings, partitions))
         log = workdir / f"{name.split(',')[0].replace(' ', '-')}.log"
         procs = []
-        for _ in range(workers):
-            s = settings.replace(web_port=free_port())
+        for i in range(workers):
+            s = settings.replace(web_port=free_port(),
+                                 worker_id=f"w{i}" if worker_ids else "")
             procs.append((s, *start_worker(s, log)))
         try:
             for _, proc, url in procs:
@@ -626,7 +650,8 @@ def scaleout(case: Case, workdir: Path, seed: int, partitions: int = 4,
                 stop_process(proc, timeout=30)
         copies[name] = alert_copies(settings)
         out[name] = {orjson.loads(a)["alert_id"]: a for a in copies[name]}
-    out["copies"], out["story"] = copies, story
+        dead_letters[name] = dead_letter_problems(settings, case)
+    out["copies"], out["story"], out["dead letters"] = copies, story, dead_letters
     return out
 
 
@@ -657,7 +682,7 @@ def print_scaleout(result: dict[str, Any]) -> None:
     ref = result["replay"]
     print(f"  replay: {len(ref)} alerts")
     for name, got in result.items():
-        if name in ("replay", "copies", "story"):
+        if name in ("replay", "copies", "story", "dead letters"):
             continue
         same = sum(1 for i in got if i in ref and got[i] == ref[i])
         print(f"  {name}: {len(got)} alerts; {same} identical to replay's, "
@@ -668,6 +693,9 @@ def print_scaleout(result: dict[str, Any]) -> None:
         resent = len(sent) - len(got)
         unlike = sum(1 for a in sent if ref.get(orjson.loads(a)["alert_id"]) != a)
         told = result.get("story", {}).get(name)
+        wrong = result.get("dead letters", {}).get(name)
+        if wrong:
+            print(f"    dead letters not once per malformed message: {wrong}")
         print(f"    {len(sent)} sent ({resent} re-sent), {unlike} of them unlike replay's "
               f"alert of their id{'; ' + told if told else ''}")
         actors = {orjson.loads(v)["actor"] for v in got.values()}

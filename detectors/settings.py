@@ -143,6 +143,16 @@ class Settings:
     """Seconds a partition must have had no new event, with its consumer at the log end,
     before its holder closes the hour the others wait in for it (peer-ops barrier); an idle
     partition then follows the others at once until its next event."""
+    worker_id: str = ""
+    """This worker's name, stable across its restarts and unique among the app's live workers
+    (a systemd instance, a StatefulSet pod): its checkpoints' Kafka transactional id, so that
+    a restart aborts the transaction its dead self left open at once. Empty: host:pid (stable
+    only as a container's pid 1; elsewhere a restart waits SNOOPWATCH_TRANSACTION_TIMEOUT_S)."""
+    transaction_timeout_s: float = 60.0
+    """Seconds before the broker aborts a checkpoint transaction left open by a worker that
+    died: until then every reader of its partitions (restores, the peer-ops barrier of every
+    worker) waits. A checkpoint must commit within it (at most the broker's
+    transaction.max.timeout.ms, 900 by default)."""
     session_timeout_s: float = 10.0
     """Kafka consumer session timeout: a killed worker's partitions move after this long."""
     actor_ttl_s: float = 30 * 86400.0
@@ -262,6 +272,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                   "debug, info, warning or error"),
     "checkpoint_interval_s": (lambda v: v > 0, "> 0"),
     "session_timeout_s": (lambda v: v > 0, "> 0"),
+    "transaction_timeout_s": (lambda v: 1 <= v <= 900,
+                              "in [1, 900]: the broker's transaction.max.timeout.ms caps it"),
+    "worker_id": (lambda v: v == v.strip() and all(c.isprintable() for c in v),
+                  "printable, without surrounding spaces"),
     "max_message_bytes": (lambda v: v >= 1, ">= 1"),
     "cloudtrail_customer": (lambda v: v in ("bucket", "account", "none"),
                             "bucket, account or none"),

@@ -18,7 +18,7 @@ import gc
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +174,8 @@ class OrderedAcks:
         self.waiting: dict[Any, deque[Any]] = {}  # tp -> its taken messages, in order
         self.tracked: dict[int, Any] = {}  # id -> event, for the events in ``waiting``
         self.ready: set[int] = set()  # ids of tracked events done, behind one that is not
+        # (tp, offset) -> an event fetched before a rebalance, waiting for its copy (later)
+        self.copies: dict[tuple[Any, int], Any] = {}
 
     def taken(self, event: Any) -> None:
         self.waiting.setdefault(event.message.tp, deque()).append(event)
@@ -183,7 +185,24 @@ class OrderedAcks:
         if self.tracked.get(id(event)) is not event:
             return  # taken before a rebalance: read again from the committed offset
         self.ready.add(id(event))
-        waiting = self.waiting[event.message.tp]
+        stale = self.copies.pop((event.message.tp, event.message.offset), None)
+        if stale is not None and self.tracked.get(id(stale)) is stale:
+            self.ready.add(id(stale))  # its copy read again is done: it may go too
+        self._release(self.waiting[event.message.tp])
+
+    def later(self, event: Any, ours: bool) -> None:
+        """``event``, fetched before a rebalance, is left to its copy read again from the
+        committed offset: acked (in order) when that copy is done, so that no hole lets
+        faust commit past it first. Of a partition no longer ``ours``, nothing more is
+        acked here."""
+        if self.tracked.get(id(event)) is not event:
+            return
+        if ours:
+            self.copies[event.message.tp, event.message.offset] = event
+        else:
+            self.forget([event.message.tp])
+
+    def _release(self, waiting: deque[Any]) -> None:
         while waiting and id(waiting[0]) in self.ready:
             head = waiting.popleft()
             del self.tracked[id(head)]
@@ -196,6 +215,7 @@ class OrderedAcks:
             for event in self.waiting.pop(tp, ()):
                 self.tracked.pop(id(event), None)
                 self.ready.discard(id(event))
+                self.copies.pop((tp, event.message.offset), None)
 
 
 @dataclass
@@ -327,6 +347,19 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     if barrier is not None:
         pipeline.metrics.peer_held.set_function(lambda: sum(len(q) for q in held.values()))
     dead_letters = DeadLetters(s, dlq_topic)
+
+    async def send_context_dead_letter(key: bytes | None, value: bytes, origin: bytes) -> None:
+        await (await dlq_topic.send(key=key, value=value, headers=[(SOURCE_HEADER, origin)]))
+
+    background: set[asyncio.Future] = set()  # (referenced until done)
+    # Sent by the holder of by-actor partition 0 only (on_assigned, on_revoked).
+    context_dead_letters = ContextDeadLetters(s, send_context_dead_letter)
+
+    async def send_context_dead_letters() -> None:
+        try:
+            await context_dead_letters.flush()
+        except Exception:  # broker away: the next assignment or malformed entry retries
+            log.warning("snoopwatch: dead-lettering context entries failed", exc_info=True)
     # Set once the context topic is read to its end as of the start: events judged before
     # it would be judged without watchlists a restart would have (a different verdict).
     context_ready = asyncio.Event()
@@ -336,6 +369,16 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # place, acked, and race the new holder's in-place detection of later events.
     settled = asyncio.Event()
     settled.set()
+
+    def current(msg: Any) -> Callable[[], bool]:
+        """Whether ``msg`` is still of the last assignment. One fetched before it is read
+        again from the committed offset (unacked, it is not past it) by its partition's
+        holder, perhaps this worker. The rest of a batch taken before a rebalance is worked
+        through after it: a dead letter sent for such a message would come after the
+        holder's read-back of the dead-letter topic (DeadLetters.load), which then would
+        not stop the copy read again from being dead-lettered too."""
+        generation = getattr(msg, "generation_id", None)
+        return lambda: generation is None or generation == app.consumer_generation_id
 
     async def still_ours(msg: Any) -> bool:
         await settled.wait()
@@ -398,17 +441,25 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 for index, one in enumerate(pipeline.ingest_from(src, event.value, source,
                                                                  msg.key)):
                     if isinstance(one, Rejected):
-                        await dead_letters.send(msg.key, one.record, encode(one.record))
+                        if await dead_letters.send(msg.key, one.record, encode(one.record),
+                                                   current(msg)) is None:
+                            acks.later(event, await still_ours(msg))  # (all read again)
+                            break
                     else:
                         await by_actor.send(key=one.actor.encode(),
                                             value=encode(one.to_dict()),
                                             headers=[(SOURCE_HEADER,
                                                       source_header(msg, index))])
-                acks.done(event)
+                else:
+                    acks.done(event)
                 continue
             out = pipeline.ingest(event.value, source, key=msg.key)
             if isinstance(out, Rejected):
-                await dead_letters.send(msg.key, out.record, encode(out.record))
+                if await dead_letters.send(msg.key, out.record, encode(out.record),
+                                           current(msg)) is None:
+                    # fetched before a rebalance: dead-lettered when read again
+                    acks.later(event, await still_ours(msg))
+                    continue
                 acks.done(event)
             elif msg.topic == input_name and router.in_place(out.actor, part):
                 # The by-actor topic would put this event on partition ``part``, which this
@@ -442,12 +493,15 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             try:
                 ev = decode_event(event.value)
             except InvalidEvent as err:  # only if something else wrote to our internal topic
-                store.unacked.append(event)
                 pipeline.metrics.dead_lettered.labels(reason=err.reason).inc()
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
                 rec = dead_letter(event.value, err, source, msg.key,
                                   redactor=pipeline.redactor)
-                await dead_letters.send(msg.key, rec, encode(rec))
+                if await dead_letters.send(msg.key, rec, encode(rec), current(msg)) is None:
+                    # fetched before a rebalance: dead-lettered when read again
+                    acks.later(event, await still_ours(msg))
+                else:
+                    store.unacked.append(event)
                 continue
             await gated(msg.partition, ev, event, msg.offset, input_source(msg, input_name),
                         started)
@@ -469,6 +523,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
         consumer = app.consumer
         assigned_at[0] = time.monotonic()
+        if any(tp.topic == by_actor_name and tp.partition == 0 for tp in consumer.assignment()):
+            context_dead_letters.become_sender()
+            sending = asyncio.ensure_future(send_context_dead_letters())
+            background.add(sending)
+            sending.add_done_callback(background.discard)
         if barrier is not None:
             barrier.resize(consumer.topic_partitions(by_actor_name) or barrier.n)
             barrier.moved.set()  # (held events of partitions gone elsewhere are dropped)
@@ -483,6 +542,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         settled.clear()
+        # (before the next sender is assigned: it reads what this one committed)
+        await context_dead_letters.resign()
         router.update(set(), None, None, input_name, by_actor_name)
         pipeline.metrics.forget_input_offsets({(tp.topic, tp.partition) for tp in revoked})
         dead_letters.forget()
@@ -601,6 +662,19 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                     log.debug("snoopwatch: partition %d idle: closed up to hour %d", p,
                               barrier.clock[p])
 
+    @app.task
+    async def fence_dead_self() -> None:
+        # At start, not at the first checkpoint: the transaction a previous run under the
+        # same SNOOPWATCH_WORKER_ID left open holds restores and every worker's barrier.
+        while True:
+            try:
+                await store.fence()
+                return
+            except Exception:
+                log.warning("snoopwatch: starting the checkpoint producer failed; retrying "
+                            "in %gs", CONTEXT_RETRY_S, exc_info=True)
+                await asyncio.sleep(CONTEXT_RETRY_S)
+
     @app.service
     class StateCloser(faust.Service):
         async def on_stop(self) -> None:
@@ -630,7 +704,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                  describe_security(s))
         while True:  # the agents wait for the context: a failed read is retried, not skipped
             try:
-                await _follow_context(s, pipeline, dlq_topic, context_ready)
+                await _follow_context(s, pipeline, context_dead_letters, context_ready)
             except Exception:
                 log.warning("snoopwatch: reading the context topic failed; retrying in %gs",
                             CONTEXT_RETRY_S, exc_info=True)
@@ -650,7 +724,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                       ingest, detect, store, router, dead_letters, context_ready, barrier)
 
 
-async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
+async def _follow_context(s: Settings, pipeline: Pipeline, once: ContextDeadLetters,
                           ready: asyncio.Event | None = None) -> None:
     """Read the whole compacted context topic, in every worker, from the beginning.
 
@@ -679,7 +753,6 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     tps = [TopicPartition(s.context_topic, p) for p in parts]
-    once = ContextDeadLetters(s)
     try:
         await once.start(tps)
         consumer.assign(tps)
@@ -692,7 +765,7 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, msgs in batch.items():
                 for msg in msgs:
-                    await _context_entry(msg, tp, pipeline, dlq_topic, once)
+                    await _context_entry(msg, tp, pipeline, once)
             for tp in list(behind):
                 if await consumer.position(tp) >= ends[tp]:
                     behind.discard(tp)
@@ -701,7 +774,7 @@ async def _follow_context(s: Settings, pipeline: Pipeline, dlq_topic: TopicT,
         await once.stop()
 
 
-async def _context_entry(msg: Any, tp: Any, pipeline: Pipeline, dlq_topic: TopicT,
+async def _context_entry(msg: Any, tp: Any, pipeline: Pipeline,
                          once: ContextDeadLetters) -> None:
     key = None if msg.key is None else msg.key.decode("utf-8", "replace")
     try:
@@ -711,11 +784,9 @@ async def _context_entry(msg: Any, tp: Any, pipeline: Pipeline, dlq_topic: Topic
         if once.already(msg.partition, msg.offset):
             return  # dead-lettered by an earlier start
         source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-        sent = await dlq_topic.send(key=msg.key, value=encode(
+        await once.offer(tp, msg.offset, msg.key, encode(
             dead_letter(msg.value or b"", err, source, msg.key, redactor=pipeline.redactor)),
-            headers=[(SOURCE_HEADER, f"{msg.topic}:{msg.partition}:{msg.offset}".encode())])
-        await sent  # delivered, then marked
-        await once.mark(tp, msg.offset)
+            f"{msg.topic}:{msg.partition}:{msg.offset}".encode())
         return
     if entry is not None:
         pipeline.engine.apply_context(entry)

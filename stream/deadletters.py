@@ -10,15 +10,16 @@ seconds before it died; the committed offset lags by about a checkpoint interval
 found there is not sent again.
 
 The context topic is read from its start by every worker at every start (each needs every
-watchlist entry): its malformed entries are dead-lettered once, tracked by the consumer group
-``<app_id>-context-dlq``, whose committed offset says "dead-lettered below here" (see
-:class:`ContextDeadLetters`).
+watchlist entry): its malformed entries are dead-lettered once, by one worker at a time,
+tracked by the consumer group ``<app_id>-context-dlq``, whose committed offset says
+"dead-lettered below here" (see :class:`ContextDeadLetters`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -120,11 +121,18 @@ class DeadLetters:
         self.seen: set[bytes] | None = None  # read back lazily, before the first send
         self._loading: asyncio.Lock = asyncio.Lock()
         self.skipped = 0
+        self.forgotten = 0  # forget() calls: a read-back a rebalance overtook is read again
 
     async def load(self) -> None:
         async with self._loading:
-            if self.seen is None:
-                self.seen = await read_tail(self.settings)
+            while self.seen is None:
+                forgotten = self.forgotten
+                seen = await read_tail(self.settings)
+                if forgotten != self.forgotten:
+                    # A rebalance meanwhile: the tail may have been read before the previous
+                    # holders of partitions this worker gained stopped dead-lettering them.
+                    continue
+                self.seen = seen
                 if self.seen:
                     log.info("snoopwatch: %d dead letters of the last %.0f min read back "
                              "(not sent again)", len(self.seen), WINDOW_MS / 60_000)
@@ -138,13 +146,18 @@ class DeadLetters:
         not hold those; the tail does (faust flushes the producer before the revoke).
         """
         self.seen = None
+        self.forgotten += 1
 
-    async def send(self, key: bytes | None, record: dict[str, Any], value: bytes) -> bool:
+    async def send(self, key: bytes | None, record: dict[str, Any], value: bytes,
+                   current: Callable[[], bool] | None = None) -> bool | None:
         """Send ``value`` (the encoded ``record``) unless its origin was dead-lettered before
-        this worker started; False if skipped."""
+        this worker started; False if skipped. None, not sent, if ``current()`` is false once
+        the topic is read back (a rebalance made the message one that is read again)."""
         if self.seen is None:
             await self.load()
         assert self.seen is not None
+        if current is not None and not current():
+            return None
         where = origin(record["source"])
         if where in self.seen:
             self.seen.discard(where)  # once: a later copy of that origin is a new message
@@ -156,28 +169,84 @@ class DeadLetters:
 
 class ContextDeadLetters:
     """Context entries dead-lettered once: the group ``<app_id>-context-dlq`` commits, per
-    context partition, the offset below which malformed entries were dead-lettered."""
+    context partition, the offset below which malformed entries were dead-lettered.
 
-    def __init__(self, settings: Settings) -> None:
+    Every worker reads every entry, so one worker sends: the *sender*, the holder of
+    by-actor partition 0 (the app calls :meth:`become_sender` / :meth:`resign` on its
+    assignment and revoke). Each worker keeps the malformed entries it read and not yet
+    committed (``pending``; watchlists hold few); the sender reads the committed offsets
+    again each time it becomes the sender, then sends and commits in offset order. A revoke
+    waits for a send in progress, and the eager rebalance assigns the next sender only after
+    every revoke: two workers started together no longer both send each entry (each had
+    read the committed offset 0).
+    """
+
+    def __init__(self, settings: Settings,
+                 send: Callable[[bytes | None, bytes, bytes], Awaitable[Any]]) -> None:
         self.settings = settings
         self.group = f"{settings.app_id}-context-dlq"
+        self.send = send  # (key, value, origin): returns once the record is delivered
         self.done: dict[int, int] = {}  # partition -> committed offset
+        # (partition, offset) -> (tp, key, dead-letter record, origin) of malformed entries
+        self.pending: dict[tuple[int, int], tuple[Any, bytes | None, bytes, bytes]] = {}
+        self.sender = False
+        self._fresh = False  # ``done`` read since this worker became the sender
+        self._lock = asyncio.Lock()
         self._consumer: Any = None
+        self._tps: list[Any] = []
 
     async def start(self, tps: list[Any]) -> None:
         from aiokafka import AIOKafkaConsumer
 
+        await self.stop()
         self._consumer = AIOKafkaConsumer(
             **client_kwargs(self.settings), group_id=self.group,
             enable_auto_commit=False)
         await self._consumer.start()
         self._consumer.assign(tps)
-        for tp in tps:
+        self._tps = tps
+        await self._read_done()
+
+    async def _read_done(self) -> None:
+        for tp in self._tps:
             committed = await self._consumer.committed(tp)
             self.done[tp.partition] = committed if committed is not None else 0
+        for at in [at for at in self.pending if at[1] < self.done.get(at[0], 0)]:
+            del self.pending[at]
 
     def already(self, partition: int, offset: int) -> bool:
         return offset < self.done.get(partition, 0)
+
+    async def offer(self, tp: Any, offset: int, key: bytes | None, value: bytes,
+                    origin: bytes) -> None:
+        """A malformed entry read: dead-lettered now if this worker is the sender, else kept
+        for whichever worker is (or becomes) it."""
+        if not self.already(tp.partition, offset):
+            self.pending[tp.partition, offset] = (tp, key, value, origin)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """As the sender: send the pending entries not committed yet, each then committed."""
+        async with self._lock:
+            if not self.sender or self._consumer is None:
+                return
+            if not self._fresh:  # a previous sender may have sent some since we looked
+                await self._read_done()
+                self._fresh = True
+            for at in sorted(self.pending):
+                tp, key, value, origin = self.pending[at]
+                if not self.already(*at):
+                    await self.send(key, value, origin)
+                    await self.mark(tp, at[1])
+                del self.pending[at]
+
+    def become_sender(self) -> None:
+        self.sender, self._fresh = True, False
+
+    async def resign(self) -> None:
+        """Stop sending, once a send in progress is delivered and committed."""
+        async with self._lock:
+            self.sender = False
 
     async def mark(self, tp: Any, offset: int) -> None:
         """Commit ``offset + 1`` for ``tp`` (call once its dead letter is delivered)."""

@@ -181,7 +181,10 @@ class Metrics:
             "Time an event waited at the peer-ops barrier, its partition in an event-time "
             "hour the others had not closed yet (not in "
             "snoopwatch_processing_latency_seconds).",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
+            # 60-300 s in steps: a catch-up with 2 workers waits 60-80 s at p99, which
+            # one 60-300 bucket interpolated to 144 s.
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 90, 120, 180, 240, 300),
+            registry=r)
         self.peer_expired = Counter(
             "snoopwatch_peer_ops_expired_total",
             "Times this worker's position on the peer-ops topic, from a checkpoint, was below "

@@ -90,8 +90,10 @@ ENGINE_KEY = b"\x00engine"
 RECORD_VERSION = 1  # actor records
 ENGINE_RECORD_VERSION = 2  # engine records: {"epoch", "shared"} (v1: peers etc. at the top)
 # An open transaction of a worker that died blocks read_committed readers of its partitions
-# (the last stable offset) until the broker aborts it after this long: a restore waits for it.
-TRANSACTION_TIMEOUT_MS = 60_000
+# (the last stable offset) until the broker aborts it, SNOOPWATCH_TRANSACTION_TIMEOUT_S later
+# (plus up to this, the broker's transaction.abort.timed.out.transaction.cleanup.interval.ms),
+# unless the worker is restarted under the same SNOOPWATCH_WORKER_ID: a restore waits for it.
+ABORT_CHECK_S = 10.0
 ID_BYTES = 8  # per remembered event_id (see id_digest)
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # A checkpoint pickles (and sends) this many actors at a time, then leaves the agents as long
@@ -257,6 +259,10 @@ class ActorStore:
         self.event_time_ms = 0  # highest event time among checkpointed actors
         self.expired_at = (0.0, 0)  # (monotonic s, event_time_ms) of the last expiry scan
         self.writer = f"{socket.gethostname()}:{os.getpid()}".encode()
+        # The checkpoints' transactional id: the same after a restart of this worker (given a
+        # SNOOPWATCH_WORKER_ID), so the restart fences its dead self (see fence).
+        self.transactional_id = (f"{settings.app_id}-state-"
+                                 f"{settings.worker_id or self.writer.decode()}")
         self.known_end: dict[int, int] = {}  # state partition -> end offset as this worker saw it
         self.parked: dict[int, Parked] = {}
         self.loading: dict[int, asyncio.Future] = {}
@@ -299,15 +305,15 @@ class ActorStore:
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
-            # One transactional id per live worker (host:pid): a worker restarted as the same
-            # pid (a container's pid 1) fences its dead self and aborts its open transaction.
+            # One transactional id per live worker: starting it (init_transactions) fences
+            # an earlier producer of the same id and aborts its open transaction.
             p = AIOKafkaProducer(**client_kwargs(self.settings),
                                  client_id=f"{self.settings.app_id}-state", acks="all",
                                  linger_ms=5, max_request_size=STATE_MAX_MESSAGE_BYTES,
                                  request_timeout_ms=30_000, enable_idempotence=True,
-                                 transactional_id=f"{self.settings.app_id}-state-"
-                                 f"{self.writer.decode()}",
-                                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+                                 transactional_id=self.transactional_id,
+                                 transaction_timeout_ms=int(
+                                     self.settings.transaction_timeout_s * 1000))
             try:
                 await p.start()
             except BaseException:  # broker away: close it, a new one is tried next time
@@ -315,6 +321,17 @@ class ActorStore:
                 raise
             self._producer = p
         return self._producer
+
+    async def fence(self) -> None:
+        """Start the checkpoint producer now, not at the first checkpoint: under a stable
+        SNOOPWATCH_WORKER_ID, this aborts the transaction this worker's previous run left
+        open when it died, which otherwise holds every restore of its partitions and every
+        worker's peer-ops barrier until the broker times it out."""
+        if self.durable:
+            async with self.lock:  # (a checkpoint, which holds it, may be creating one)
+                await self.producer()
+            log.info("snoopwatch: checkpoint producer started (transactional id %s)",
+                     self.transactional_id)
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -424,8 +441,9 @@ class ActorStore:
     async def _stable_end(self, consumer: Any, tp: Any) -> int:
         """The partition's end for a read_committed reader, once no transaction begun before
         now is open: a dead worker's unfinished one is aborted by the broker after
-        ``TRANSACTION_TIMEOUT_MS``, and a commit whose markers are not written yet lands within
-        milliseconds (its epoch must be read: the group may have committed offsets past it)."""
+        SNOOPWATCH_TRANSACTION_TIMEOUT_S (at once if it restarts under its worker id), and a
+        commit whose markers are not written yet lands within milliseconds (its epoch must be
+        read: the group may have committed offsets past it)."""
         from aiokafka import AIOKafkaConsumer
 
         probe = AIOKafkaConsumer(**client_kwargs(self.settings),
@@ -435,13 +453,14 @@ class ActorStore:
             high = (await probe.end_offsets([tp]))[tp]
         finally:
             await probe.stop()
-        deadline = time.monotonic() + TRANSACTION_TIMEOUT_MS / 1000 + 10
+        longest = self.settings.transaction_timeout_s + ABORT_CHECK_S
+        deadline = time.monotonic() + longest
         stable = (await consumer.end_offsets([tp]))[tp]
         waited = False
         while stable < high and time.monotonic() < deadline:
             if not waited:
                 log.info("snoopwatch: state partition %d: waiting for an open transaction "
-                         "(up to %.0fs)", tp.partition, TRANSACTION_TIMEOUT_MS / 1000 + 10)
+                         "(up to %.0fs)", tp.partition, longest)
                 waited = True
             await asyncio.sleep(0.2)
             stable = (await consumer.end_offsets([tp]))[tp]
@@ -639,7 +658,7 @@ class ActorStore:
             await producer.begin_transaction()
             futures = []
             # Paced for at most a quarter of the transaction timeout, then sent flat out.
-            pace = _Slicer(budget_s=TRANSACTION_TIMEOUT_MS / 4000)
+            pace = _Slicer(budget_s=self.settings.transaction_timeout_s / 4)
             for p, key, blob, last_ms in records:
                 await pace.tick()
                 headers = [(WRITER_HEADER, self.writer)]
@@ -653,7 +672,13 @@ class ActorStore:
                     self.peer_topic, value=encode_ops(ops), key=record_key(p, h), partition=0,
                     headers=[(WRITER_HEADER, self.writer)]) for p, h, ops in publish])
             await producer.commit_transaction()
-        except BaseException:
+        except BaseException as err:
+            from aiokafka.errors import ProducerFenced
+
+            if isinstance(err, ProducerFenced):  # (the epoch is retried with a new producer)
+                log.error("snoopwatch: checkpoint producer fenced: another live worker uses "
+                          "transactional id %s (SNOOPWATCH_WORKER_ID must differ between "
+                          "workers)", self.transactional_id)
             await self._drop_producer()
             raise
         last: dict[int, int] = {}

@@ -197,3 +197,67 @@ async def test_an_event_in_hand_during_a_rebalance_waits_for_its_end(
                 with pytest.raises(AssertionError):
                     await settle(lambda: rekey.called or sw.pipeline.metrics.input_offsets,
                                  timeout_s=0.3)
+
+
+async def test_a_dead_letter_fetched_before_a_rebalance_is_left_to_its_copy(
+        sw: Snoopwatch) -> None:
+    """A malformed message whose partition went through a rebalance while the dead-letter
+    topic was read back (the first dead letter after a rebalance) is not dead-lettered: it
+    is read again from the committed offset (it is unacked), and that copy is dead-lettered,
+    once. Sent, it came after the read-back, which then did not stop the copy: twice."""
+    topic = sw.settings.input_topic
+    sw.dead_letters.seen = None  # read back before the first dead letter
+
+    async def rebalanced_meanwhile(settings: Settings) -> set[bytes]:
+        sw.app.consumer_generation_id += 1  # (faust's, set as partitions are assigned)
+        return set()  # (nothing of it on the topic yet)
+
+    with patch("stream.deadletters.read_tail", rebalanced_meanwhile), \
+            patch.object(sw.dlq_topic, "send", AsyncMock()) as dlq, \
+            patch.object(type(sw.app.consumer), "assignment", return_value={TP(topic, 0)}):
+        async with sw.ingest.test_context() as agent:
+            first = await agent.put(b"{oops", key=b"k", partition=0)
+            await settle(lambda: sw.dead_letters.seen is not None)
+            dlq.assert_not_called()
+            assert not first.message.acked  # (faust would commit past it)
+            agent.sent_offset = 0  # the copy read again from the committed offset
+            copy = await agent.put(b"{oops", key=b"k", partition=0)
+            await settle(lambda: dlq.called)
+    (call,) = dlq.call_args_list
+    assert orjson.loads(call.kwargs["value"])["source"]["offset"] == 0
+    assert first.message.acked and copy.message.acked  # acked with its copy
+
+
+async def test_a_read_back_a_rebalance_overtook_is_read_again(sw: Snoopwatch) -> None:
+    """The dead-letter topic read back while a rebalance gives this worker partitions: the
+    previous holders may send dead letters until their revoke, after the read began, and
+    this worker re-reads their messages. That read is discarded and the topic read again,
+    else such a message was dead-lettered twice."""
+    topic: list[bytes] = []  # origins on the dead-letter topic
+    gate = asyncio.Event()
+    reads = 0
+
+    async def read_tail(settings: Settings) -> set[bytes]:
+        nonlocal reads
+        reads += 1
+        seen = set(topic)  # as of the read's start
+        await gate.wait()
+        return seen
+
+    async def send(key: bytes | None, value: bytes, headers: list) -> None:
+        topic.append(headers[0][1])
+
+    record = {"source": {"topic": "events", "partition": 1, "offset": 50}}
+    dead_letters = sw.dead_letters
+    dead_letters.seen = None
+    with patch("stream.deadletters.read_tail", read_tail), \
+            patch.object(dead_letters.topic, "send", side_effect=send):
+        mine = asyncio.ensure_future(dead_letters.send(None, {"source": {
+            "topic": "events", "partition": 0, "offset": 7}}, b"a"))
+        await settle(lambda: reads == 1)
+        topic.append(b"events:1:50")  # partition 1's holder, before its revoke
+        dead_letters.forget()  # the rebalance: partition 1 is this worker's now
+        gate.set()
+        assert await mine is True
+        assert await dead_letters.send(None, record, b"b") is False  # read again: skipped
+    assert reads == 2 and topic.count(b"events:1:50") == 1

@@ -168,6 +168,27 @@ def test_acks_go_in_offset_order_per_partition() -> None:
     assert len(log) == 4  # (taken before the rebalance: not acked)
 
 
+def test_a_message_left_to_its_copy_is_acked_with_it_in_order() -> None:
+    from stream.app import OrderedAcks
+
+    log: list = []
+    acks = OrderedAcks()
+    stale = [FakeEvent("in-0", i, log) for i in (5, 6)]  # fetched before a rebalance
+    for e in stale:
+        acks.taken(e)
+    acks.later(stale[0], ours=True)  # (a dead letter: its copy is read again)
+    acks.done(stale[1])
+    assert log == []  # no hole at 5 for faust to commit past
+    copy = FakeEvent("in-0", 5, log)
+    acks.taken(copy)
+    acks.done(copy)
+    assert log == [("in-0", 5), ("in-0", 6), ("in-0", 5)]
+    gone = FakeEvent("in-1", 3, log)
+    acks.taken(gone)
+    acks.later(gone, ours=False)  # its partition is another worker's now
+    assert "in-1" not in acks.waiting and not acks.tracked
+
+
 def test_an_hour_is_entered_even_when_its_record_was_applied_at_an_earlier_one() -> None:
     # Partition 1 enters 216, partition 0 (no events before) 224, then partition 1 225: the
     # engine enters 216 with 0's record of 224 (ops of events before 216), then 224.

@@ -21,6 +21,9 @@ from detectors.settings import Settings, describe
     ("CHECKPOINT_INTERVAL_S", "0"),
     ("MAX_TRACKED_CUSTOMERS", "-5"),  # any other number: never negative
     ("ACTOR_TTL_S", "nan"),
+    ("TRANSACTION_TIMEOUT_S", "0.5"),  # below the broker's 1 s minimum
+    ("TRANSACTION_TIMEOUT_S", "901"),  # above its transaction.max.timeout.ms (15 min)
+    ("WORKER_ID", " w1"),  # a stray space would give a restart another transactional id
 ])
 def test_out_of_range_values_are_refused_naming_the_variable(env: str, value: str) -> None:
     with pytest.raises(ValueError, match=f"SNOOPWATCH_{env}="):
@@ -31,7 +34,8 @@ def test_defaults_and_edge_values_are_accepted() -> None:
     Settings()
     Settings.from_env({"SNOOPWATCH_ALERT_THRESHOLD": "100", "SNOOPWATCH_ACTOR_TTL_S": "0",
                        "SNOOPWATCH_HOT_ACTORS": "0", "SNOOPWATCH_SEED": "-3",
-                       "SNOOPWATCH_LOG_LEVEL": "WARNING"})
+                       "SNOOPWATCH_LOG_LEVEL": "WARNING", "SNOOPWATCH_WORKER_ID": "pod-0",
+                       "SNOOPWATCH_TRANSACTION_TIMEOUT_S": "900"})
 
 
 def test_every_field_has_a_variable_and_a_docstring() -> None:
