@@ -383,6 +383,15 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     async def still_ours(msg: Any) -> bool:
         await settled.wait()
         return (msg.topic, msg.partition) in app.consumer.assignment()
+
+    async def send_dead_letter(event: Any, record: dict[str, Any]) -> bool:
+        """Dead-letter ``event``'s message as ``record``; False if it was fetched before a
+        rebalance (see ``current``): left to its copy read again, and acked with it."""
+        msg = event.message
+        if await dead_letters.send(msg.key, record, encode(record), current(msg)) is None:
+            acks.later(event, await still_ours(msg))
+            return False
+        return True
     router = Router()
     recent: deque[dict[str, Any]] = deque(maxlen=webguard.RECENT_ALERTS)
     input_name, by_actor_name = s.input_topic, by_actor.get_topic_name()
@@ -441,10 +450,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 for index, one in enumerate(pipeline.ingest_from(src, event.value, source,
                                                                  msg.key)):
                     if isinstance(one, Rejected):
-                        if await dead_letters.send(msg.key, one.record, encode(one.record),
-                                                   current(msg)) is None:
-                            acks.later(event, await still_ours(msg))  # (all read again)
-                            break
+                        if not await send_dead_letter(event, one.record):
+                            break  # (all of it read again)
                     else:
                         await by_actor.send(key=one.actor.encode(),
                                             value=encode(one.to_dict()),
@@ -455,12 +462,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 continue
             out = pipeline.ingest(event.value, source, key=msg.key)
             if isinstance(out, Rejected):
-                if await dead_letters.send(msg.key, out.record, encode(out.record),
-                                           current(msg)) is None:
-                    # fetched before a rebalance: dead-lettered when read again
-                    acks.later(event, await still_ours(msg))
-                    continue
-                acks.done(event)
+                if await send_dead_letter(event, out.record):
+                    acks.done(event)
             elif msg.topic == input_name and router.in_place(out.actor, part):
                 # The by-actor topic would put this event on partition ``part``, which this
                 # worker holds too: detect it here and skip the hop (SPEC §1's key = actor).
@@ -497,10 +500,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                 source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
                 rec = dead_letter(event.value, err, source, msg.key,
                                   redactor=pipeline.redactor)
-                if await dead_letters.send(msg.key, rec, encode(rec), current(msg)) is None:
-                    # fetched before a rebalance: dead-lettered when read again
-                    acks.later(event, await still_ours(msg))
-                else:
+                if await send_dead_letter(event, rec):
                     store.unacked.append(event)
                 continue
             await gated(msg.partition, ev, event, msg.offset, input_source(msg, input_name),

@@ -63,6 +63,8 @@ log = logging.getLogger("snoopwatch")
 # input reaches 2199; see Engine.horizon_ms).
 FUTURE_SLACK_MS = 86_400_000
 PEER_OPS_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
 def peer_ops_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-peer-ops"
 
