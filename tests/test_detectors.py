@@ -266,6 +266,39 @@ def test_new_actor_is_not_alerted_for_being_new() -> None:
         assert v.alert is None
 
 
+def analyst_event(i: int, t_ms: int, actor: str, action: str, records: int) -> AccessEvent:
+    return parse_event({"event_id": f"{actor}-{i}", "time": t_ms, "actor": actor,
+                        "role": "analyst", "team": "analytics", "action": action,
+                        "resource_type": "report", "resource_id": f"r-{actor}",
+                        "records": records, "bytes": 300 * records,
+                        "client": "bi-scheduler" if action == "export" else "bi-console",
+                        "source_ip": "10.60.0.5"})
+
+
+def test_a_night_of_scheduled_exports_is_not_a_groups_normal_for_reading() -> None:
+    # A deployment that starts on a night of scheduled exports under analysts' names (found
+    # on held-out 143): the exports teach egress, not that analysts read nothing in an
+    # hour, so the first morning's report reading is judged by no one's history yet.
+    eng = Engine()
+    analysts = [f"analyst-{a}" for a in range(15)]
+    i = 0
+    for hour in range(20, 27):  # 20:00 to 02:00, one export an hour each
+        for a, actor in enumerate(analysts):
+            i += 1
+            eng.process(analyst_event(i, T0 + hour * HOUR_MS + a * 60_000, actor, "export",
+                                      30_000))
+    assert eng.peers["analyst"].signals["egress"].hours >= 24  # what the night taught
+    assert eng.peers["analyst"].signals["volume"].hours == 0
+    alerts = []
+    for a, actor in enumerate(analysts):  # the first morning: reading reports
+        for k in range(4):
+            i += 1
+            v = eng.process(analyst_event(i, T0 + 33 * HOUR_MS + a * 120_000 + k * 20_000,
+                                          actor, "read", 300))
+            alerts += [v.alert] if v.alert else []
+    assert alerts == []
+
+
 def test_alert_ids_are_stable_across_runs_and_state_pickles() -> None:
     def run() -> list[dict]:
         eng = Engine(Settings())

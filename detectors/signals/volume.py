@@ -137,7 +137,11 @@ class Volume(VolumeSignal):
                           ctx.counts, 0.0)
 
     def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
-        if counts:
+        # Hours with reads ("records" counts every event but egress): an hour of only
+        # downloads or exports is egress's to learn, as egress learns only hours with egress.
+        # A night of scheduled exports must not teach a group that its members read nothing
+        # in an hour, nor count as the history that lets the group judge.
+        if "records" in counts:
             weight = self.learning_weight(ctx.st.hour_peak)
             ctx.st.signals["volume"].learn_one(counts, weight)
             ctx.defer("volume", "learn_one", dict(counts), weight)
