@@ -266,15 +266,6 @@ def test_new_actor_is_not_alerted_for_being_new() -> None:
         assert v.alert is None
 
 
-def analyst_event(i: int, t_ms: int, actor: str, action: str, records: int) -> AccessEvent:
-    return parse_event({"event_id": f"{actor}-{i}", "time": t_ms, "actor": actor,
-                        "role": "analyst", "team": "analytics", "action": action,
-                        "resource_type": "report", "resource_id": f"r-{actor}",
-                        "records": records, "bytes": 300 * records,
-                        "client": "bi-scheduler" if action == "export" else "bi-console",
-                        "source_ip": "10.60.0.5"})
-
-
 def test_a_night_of_scheduled_exports_is_not_a_groups_normal_for_reading() -> None:
     # A deployment that starts on a night of scheduled exports under analysts' names (found
     # on held-out 143): the exports teach egress, not that analysts read nothing in an
@@ -286,7 +277,7 @@ def test_a_night_of_scheduled_exports_is_not_a_groups_normal_for_reading() -> No
         for a, actor in enumerate(analysts):
             i += 1
             eng.process(analyst_event(i, T0 + hour * HOUR_MS + a * 60_000, actor, "export",
-                                      30_000))
+                                      30_000))  # (analyst_event: below)
     assert eng.peers["analyst"].signals["egress"].hours >= 24  # what the night taught
     assert eng.peers["analyst"].signals["volume"].hours == 0
     alerts = []
