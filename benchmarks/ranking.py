@@ -41,6 +41,19 @@ WEEK_DAYS = 7
 
 # (actor, day) -> (highest risk, the signal strongest at it)
 Peaks = dict[tuple[str, int], tuple[float, str]]
+Row = tuple[Any, ...]  # (score, insider, ...) of one actor-day
+
+
+def _slots(rows: list[Row], budget: float = BUDGET) -> tuple[list[Row], list[Row]]:
+    """One day's rows (score, insider, ...): the honest ones in the top ``budget`` share
+    scoring at least the best insider day left out, and the insider ones left out, each
+    strongest first."""
+    k = max(1, math.ceil(budget * len(rows)))
+    ranked = sorted(rows, key=lambda r: -r[0])
+    out = [r for r in ranked[k:] if r[1]]
+    if not out:
+        return [], []
+    return [r for r in ranked[:k] if not r[1] and r[0] >= out[0][0]], out
 
 
 def lost_slots(scored: list[tuple[float, bool]], budget: float = BUDGET) -> tuple[int, int]:
@@ -48,18 +61,13 @@ def lost_slots(scored: list[tuple[float, bool]], budget: float = BUDGET) -> tupl
     days in the top ``budget`` share scoring at least the best insider day left out, at
     most as many as those left out.
 
-    >>> lost_slots([(0.9, False), (0.5, True), (0.1, False)], budget=0.34)
+    >>> lost_slots([(0.9, False), (0.5, True), (0.1, False)], budget=0.2)  # one slot
     (1, 1)
-    >>> lost_slots([(0.9, True), (0.5, False), (0.1, True)], budget=0.34)
+    >>> lost_slots([(0.9, True), (0.5, False), (0.1, True)], budget=0.2)
     (0, 1)
     """
-    k = max(1, math.ceil(budget * len(scored)))
-    ranked = sorted(scored, key=lambda sb: -sb[0])
-    out = [s for s, bad in ranked[k:] if bad]
-    if not out:
-        return 0, 0
-    thieves = sum(1 for s, bad in ranked[:k] if not bad and s >= out[0])
-    return min(thieves, len(out)), len(out)
+    thieves, out = _slots(scored, budget)
+    return min(len(thieves), len(out)), len(out)
 
 
 def peaks_of(stem: str, settings: Settings | None = None,
@@ -105,18 +113,14 @@ def tally(peaks: Peaks, insider: dict[tuple[str, int], str]) -> dict[str, Counte
     for day, rows in by_day.items():
         week = (day - first) // WEEK_DAYS
         out["insider_week"][week] += sum(bad for _, bad, _ in rows)
-        lost, _ = lost_slots([(s, bad) for s, bad, _ in rows])
+        thieves, left_out = _slots(rows)
+        lost = min(len(thieves), len(left_out))
         if not lost:
             continue
         out["week"][week] += lost
-        k = max(1, math.ceil(BUDGET * len(rows)))
-        ranked = sorted(rows, key=lambda r: -r[0])
-        best_out = max(s for s, bad, _ in ranked[k:] if bad)
-        thieves = [a for s, bad, a in ranked[:k] if not bad and s >= best_out]
-        for actor in thieves[-lost:]:  # the weakest of them are the slots given up
+        for _, _, actor in thieves[-lost:]:  # the weakest of them are the slots given up
             out["thief"][peaks[actor, day][1]] += 1
-        left_out = [a for _, bad, a in ranked[k:] if bad]
-        for actor in left_out[:lost]:  # the strongest of them would have had those slots
+        for _, _, actor in left_out[:lost]:  # the strongest would have had those slots
             out["left_out"][insider[actor, day], peaks[actor, day][1]] += 1
     return out
 

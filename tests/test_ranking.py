@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import doctest
 import os
 from pathlib import Path
 from typing import Any
 
+from benchmarks import ranking
 from benchmarks.ranking import lost_slots, main, peaks_of, tally
 from detectors.engine import signal_names
 from detectors.settings import Settings
 from detectors.signals.base import DAY_MS
 from stream.replay import replay
 from stream.simulate import SimConfig, write_jsonl
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(ranking).failed == 0
 
 
 def test_lost_slots_are_honest_days_above_an_insider_left_out() -> None:
