@@ -66,7 +66,7 @@ from operator import itemgetter
 from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
-from detectors.models import DayPeaks, Reason
+from detectors.models import Peaks, Reason
 from detectors.priors import (
     BAR_CAP,
     BUDGET_MIN_DAYS,
@@ -202,7 +202,7 @@ class PeerGroup:
     # the group's busy day or night, shared by the volume-type and off-hours signals.
     hot: OrderedDict = field(default_factory=OrderedDict)  # actor -> last time it ran hot
     night: OrderedDict = field(default_factory=OrderedDict)  # actor -> last off-hours egress
-    # Running quantile of its actors' hourly peak risk: the group's adaptive alert bar.
+    # Its actors' hourly peak risk (a histogram): the group's adaptive alert bar.
     risk: Any = None
     risk_hours: int = 0
 
@@ -212,7 +212,7 @@ class PeerGroup:
     # Ops (Engine.schedule) on the group itself:
     def learn_risk(self, peak: float) -> None:
         """One finished actor-hour's peak risk, into the group's adaptive bar."""
-        self.risk.update(peak)
+        self.risk.add(peak)
         self.risk_hours += 1
 
     def mark(self, which: str, actor: str, t: int) -> None:
@@ -301,6 +301,10 @@ def _migrate_actor(state: Any) -> dict[str, Any]:
 
 def _migrate_peer(state: Any) -> dict[str, Any]:
     values = _values(state)
+    if not isinstance(values.get("risk"), Peaks):
+        # (a group from before 2026-12-07 kept a running P-square estimate, which a hot first
+        # day could leave ten points high; its bar relearns from the hours to come)
+        values["risk"], values["risk_hours"] = Peaks(), 0
     if "signals" in values or "volume" not in values:
         signals = values.get("signals")
         if signals is not None and isinstance(signals.get("new_origin"), dict):
@@ -389,7 +393,7 @@ class Engine:
         self._actor_signals = [sig for sig in self.signals if overrides(sig, "new_actor")]
         self._peer_signals = [sig for sig in self.signals if overrides(sig, "new_peer")]
         # Every finished actor-day's peak risk: what the false-alert budget's bar is read from.
-        self.day_peaks = DayPeaks()
+        self.day_peaks = Peaks()
         self._budget_bar: tuple[int, float] = (-1, 0.0)  # (day it was read, the bar)
         # The schedule of cross-actor state (peer groups, the queue map, the day peaks):
         # signals never change it while scoring; they schedule ops (Context.defer), which
@@ -579,11 +583,9 @@ class Engine:
     def _peer(self, key: str) -> PeerGroup:
         peer = self.peers.get(key)
         if peer is None:
-            from river import stats
-
             peer = self.peers[key] = PeerGroup(
                 signals=Profile.fresh(self._peer_signals, lambda sig: sig.new_peer(key)),
-                risk=stats.Quantile(self.settings.adaptive_quantile))
+                risk=Peaks())
         elif len(peer.signals) < len(self._peer_signals):
             peer.signals.complete(self._peer_signals, lambda sig: sig.new_peer(key))
         return peer
@@ -737,7 +739,8 @@ class Engine:
         floor = self.settings.alert_threshold
         raised = self._budget(now_ms)
         if peer.risk_hours >= self.settings.adaptive_min_hours:
-            raised = max(raised, peer.risk.get() + self.settings.adaptive_margin)
+            raised = max(raised, peer.risk.risk_at(self.settings.adaptive_quantile)
+                         + self.settings.adaptive_margin)
         # The raise stops at BAR_CAP (critical risk always alerts); a bar configured above
         # that is kept as configured.
         return max(floor, min(raised, BAR_CAP))

@@ -839,15 +839,28 @@ def test_adaptive_bar_rises_only_for_a_peer_group_that_runs_hot() -> None:
     eng = Engine(Settings(adaptive_min_hours=20))
     calm, hot = eng._peer("calm"), eng._peer("hot")
     for k in range(100):
-        calm.risk.update(float(k % 10))
-        hot.risk.update(70.0 + k % 10)
-        calm.risk_hours += 1
-        hot.risk_hours += 1
+        calm.learn_risk(float(k % 10))
+        hot.learn_risk(70.0 + k % 10)
     assert eng.threshold(calm) == 60.0  # the configured floor
     assert 75.0 < eng.threshold(hot) <= 95.0
     strict = Engine(Settings(adaptive_min_hours=20, alert_threshold=99.0))
     strict.peers = eng.peers
     assert strict.threshold(hot) == 99.0  # the raise stops at 95, never below the bar set
+
+
+def test_a_groups_bar_is_its_hours_quantile_whatever_order_they_came_in() -> None:
+    """The adaptive bar is the group's 90th percentile of actor-hour peaks plus the margin,
+    however those hours arrived. A deployment's first hours run hot (every baseline young):
+    held-out 153's agents started at 21.6 and settled to 15.4 over 35,000 actor-hours, but a
+    running P-square estimate stayed at 24.7, and its bar (64.7, not 55.4) hid a compromised
+    account and a seller at risk 63.7."""
+    eng = Engine(Settings(adaptive_min_hours=500))
+    group = eng._peer("support_agent")
+    for k in range(20_000):  # 5 % hot first hours, then a steady 20 % of hours at risk 25
+        group.learn_risk(50.0 if k < 1_000 else 25.0 if k % 5 == 0 else float(k % 4))
+    # the 90th percentile is 25 (to a bin of the histogram): the bar 65, not where the
+    # first hours left a running estimate (P-square: 33.6, so 73.6)
+    assert abs(eng.threshold(group) - 65.0) < 1.0
 
 
 def test_the_false_alert_budget_raises_the_bar_in_a_noisy_company_only() -> None:

@@ -211,3 +211,27 @@ async def test_an_epoch_is_one_point_of_the_stream_while_the_agents_run_on() -> 
     assert pickle.dumps(decode_engine(engine_blob)[1]) == shared_at_cut
     assert pickle.dumps(pickle.loads(pickle.dumps(store.engine.shared_state()))
                         ) != shared_at_cut  # the engine did move on meanwhile
+
+
+def test_a_peer_group_with_a_running_quantile_restores_with_a_fresh_histogram() -> None:
+    """Groups checkpointed before 2026-12-07 kept their adaptive bar as river's running
+    P-square quantile: restored, the group starts a histogram of its hours (and its bar
+    applies again after SNOOPWATCH_ADAPTIVE_MIN_HOURS of them); the rest of it is kept."""
+    from river import stats
+
+    from detectors.models import Peaks
+
+    eng = Engine()
+    for i in range(20):
+        eng.process(_read(i, "ann", hour=i // 10))
+    shared = eng.shared_state()
+    old = shared["peers"]["support_agent"]
+    old.risk, old.risk_hours = stats.Quantile(0.9), 900
+    for x in (5.0, 30.0, 90.0):
+        old.risk.update(x)
+    restored = Engine()
+    restored.load_shared(pickle.loads(pickle.dumps(shared)))
+    group = restored.peers["support_agent"]
+    assert isinstance(group.risk, Peaks) and group.risk.n == 0 and group.risk_hours == 0
+    assert restored.threshold(group) == restored.settings.alert_threshold
+    assert list(group.signals) == list(old.signals)
