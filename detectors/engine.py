@@ -643,8 +643,8 @@ class Engine:
                     counts["egress"] = counts.get("egress", 0) + records
                     counts["egress_bytes"] = counts.get("egress_bytes", 0) + nbytes
                 if _repeat_job(st, ev):
-                    # A job run again: left out of what the egress signals judge and
-                    # learn (signals.volume.new_egress), still counted as the day's egress.
+                    # A job run again: part of the normal the counts teach, but left out
+                    # when the egress signals judge them (signals.volume.new_egress).
                     for counts in (hc, dc):
                         counts["egress_repeat"] = counts.get("egress_repeat", 0) + records
                         counts["egress_repeat_bytes"] = (counts.get("egress_repeat_bytes", 0)

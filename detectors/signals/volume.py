@@ -150,9 +150,7 @@ class Volume(VolumeSignal):
 def new_egress(counts: dict[str, int]) -> dict[str, int]:
     """``counts`` with the egress of jobs run again left out (``Engine``: a resource the
     actor exported before, at most ``JOB_REPEAT_MAX_GROWTH`` times that size): a weekly
-    scheduled export is judged as nothing new, and so is not learned either (a baseline that
-    learned each week's job took its size for the analyst's normal hour and day, against
-    which an ad hoc export from its desk was judged; the job's first run is learned)."""
+    scheduled export is judged as nothing new, though the baselines learn it as egress."""
     if "egress_repeat" not in counts:
         return counts
     return {**counts, "egress": counts["egress"] - counts["egress_repeat"],
@@ -181,8 +179,7 @@ class Egress(VolumeSignal):
                           new_egress(ctx.counts), LEAVING_SLACK if ctx.leaving else 0.0)
 
     def end_hour(self, ctx: Context, counts: dict[str, int]) -> None:
-        counts = new_egress(counts)
-        if counts.get("egress"):
+        if "egress" in counts:
             weight = self.learning_weight(ctx.st.hour_peak)
             ctx.st.signals["egress"].learn_one(counts, weight)
             ctx.defer("egress", "learn_one", dict(counts), weight)
@@ -213,8 +210,8 @@ class DailyEgress(VolumeSignal):
 
     def end_day(self, ctx: Context) -> None:
         st = ctx.st
-        counts = new_egress(st.day_counts)
-        if counts.get("egress"):  # days with egress: the normal size of a day's downloads
-            st.signals["daily_egress"].learn_one(counts, self.learning_weight(st.day_peak))
-            ctx.defer("daily_egress", "learn_one", dict(counts))
+        if st.day_counts:  # days with egress: the normal size of a day's downloads
+            st.signals["daily_egress"].learn_one(st.day_counts,
+                                                 self.learning_weight(st.day_peak))
+            ctx.defer("daily_egress", "learn_one", dict(st.day_counts))
 
