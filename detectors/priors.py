@@ -45,7 +45,7 @@ EPISODE_QUIET_DAYS = 1  # an episode ends after a day below SNOOPWATCH_CLOSE_RAT
 # start collecting before giving notice).
 LEAVING_BEFORE_NOTICE_DAYS = 14
 
-# --- The false-alert budget's tail (models.DayPeaks) ------------------------------------------
+# --- The false-alert budget's tail (models.Peaks) ---------------------------------------------
 
 PEAKS_BIN_WIDTH = 0.02  # hazard units per bin (risk 60 -> x 0.92; 95 -> 3.0): exact to a bin
 PEAKS_TOP = 7.0  # x of risk 99.9: the last bin holds everything above
