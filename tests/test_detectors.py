@@ -1255,6 +1255,34 @@ def test_new_origin_counts_less_where_peers_are_and_becomes_normal_after_a_day()
     assert level(False, later_ms=25 * HOUR_MS) == 0  # a day on: no longer counted as new
 
 
+def test_new_origin_counts_less_for_a_move_to_another_sites_desks_with_the_teams_tool() -> None:
+    """A fraud investigator who moves to another site's desks and opens the team's workbench
+    is new on both, but inside the company's address block with its peers' client: it counts
+    far less (held-out 166 alerted on one). The same downloads from outside the block, or
+    with a tool no peer uses, count in full; so does the move on the group's first day."""
+    def level(ip: str, client: str, day: int = 1) -> float:
+        eng = Engine()
+        i = 0
+        for k in range(3):  # ann at its own desk, with the CRM
+            i += 1
+            eng.process(ev(i, T0 + 9 * HOUR_MS + k * 60_000, ip="10.2.20.3"))
+        for n, who in enumerate(("bob", "cy")):  # its peers at site 6, with the workbench
+            i += 1
+            eng.process(ev(i, T0 + 9 * HOUR_MS + 300_000, actor=who, ip=f"10.6.20.{4 + n}",
+                           client="workbench"))
+        for k in range(4):
+            i += 1
+            eng.process(ev(i, T0 + day * DAY_MS + 10 * HOUR_MS + k * 60_000, ip=ip,
+                           client=client, action="download"))
+        return eng.state_of("ann").levels.get("new_origin", 0.0)
+
+    moved = level("10.6.21.50", "workbench")
+    assert 0 < moved < 0.3
+    assert level("198.51.100.9", "workbench") > 0.7  # outside the company's networks
+    assert level("10.6.21.50", "aws-cli") > 0.7  # a tool the team does not use
+    assert level("10.6.21.50", "workbench", day=0) > 0.7  # clients not yet known
+
+
 def test_new_origin_does_not_take_a_shared_hosts_calls_for_the_actors_own_origin() -> None:
     """A scheduler runs each analyst's exports from one server under their names: those calls
     say nothing about where the analyst works. An analyst whose only history is them (the

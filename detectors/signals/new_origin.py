@@ -48,12 +48,13 @@ from detectors.priors import (
     NEW_ORIGIN_SHARED_HOST,
 )
 from detectors.signals.base import DAY_MS, Context, Signal
+from detectors.signals.first_seen import address_block
 
 # (The NEW_ORIGIN_* priors, MAX_ORIGINS and MAX_OWN_HOSTS, defined here before and now in
 # detectors.priors, are re-exported.)
 __all__ = ["MAX_ORIGINS", "MAX_OWN_HOSTS", "NEW_ORIGIN_COMMON", "NEW_ORIGIN_MIN_EVENTS",
            "NEW_ORIGIN_PEERS", "NEW_ORIGIN_SCALE", "NEW_ORIGIN_SHARED_HOST", "NewOrigin",
-           "Origins", "PeerOrigins", "peer_origins"]
+           "Origins", "PeerOrigins", "moved_inside", "peer_origins"]
 
 
 class Origins:
@@ -157,6 +158,31 @@ def on_shared_host(ctx: Context, group: PeerOrigins, address: str | None, actor:
     return False
 
 
+def moved_inside(own: Origins, group: PeerOrigins, network: str, client: str, t: int) -> bool:
+    """Whether a new origin is a desk move, not a thief's machine: its client is one its peers
+    use (known from the group's second day) and its network lies in an address block the actor
+    or its peers use (another site's desks). A stolen credential used from outside the
+    company's networks, or with a tool the team does not use, is neither.
+
+    >>> group = PeerOrigins({"10.6.20.0/24": 2}, since=0)
+    >>> group.clients["workbench"] = 3
+    >>> own = Origins()
+    >>> own.networks.add("10.2.20.0/24")
+    >>> moved_inside(own, group, "10.6.21.0/24", "workbench", DAY_MS)
+    True
+    >>> moved_inside(own, group, "198.51.100.0/24", "workbench", DAY_MS)
+    False
+    >>> moved_inside(own, group, "10.6.21.0/24", "aws-cli", DAY_MS)
+    False
+    """
+    if group.clients.get(client, 0) < NEW_ORIGIN_PEERS or not group.knows_clients(t):
+        return False
+    block = address_block(network)
+    return (any(n.startswith(block) for n in own.networks)
+            or any(k >= NEW_ORIGIN_PEERS and n.startswith(block)
+                   for n, k in group.networks.items()))
+
+
 class NewOrigin(Signal):
     name = "new_origin"
     family = "novelty"
@@ -197,15 +223,19 @@ class NewOrigin(Signal):
             return
         own.taken += 1
         level = saturate(own.taken, NEW_ORIGIN_SCALE)
-        peers = peer_origins(ctx).networks.get(network, 0)
-        if peers >= NEW_ORIGIN_PEERS:
+        group = peer_origins(ctx)
+        note = ""
+        if group.networks.get(network, 0) >= NEW_ORIGIN_PEERS:
             level *= NEW_ORIGIN_COMMON
+            note = " (common among peers)"
+        elif moved_inside(own, group, network, client, ctx.t):
+            level *= NEW_ORIGIN_COMMON
+            note = " (its peers' client, in an address block it or its peers use)"
         ctx.raise_("new_origin", level, [Reason(
             "new_origin", level,
             f"{own.taken} downloads or exports from network {network} with client {client}, "
             f"both never used before by this actor (its {own.n} earlier calls came from "
-            f"{len(own.networks)} other network(s))"
-            + (" (common among peers)" if peers >= NEW_ORIGIN_PEERS else ""),
+            f"{len(own.networks)} other network(s))" + note,
             {"network": network, "client": client, "downloads": own.taken},
             {"networks_seen": len(own.networks), "clients_seen": len(own.clients)})])
 
