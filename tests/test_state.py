@@ -119,6 +119,19 @@ def test_a_checkpoint_with_plain_dict_signals_restores_them_as_profiles() -> Non
     assert scores == [eng.process(e).score for e in later] and scores[-1] > 50
 
 
+def test_an_address_two_actors_used_restores_as_a_shared_host() -> None:
+    """A group checkpointed when a shared host took three actors restores an address two of
+    them used as shared (what it is now), so the two actors' calls from it are not their own
+    origin, as on a worker that ran the new rule from the start."""
+    from detectors.signals.new_origin import PeerOrigins
+
+    group = PeerOrigins({"10.60.0.0/24": 2}, since=0)
+    group.hosts = {"10.60.0.5": ("ann", "al"), "10.1.2.3": ("bob",)}
+    restored = pickle.loads(pickle.dumps(group))
+    assert restored.shared == {"10.60.0.5"} and restored.hosts == {"10.1.2.3": ("bob",)}
+    assert restored.on_shared_host("10.60.0.5", "ann")
+
+
 def test_a_peer_group_from_before_shared_hosts_restores_and_takes_new_origins_ops() -> None:
     """A group checkpointed before shared hosts held its networks as a plain dict: restored,
     it is a :class:`PeerOrigins` with those networks, and the schedule's ops apply to it."""

@@ -104,6 +104,12 @@ class PeerOrigins:
 
     def __setstate__(self, state: tuple) -> None:
         self.networks, self.clients, self.hosts, self.shared, self.since = state
+        # (A checkpoint from when a shared host took more actors: what is one now, is.)
+        for address in [a for a, who in self.hosts.items()
+                        if len(who) >= NEW_ORIGIN_SHARED_HOST]:
+            del self.hosts[address]
+            if len(self.shared) < MAX_ORIGINS:
+                self.shared.add(address)
 
     # Ops (scheduled by the signal, see Context.defer):
     def begin(self, t: int) -> None:
@@ -169,6 +175,8 @@ def moved_inside(own: Origins, group: PeerOrigins, network: str, client: str, t:
     >>> own = Origins()
     >>> own.networks.add("10.2.20.0/24")
     >>> moved_inside(own, group, "10.6.21.0/24", "workbench", DAY_MS)
+    True
+    >>> moved_inside(own, group, "10.2.99.0/24", "workbench", DAY_MS)  # its own block
     True
     >>> moved_inside(own, group, "198.51.100.0/24", "workbench", DAY_MS)
     False
