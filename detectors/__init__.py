@@ -23,8 +23,8 @@ from pathlib import Path
 # only, read once as the compiled modules import them: compiling it would save nothing).
 COMPILED = ("events", "models", "multivariate", "engine", "signals.base", "signals.volume",
             "signals.departing", "signals.off_hours", "signals.unjustified", "signals.vip",
-            "signals.first_seen", "signals.new_origin", "signals.multivariate",
-            "signals.accumulated")
+            "signals.peer_unjustified", "signals.first_seen", "signals.new_origin",
+            "signals.multivariate", "signals.accumulated")
 MANIFEST = Path(__file__).with_name("compiled.json")
 
 

@@ -185,6 +185,15 @@ NEW_ORIGIN_PEERS = 2  # peers using a network (a client) that make it common amo
 # its peers do not use, and from a second origin of the actor's own.
 NEW_ORIGIN_SHARED_HOST = 2
 
+# --- Unjustified looks against the peers (signals.peer_unjustified) ---------------------------
+
+PEER_UNJUSTIFIED_BIN, PEER_UNJUSTIFIED_TOP = 0.5, 30.0  # the histogram of 3-day counts
+PEER_UNJUSTIFIED_MIN_DAYS = 300  # a group's actor-days before its tail places one
+PEER_UNJUSTIFIED_FROM = 1.0  # decades of surprisal ignored: rarer than 1 in 10 peer days
+PEER_UNJUSTIFIED_SCALE = 1.0  # decades beyond that making 0.63 of the cap
+# Being unlike the peers alone ranks a day, never alerts (the group's busiest honest agent)
+PEER_UNJUSTIFIED_CAP = 0.5
+
 # --- Ticket habit (models.TicketHabit, signals.base.specificity) ------------------------------
 
 TICKET_ALPHA = 0.02  # customer accesses: the ticketed share follows change over ~50

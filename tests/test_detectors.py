@@ -1225,6 +1225,41 @@ def test_a_fresh_deployment_alerts_only_on_what_needs_no_history_and_says_so() -
     assert "baseline is young" in alerts[0].summary  # and says so
 
 
+def test_a_scraper_at_its_own_pace_from_the_first_day_is_unlike_its_peers() -> None:
+    """A scraper reading three customers a day without a ticket from the data's first day
+    teaches its own rate that pace, so ``unjustified``'s rise never comes; against its
+    peers' days, where such looks are one now and then, its last three days are rare and
+    ``peer_unjustified`` ranks them. An honest agent's one look is not."""
+    eng = Engine()
+    agents = [f"a{k:02d}" for k in range(30)]
+    i = 0
+
+    def look(actor: str, t: int, customer: str) -> None:
+        nonlocal i
+        i += 1
+        eng.process(ev(i, t, actor=actor, customer=customer, ticket=None))
+
+    for day in range(12):
+        for hour in range(9, 17):
+            for n, actor in enumerate([*agents, "sc"]):
+                for k in range(4):
+                    i += 1
+                    eng.process(ev(i, T0 + day * DAY_MS + hour * HOUR_MS + k * 600_000 + n,
+                                   actor=actor, customer=f"c{actor}{day}{hour}{k}",
+                                   ticket=f"T{i}"))
+                if hour in (10, 12, 15) and actor == "sc":  # the scraper, all along
+                    look(actor, T0 + day * DAY_MS + hour * HOUR_MS + 2_500_000,
+                         f"x{day}{hour}")
+                if hour == 11 and (n + day) % 7 == 0 and actor != "sc":  # now and then
+                    look(actor, T0 + day * DAY_MS + hour * HOUR_MS + 2_500_000,
+                         f"y{actor}{day}")
+    scraper, honest = eng.state_of("sc"), eng.state_of("a03")  # (a03 looked on day 11)
+    assert scraper.signals["unjustified"].unjustified_days.score_one() == 0.0  # its own pace
+    assert scraper.levels.get("peer_unjustified", 0.0) > 0.1
+    assert "peer_unjustified" not in honest.levels
+    assert eng.peers["support_agent"].signals["peer_unjustified"].n >= 300
+
+
 def test_new_origin_counts_less_where_peers_are_and_becomes_normal_after_a_day() -> None:
     """Downloads from a network and client new to the actor raise ``new_origin``; the same
     from a network two of its peers already use (an office's new VPN) count far less; a day

@@ -15,6 +15,7 @@ from detectors.signals.first_seen import FirstSeen
 from detectors.signals.multivariate import Multivariate
 from detectors.signals.new_origin import NewOrigin
 from detectors.signals.off_hours import OffHours
+from detectors.signals.peer_unjustified import PeerUnjustified
 from detectors.signals.unjustified import Unjustified
 from detectors.signals.vip import Vip
 from detectors.signals.volume import DailyEgress, Egress, Volume
@@ -27,6 +28,7 @@ REGISTRY: list[type[Signal]] = [
     OffHours,
     Unjustified,
     Vip,  # (after unjustified: it reads ctx.looked)
+    PeerUnjustified,  # (after unjustified: it reads ctx.looked and its rolled daily count)
     FirstSeen,
     NewOrigin,
     Multivariate,
