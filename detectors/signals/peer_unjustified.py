@@ -9,7 +9,7 @@ schedule), so a pace no peer keeps ranks above one burst. Weighed like ``unjusti
 trend, by how telling a look is for this actor (its ticketed and justified shares), and
 capped at ``PEER_UNJUSTIFIED_CAP``: being unlike the peers alone ranks a day, it does not
 alert (an honest agent may be the group's busiest). One family with ``unjustified``: one
-act is counted once.
+act is counted once; ``SNOOPWATCH_DISABLED_SIGNALS=unjustified`` switches both off.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ class PeerUnjustified(Signal):
 
     def score_one(self, ctx: Context) -> None:
         share = ctx.ticketed_share
-        if not ctx.looked or share <= 0.0:
-            return
+        if not ctx.looked or share <= 0.0 or "unjustified" in ctx.disabled:
+            return  # (it judges unjustified's looks: switched off with it)
         group: CountTail = ctx.peer.signals["peer_unjustified"]
         if group.n < PEER_UNJUSTIFIED_MIN_DAYS:
             return  # (cold start: too few of the group's days to place one in their tail)
