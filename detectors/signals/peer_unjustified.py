@@ -1,13 +1,14 @@
 """``peer_unjustified``: unjustified looks over the last three active days, as rare among the
 peer group's actor-days as a tail probability says.
 
-``unjustified`` judges a rise against the actor's own daily rate, which a scraper reading
-from the data's first day teaches its own pace (held-out 179: 1.3 looks a day, against its
+``unjustified`` judges a rise against the actor's own daily rate, and a scraper whose pace
+sits within it shows none: one scraping from its first days teaches the rate its pace, one
+with a heavy call-back habit had it already (held-out 179's: 1.3 looks a day, against its
 peers' 0.3). This judges the same count, the actor's last three active days together,
 against its peer group's actor-days (a histogram, :class:`CountTail`, learned on the hourly
-schedule), so a pace no peer keeps ranks above one burst. Weighed like ``unjustified``'s
-trend, by how telling a look is for this actor (its ticketed and justified shares), and
-capped at ``PEER_UNJUSTIFIED_CAP``: being unlike the peers alone ranks a day, it does not
+schedule), so a pace no peer keeps ranks above one burst. Weighed by how telling a look is
+for this actor (the larger of its ticketed and justified shares), and capped at
+``PEER_UNJUSTIFIED_CAP``: being unlike the peers alone ranks a day, it does not
 alert (an honest agent may be the group's busiest). One family with ``unjustified``: one
 act is counted once; ``SNOOPWATCH_DISABLED_SIGNALS=unjustified`` switches both off.
 """
