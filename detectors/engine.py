@@ -338,31 +338,38 @@ class Frozen:
         return pickle.loads(zlib.decompress(self.blob))
 
 
-def _repeat_job(st: ActorState, ev: AccessEvent) -> bool:
+def _repeat_job(st: ActorState, ev: AccessEvent) -> tuple[bool, bool]:
     """Is this egress a job the actor ran before (the same resource, at most
     ``JOB_REPEAT_MAX_GROWTH`` times its largest size then)? A weekly scheduled export is its
-    job's normal, however big; its first run is judged as any egress. Remembers the size.
+    job's normal, however big; its first run is judged as any egress. And is it that job's
+    routine: run again within an hour of an hour of the day it ran at before (a scheduler's
+    time, which ``off_hours`` does not judge as the person's)? Remembers the size and hour.
 
     At most ``MAX_JOBS`` resources are remembered, the oldest forgotten first, but one run
     only once before one run again: an analyst's week of one-off downloads (60 on held-out
     130) must not push out the weekly job they come between."""
     resource = ev.resource_id
     if resource is None:
-        return False
+        return False, False
     jobs = st.jobs
     if jobs is None:
         jobs = st.jobs = {}
+    hour = 1 << (ev.time_ms // HOUR_MS) % 24
     before = jobs.pop(resource, None)  # (re-inserted last: the oldest job is forgotten first)
     if before is None:
-        jobs[resource] = (ev.records, 1)
+        jobs[resource] = (ev.records, 1, hour)
     else:
         if type(before) is int:  # (a record from before runs were counted)
             before = (before, 1)
-        jobs[resource] = (max(before[0], ev.records), before[1] + 1)
+        hours = before[2] if len(before) > 2 else 0  # (a record from before hours were kept)
+        jobs[resource] = (max(before[0], ev.records), before[1] + 1, hours | hour)
     if len(jobs) > MAX_JOBS:
         oldest = next(iter(jobs))
         del jobs[next((r for r, v in jobs.items() if type(v) is int or v[1] == 1), oldest)]
-    return before is not None and ev.records <= JOB_REPEAT_MAX_GROWTH * before[0]
+    if before is None or ev.records > JOB_REPEAT_MAX_GROWTH * before[0]:
+        return False, False
+    near = hour | hour << 1 | hour >> 1 | (1 if hour >> 23 else 0) | (1 << 23 if hour & 1 else 0)
+    return True, bool(hours & near)
 
 
 class Engine:
@@ -642,7 +649,8 @@ class Engine:
                 for counts in (hc, dc):
                     counts["egress"] = counts.get("egress", 0) + records
                     counts["egress_bytes"] = counts.get("egress_bytes", 0) + nbytes
-                if _repeat_job(st, ev):
+                repeat, ctx.routine = _repeat_job(st, ev)
+                if repeat:
                     # A job run again: part of the normal the counts teach, but left out
                     # when the egress signals judge them (signals.volume.new_egress).
                     for counts in (hc, dc):

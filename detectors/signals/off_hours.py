@@ -32,7 +32,10 @@ class OffHours(Signal):
     def score_one(self, ctx: Context) -> None:
         ev = ctx.ev
         hours = ctx.st.signals["off_hours"]
-        judged = (ctx.customer is not None or ev.is_egress) and hours.n >= hours.min_events
+        # (A scheduled job run again at its hour keeps the scheduler's hours, not the
+        # person's: an analyst's weekly 08:00 export ranked its days above weak insiders'.)
+        judged = ((ctx.customer is not None or ev.is_egress) and not ctx.routine
+                  and hours.n >= hours.min_events)
         ctx.off = OFF_HOURS_WEIGHT * hours.score_one(ctx.t) if judged else 0.0
         # (raised in learn_one: after the signals scored, as the levels' order has it)
 
