@@ -66,7 +66,7 @@ from operator import itemgetter
 from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
-from detectors.models import Peaks, Reason
+from detectors.models import Peaks, Reason, VolumeBaseline
 from detectors.priors import (
     BAR_CAP,
     BUDGET_MIN_DAYS,
@@ -248,7 +248,8 @@ class ActorState:
     last_signal_ms: int = 0  # the actor's last event that raised a signal
     episode_high_ms: int = 0  # the open episode's last event with risk >= half the bar
     episode_id: str = ""  # the open episode's id: every alert of one episode carries it
-    jobs: dict | None = None  # resource -> (largest records exported, runs) (on first egress)
+    # resource -> (largest records exported, runs, bits of the hours of the day it ran at)
+    jobs: dict | None = None  # (made on the first egress)
 
     def __setstate__(self, state: Any) -> None:
         _restore_slots(self, _migrate_actor(state))
@@ -311,6 +312,10 @@ def _migrate_peer(state: Any) -> dict[str, Any]:
             # (a group from before shared hosts: its networks, as the signal's state)
             from detectors.signals.new_origin import PeerOrigins
             signals["new_origin"] = PeerOrigins(signals["new_origin"], since=0)
+        if signals is not None and type(signals.get("egress")) is VolumeBaseline:
+            # (a group from before its egress hours' sizes were kept: they start now)
+            from detectors.signals.volume import PeerEgress
+            signals["egress"] = PeerEgress.of(signals["egress"])
         return _as_profile(values)
     signals = {new: values.pop(old) for old, new in _OLD_PEER_FIELDS.items() if old in values}
     values["signals"] = {name: signals[name] for name in _REGISTRY_ORDER if name in signals}
@@ -354,7 +359,8 @@ def _repeat_job(st: ActorState, ev: AccessEvent) -> tuple[bool, bool]:
     jobs = st.jobs
     if jobs is None:
         jobs = st.jobs = {}
-    hour = 1 << (ev.time_ms // HOUR_MS) % 24
+    of_day = ev.time_ms // HOUR_MS % 24
+    hour = 1 << of_day
     before = jobs.pop(resource, None)  # (re-inserted last: the oldest job is forgotten first)
     if before is None:
         jobs[resource] = (ev.records, 1, hour)
@@ -368,7 +374,7 @@ def _repeat_job(st: ActorState, ev: AccessEvent) -> tuple[bool, bool]:
         del jobs[next((r for r, v in jobs.items() if type(v) is int or v[1] == 1), oldest)]
     if before is None or ev.records > JOB_REPEAT_MAX_GROWTH * before[0]:
         return False, False
-    near = hour | hour << 1 | hour >> 1 | (1 if hour >> 23 else 0) | (1 << 23 if hour & 1 else 0)
+    near = hour | 1 << (of_day + 1) % 24 | 1 << (of_day - 1) % 24
     return True, bool(hours & near)
 
 

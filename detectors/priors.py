@@ -84,6 +84,11 @@ LEAVING_SLACK = -1.0  # a departing actor's egress: a standard deviation less to
 # Unusual for the actor but ordinary for its peers (a first scheduled export) counts at least
 # this share, the rest in proportion to how unusual it is for the peers.
 PEER_ORDINARY_FACTOR = 0.3
+# Egress as big as at least this share of the group's egress hours (and this many of them)
+# is ordinary for the group, whatever its mean and spread say: a group's hours are mostly
+# small downloads with a tail of scheduled jobs, which a log-normal's tail cannot hold.
+PEER_ORDINARY_TAIL, PEER_ORDINARY_MIN_HOURS = 0.01, 3
+SIZE_TAIL_PER_OCTAVE, SIZE_TAIL_BINS = 4, 160  # the group's egress-hour histogram: 2**40 top
 HOT_SCORE = 0.2  # a volume score above this puts the actor among its group's hot ones today
 # A period whose risk reached the alert bar teaches the count baselines this much of an
 # ordinary one, and does not become the largest on record: an insider's export must not

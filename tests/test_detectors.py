@@ -1108,6 +1108,47 @@ def test_a_scheduled_job_run_again_at_its_hour_is_not_worked_off_hours() -> None
     assert export(28, 6.2, "adhoc-7") > 0.2  # (a new export at the job's hour)
 
 
+def test_an_export_as_big_as_the_groups_jobs_is_ordinary_for_the_group() -> None:
+    """A group's egress hours are mostly small downloads with a tail of weekly jobs (300k
+    records each): a newcomer's first export of that size, on two days of its own, is
+    ordinary for the group, as the share of its hours that reach it says, and counts
+    ``PEER_ORDINARY_FACTOR`` of its score (held-out 194's analyst was alerted at 76: the
+    group's log-normal put 300k far in its tail). Ten times that, beyond every hour the group
+    had, is not."""
+    from detectors.priors import PEER_ORDINARY_FACTOR
+
+    def first_export(records: int) -> float:
+        eng = Engine()
+        i = 0
+        for day in (d for d in range(15) if d % 7 < 5):
+            for hour in range(9, 17):
+                for who in range(8):
+                    i += 1
+                    t = T0 + day * DAY_MS + hour * HOUR_MS + who * 60_000
+                    if hour == 9 and who % 5 == day % 7:  # its weekly job
+                        e = parse_event({"event_id": f"j{i}", "time": t, "actor": f"an-{who}",
+                                         "role": "analyst", "team": "finance",
+                                         "action": "export", "resource_type": "report",
+                                         "resource_id": f"sched-{who}", "records": 300_000,
+                                         "client": "bi", "source_ip": "10.8.0.1"})
+                    elif (hour + who + day) % 4 == 0:
+                        e = analyst_event(i, t, f"an-{who}", "download", 2000 + 300 * (i % 5))
+                    else:
+                        e = analyst_event(i, t, f"an-{who}")
+                    eng.process(e)
+        for day in (15, 16):  # the newcomer: two days of reports and small downloads
+            for hour in range(9, 17):
+                i += 1
+                t = T0 + day * DAY_MS + hour * HOUR_MS
+                eng.process(analyst_event(i, t, "an-new", "download", 2000 + 300 * (i % 5)))
+        eng.process(analyst_event(i + 1, T0 + 17 * DAY_MS + 10 * HOUR_MS, "an-new", "export",
+                                  records))
+        return eng.state_of("an-new").levels.get("egress", 0.0)
+
+    assert 0.0 < first_export(300_000) <= PEER_ORDINARY_FACTOR
+    assert first_export(3_000_000) > 0.6
+
+
 def analysts_export(colleagues_records: int) -> tuple[list[float], Engine, AccessEvent]:
     """Two analysts export ``colleagues_records`` each; the event of a third exporting 60k
     an hour later is returned, not processed."""

