@@ -137,6 +137,35 @@ def _shared(d: dict[str, int]) -> dict[str, int]:
     return _SHARED.setdefault(tuple(sorted(d.items())), d)
 
 
+class Tail:
+    """How many observations reached a value: a histogram whose bins a subclass defines
+    (``_bin``, the last holding everything beyond); exact to a bin whatever order the values
+    come in, mergeable, deterministic."""
+
+    __slots__ = ("bins", "n")
+
+    def __init__(self, size: int) -> None:
+        self.bins = [0] * size
+        self.n = 0
+
+    def __getstate__(self) -> tuple:
+        return (self.bins, self.n)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.bins, self.n = state
+
+    def _bin(self, value: float) -> int:
+        raise NotImplementedError
+
+    def add(self, value: float) -> None:
+        self.bins[self._bin(value)] += 1
+        self.n += 1
+
+    def reaching(self, value: float) -> int:
+        """The observations that fell in ``value``'s bin or above."""
+        return sum(self.bins[self._bin(value):])
+
+
 class VolumeBaseline:
     """Per-hour counts against a learned normal (the actor's own, or its peers').
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from detectors.models import Reason, saturate
+from detectors.models import Reason, Tail, saturate
 from detectors.priors import (
     JUSTIFIED_MIN_READS,
     PEER_UNJUSTIFIED_BIN,
@@ -33,10 +33,9 @@ from detectors.signals.base import Context, Signal, fmt_count, restore_slots, sp
 __all__ = ["CountTail", "PeerUnjustified", "PeerUnjustifiedState"]
 
 
-class CountTail:
+class CountTail(Tail):
     """How many of a group's actor-days reached a count: a histogram of counts (bins of
-    ``PEER_UNJUSTIFIED_BIN``, the last holding everything from ``PEER_UNJUSTIFIED_TOP``);
-    exact to a bin whatever order the days come in, mergeable, deterministic.
+    ``PEER_UNJUSTIFIED_BIN``, the last holding everything from ``PEER_UNJUSTIFIED_TOP``).
 
     >>> tail = CountTail()
     >>> for total in [0.0] * 90 + [1.0] * 8 + [6.0] * 2:
@@ -45,30 +44,17 @@ class CountTail:
     (1.0, 0.1, 0.02, 0.0)
     """
 
-    __slots__ = ("bins", "n")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.bins = [0] * (int(PEER_UNJUSTIFIED_TOP / PEER_UNJUSTIFIED_BIN) + 1)
-        self.n = 0
-
-    def __getstate__(self) -> tuple:
-        return (self.bins, self.n)
-
-    def __setstate__(self, state: tuple) -> None:
-        self.bins, self.n = state
+        super().__init__(int(PEER_UNJUSTIFIED_TOP / PEER_UNJUSTIFIED_BIN) + 1)
 
     def _bin(self, count: float) -> int:
         return min(len(self.bins) - 1, int(max(0.0, count) / PEER_UNJUSTIFIED_BIN))
 
-    def add(self, count: float) -> None:
-        self.bins[self._bin(count)] += 1
-        self.n += 1
-
     def share_from(self, count: float) -> float:
         """The share of the days whose count fell in ``count``'s bin or above."""
-        if not self.n:
-            return 1.0
-        return sum(self.bins[self._bin(count):]) / self.n
+        return self.reaching(count) / self.n if self.n else 1.0
 
 
 @dataclass(slots=True)

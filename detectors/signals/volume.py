@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from detectors.models import UNITS, Reason, VolumeBaseline, saturate
+from detectors.models import UNITS, Reason, Tail, VolumeBaseline, saturate
 from detectors.priors import (
     COLD_START_SLACK,
     DAILY_EGRESS_MIN,
@@ -49,9 +49,9 @@ VOLUME_FEATURES = ("records", "customers")
 EGRESS_FEATURES = ("egress", "egress_bytes")
 
 
-class SizeTail:
+class SizeTail(Tail):
     """How many of a group's periods reached a size: a histogram of sizes in fractions of an
-    octave (``SIZE_TAIL_PER_OCTAVE``); exact to a bin whatever order the periods come in.
+    octave (``SIZE_TAIL_PER_OCTAVE``).
 
     >>> tail = SizeTail()
     >>> for records in [2_000] * 95 + [300_000] * 5:
@@ -60,29 +60,13 @@ class SizeTail:
     (5, 0, 100)
     """
 
-    __slots__ = ("bins", "n")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.bins = [0] * SIZE_TAIL_BINS
-        self.n = 0
+        super().__init__(SIZE_TAIL_BINS)
 
-    def __getstate__(self) -> tuple:
-        return (self.bins, self.n)
-
-    def __setstate__(self, state: tuple) -> None:
-        self.bins, self.n = state
-
-    @staticmethod
-    def _bin(size: float) -> int:
+    def _bin(self, size: float) -> int:
         return min(SIZE_TAIL_BINS - 1, int(SIZE_TAIL_PER_OCTAVE * math.log2(1.0 + max(0, size))))
-
-    def add(self, size: float) -> None:
-        self.bins[self._bin(size)] += 1
-        self.n += 1
-
-    def reaching(self, size: float) -> int:
-        """The periods whose size fell in ``size``'s bin or above."""
-        return sum(self.bins[self._bin(size):])
 
 
 class PeerEgress(VolumeBaseline):
