@@ -1020,17 +1020,18 @@ def test_one_insiders_export_does_not_widen_the_groups_normal_for_the_next() -> 
     assert min(levels) > 0.9, levels
 
 
-def analyst_event(i: int, t: int, actor: str, action: str = "read", records: int = 50
-                  ) -> AccessEvent:
+def analyst_event(i: int, t: int, actor: str, action: str = "read", records: int = 50,
+                  resource: str | None = None) -> AccessEvent:
     return parse_event({"event_id": f"{actor}-{i}", "time": t, "actor": actor,
                         "role": "analyst", "team": "finance", "action": action,
-                        "resource_type": "report", "records": records, "client": "bi",
-                        "source_ip": "10.8.0.1"})
+                        "resource_type": "report", "resource_id": resource, "records": records,
+                        "client": "bi", "source_ip": "10.8.0.1"})
 
 
-def analysts_company() -> tuple[Engine, int]:
+def analysts_company(job_records: int = 0) -> tuple[Engine, int]:
     """Eight analysts working 9-to-5 for three weeks, downloading ~2,500 records a few times
-    a day; returns the engine and the next event index."""
+    a day (and, with ``job_records``, each exporting that many in a weekly job at 9:00);
+    returns the engine and the next event index."""
     eng = Engine()
     i = 0
     for day in (d for d in range(15) if d % 7 < 5):
@@ -1038,7 +1039,9 @@ def analysts_company() -> tuple[Engine, int]:
             for who in range(8):
                 i += 1
                 t = T0 + day * 24 * HOUR_MS + hour * HOUR_MS + who * 60_000
-                if (hour + who + day) % 4 == 0:
+                if job_records and hour == 9 and who % 5 == day % 7:
+                    e = analyst_event(i, t, f"an-{who}", "export", job_records, f"sched-{who}")
+                elif (hour + who + day) % 4 == 0:
                     e = analyst_event(i, t, f"an-{who}", "download",
                                       2000 + 300 * ((who * 7 + day * 3 + hour) % 5))
                 else:
@@ -1118,24 +1121,7 @@ def test_an_export_as_big_as_the_groups_jobs_is_ordinary_for_the_group() -> None
     from detectors.priors import PEER_ORDINARY_FACTOR
 
     def first_export(records: int) -> float:
-        eng = Engine()
-        i = 0
-        for day in (d for d in range(15) if d % 7 < 5):
-            for hour in range(9, 17):
-                for who in range(8):
-                    i += 1
-                    t = T0 + day * DAY_MS + hour * HOUR_MS + who * 60_000
-                    if hour == 9 and who % 5 == day % 7:  # its weekly job
-                        e = parse_event({"event_id": f"j{i}", "time": t, "actor": f"an-{who}",
-                                         "role": "analyst", "team": "finance",
-                                         "action": "export", "resource_type": "report",
-                                         "resource_id": f"sched-{who}", "records": 300_000,
-                                         "client": "bi", "source_ip": "10.8.0.1"})
-                    elif (hour + who + day) % 4 == 0:
-                        e = analyst_event(i, t, f"an-{who}", "download", 2000 + 300 * (i % 5))
-                    else:
-                        e = analyst_event(i, t, f"an-{who}")
-                    eng.process(e)
+        eng, i = analysts_company(job_records=300_000)
         for day in (15, 16):  # the newcomer: two days of reports and small downloads
             for hour in range(9, 17):
                 i += 1
