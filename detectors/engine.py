@@ -66,7 +66,7 @@ from operator import itemgetter
 from typing import Any
 
 from detectors.events import AccessEvent, ContextEntry
-from detectors.models import Peaks, Reason, VolumeBaseline
+from detectors.models import Peaks, Reason, TicketHabit, VolumeBaseline
 from detectors.priors import (
     BAR_CAP,
     BUDGET_MIN_DAYS,
@@ -79,6 +79,7 @@ from detectors.priors import (
     MAX_EVIDENCE,
     MAX_JOBS,
     NEGLIGIBLE,
+    PEER_TICKET_ALPHA,
     SEVERITIES,
     SUMMARY_REASONS,
 )
@@ -316,9 +317,14 @@ def _migrate_peer(state: Any) -> dict[str, Any]:
             # (a group from before its egress hours' sizes were kept: they start now)
             from detectors.signals.volume import PeerEgress
             signals["egress"] = PeerEgress.of(signals["egress"])
-        return _as_profile(values)
-    signals = {new: values.pop(old) for old, new in _OLD_PEER_FIELDS.items() if old in values}
-    values["signals"] = {name: signals[name] for name in _REGISTRY_ORDER if name in signals}
+    else:
+        signals = {new: values.pop(old) for old, new in _OLD_PEER_FIELDS.items() if old in values}
+        values["signals"] = {name: signals[name] for name in _REGISTRY_ORDER if name in signals}
+    habit = (values.get("signals") or {}).get("unjustified")
+    if isinstance(habit, TicketHabit) and habit.rate.alpha > PEER_TICKET_ALPHA:
+        # (a group's ticket habit from before 2026-12-07 followed its last ~50 reads: it keeps
+        # its share, and follows the long memory from now on)
+        habit.rate.alpha = PEER_TICKET_ALPHA
     return _as_profile(values)
 
 

@@ -825,6 +825,22 @@ def test_new_actor_is_judged_against_peers() -> None:
     assert "peers" in alerts[-1].summary
 
 
+def test_a_new_actor_is_judged_by_its_groups_habit_not_by_whoever_worked_last() -> None:
+    """A young actor's unticketed look is judged by its group's ticketed share. That share
+    is the group's over a long memory: one agent's evening of ticketless call-backs (60
+    reads, the group's last) does not make the next hour's newcomer's look unremarkable."""
+    eng = Engine()
+    for name in ("p1", "p2", "p3", "p4"):
+        ordinary_days(eng, days=6, actor=name)
+    evening = T0 + 6 * 24 * HOUR_MS + 20 * HOUR_MS
+    for k in range(60):
+        eng.process(ev(k, evening + k * 50_000, actor="p1", customer=f"cb{k}", ticket=None))
+    eng.process(ev(0, evening + HOUR_MS + 600_000, actor="newbie", customer="x1", ticket=None))
+    assert eng.peers["support_agent"].signals["unjustified"].ticketed_share > 0.9
+    # (with the group's share over its last ~50 reads: 0.74, and a level of 0.04)
+    assert eng.state_of("newbie").levels.get("unjustified", 0.0) > 0.15
+
+
 def test_role_change_moves_the_actor_to_its_new_peers() -> None:
     eng = Engine()
     ordinary_days(eng, days=3)

@@ -183,6 +183,31 @@ def test_a_groups_egress_baseline_from_before_its_sizes_restores_and_learns_them
     assert group.hours == 4 and group.sizes["egress"].reaching(4_000) == 1
 
 
+def test_a_groups_ticket_habit_from_before_restores_with_the_long_memory() -> None:
+    """A group checkpointed when its ticket habit followed its last ~50 reads restores with
+    the same share, and follows the group's long memory from then on: fifty unticketed
+    reads (a night shift's call-backs) then barely move it."""
+    from detectors.models import TicketHabit
+    from detectors.priors import PEER_TICKET_ALPHA, TICKET_ALPHA
+
+    eng = Engine()
+    for i in range(20):
+        eng.process(_read(i, "ann", hour=i // 10))
+    old = TicketHabit(TICKET_ALPHA, min_events=90)
+    for i in range(2_000):
+        old.learn_one({"customer": True, "ticketed": i % 10 != 0})
+    shared = eng.shared_state()
+    shared["peers"]["support_agent"].signals["unjustified"] = old
+    restored = Engine()
+    restored.load_shared(pickle.loads(pickle.dumps(shared)))
+    group = restored.peers["support_agent"].signals["unjustified"]
+    assert group.rate.alpha == PEER_TICKET_ALPHA
+    assert group.ticketed_share == old.ticketed_share
+    for _ in range(50):
+        group.learn_one({"customer": True, "ticketed": False})
+    assert group.ticketed_share > 0.8
+
+
 def test_a_daily_count_written_before_its_window_restores_without_one() -> None:
     """A :class:`DailyCount` pickled before the robust window existed (departing's usual
     downloads in a checkpoint of an older version) restores, judged as it was (no window);

@@ -29,10 +29,12 @@ from detectors.priors import (
     NEVER_WORKED_OFF,
     OUTSIDE_QUEUE_COUNT,
     OUTSIDE_QUEUE_WEIGHT,
+    PEER_TICKET_ALPHA,
     QUEUE_LINK_SHARE,
     QUEUE_MIN_LINKS,
     SHARE_DECIMALS,
     SUSPECT_READ_WEIGHT,
+    TICKET_ALPHA,
     TICKET_CONTEXT_DAYS,
     TICKET_HISTORY,
     UNJUSTIFIED_DAILY_FLOOR,
@@ -160,14 +162,16 @@ class Unjustified(Signal):
         super().__init__(settings)
         self.queues = QueueMap(settings.max_customers)
 
-    def _habit(self) -> TicketHabit:
-        return TicketHabit(min_events=TICKET_HISTORY * self.settings.min_history_events)
+    def _habit(self, alpha: float = TICKET_ALPHA) -> TicketHabit:
+        return TicketHabit(alpha, min_events=TICKET_HISTORY * self.settings.min_history_events)
 
     def new_actor(self) -> UnjustifiedState:
         return UnjustifiedState(self._habit())
 
     def new_peer(self, key: str) -> TicketHabit:
-        return self._habit()
+        # (the group's share over a long memory: a young actor is judged by it, and the last
+        # fifty of the group's reads are whoever happened to work that hour)
+        return self._habit(PEER_TICKET_ALPHA)
 
     def new_role(self, state: UnjustifiedState) -> UnjustifiedState:
         state.tickets = self._habit()  # the rest is about the actor, not its role
