@@ -203,10 +203,10 @@ PEER_UNJUSTIFIED_CAP = 0.5
 
 TICKET_ALPHA = 0.02  # customer accesses: the ticketed share follows change over ~50
 # A group's customer reads: its ticketed share (what a young actor is judged by) follows change
-# over ~1,000 of them, most of a day of even a small group's work, so that whoever works this
-# hour (a night shift's call-backs, an early agent's queue) does not swing it. At 0.02, a group
-# of 178 agents' share read at one agent's 64 looks ranged 0.48-0.92 (at 0.001: 0.81-0.91),
-# against 0.87 over its 28 days (heldout-191).
+# over ~1,000 of them (hours of a large group's work, days of a small one's), so that whoever
+# works this hour (a night shift's call-backs, an early agent's queue) does not swing it. At
+# 0.02, a group of 178 agents' share read at one agent's 64 looks ranged 0.48-0.92 (at 0.001:
+# 0.81-0.91), against 0.87 over its 28 days (heldout-191).
 PEER_TICKET_ALPHA = 0.001
 TICKET_MIN_EVENTS = 30  # customer accesses before a missing ticket means anything
 # A ticketed share at or below a half says nothing about a missing ticket; above it, how
