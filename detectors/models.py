@@ -575,7 +575,8 @@ class FirstSeen:
     """
 
     weights = {"access": NOVELTY_WEIGHT, "client": NOVELTY_WEIGHT, "network": NOVELTY_WEIGHT}
-    __slots__ = ("_top", "counts", "max_values", "min_events", "n", "scale", "tolerated")
+    __slots__ = ("_top", "adopters", "counts", "max_values", "min_events", "n", "pending",
+                 "scale", "tolerated")
 
     def __init__(self, min_events: int = FIRST_SEEN_MIN_EVENTS,
                  max_values: int = FIRST_SEEN_MAX_VALUES, tolerated: float = FIRST_SEEN_TOLERATED,
@@ -589,6 +590,18 @@ class FirstSeen:
         # trait -> (n when computed, its most used values): a peer group's profile holds
         # thousands of values, and sorting them for every explanation dominated the worker.
         self._top: dict[str, tuple[int, list[tuple[str, int]]]] | None = None
+        # A peer group's: trait -> value -> how many actors took it up (:meth:`adopt`; the
+        # first_seen signal counts clients).
+        self.adopters: dict[str, dict[str, int]] = {}
+        # An actor's: a new client's reason, judged when its hour ends.
+        self.pending: Reason | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        # (A record written before adopters restores without them.)
+        slots = state[1] if isinstance(state, tuple) else state
+        self.adopters, self.pending = {}, None
+        for name, value in slots.items():
+            setattr(self, name, value)
 
     def usual(self, trait: str, but: str | None = None, k: int = USUAL_VALUES
               ) -> list[tuple[str, int]]:
@@ -615,8 +628,10 @@ class FirstSeen:
                 # Forget the rarest quarter, so the profile stays bounded: at once, since a
                 # peer group's profile is full and meets new values (networks) all the time.
                 forget = max(1, self.max_values // FIRST_SEEN_FORGET_PARTS)
+                took = self.adopters.get(trait, {})
                 for rare in sorted(seen, key=seen.__getitem__)[:forget]:
                     del seen[rare]
+                    took.pop(rare, None)
             seen[value] = seen.get(value, 0) + 1
 
     def learn_shared(self, x: dict[str, str | None]) -> None:
@@ -625,6 +640,17 @@ class FirstSeen:
         holds in the hour, whenever a shard first explains with it."""
         self.learn_one(x)
         self._top = None
+
+    def adopt(self, trait: str, value: str) -> None:
+        """Count one more actor taking up ``value`` of ``trait`` (a peer group's op, after the
+        actor's use of it was learned here: values the profile forgot are not kept)."""
+        if value in self.counts.get(trait, ()):
+            took = self.adopters.setdefault(trait, {})
+            took[value] = took.get(value, 0) + 1
+
+    def adopted(self, trait: str, value: str | None) -> int:
+        """How many actors took up ``value`` of ``trait``."""
+        return self.adopters.get(trait, {}).get(value, 0) if value is not None else 0
 
     def _trait_score(self, trait: str, value: str | None) -> float:
         if value is None or self.n < self.min_events:

