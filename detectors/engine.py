@@ -191,6 +191,7 @@ class Verdict:
 
     score: float
     alert: Alert | None = None
+    late: bool = False  # of an hour the actor had left (input out of time order for it)
 
 
 @dataclass(slots=True)
@@ -687,7 +688,7 @@ class Engine:
         risk = self._risk(st)
         st.hour_peak = max(st.hour_peak, risk)
         st.day_peak = max(st.day_peak, risk)
-        return Verdict(score=risk, alert=self._maybe_alert(st, peer, ev, risk))
+        return Verdict(score=risk, alert=self._maybe_alert(st, peer, ev, risk), late=ctx.late)
 
     # --- bookkeeping ---------------------------------------------------------------
 

@@ -5,10 +5,11 @@ offsets, the consumer group's committed offset (``SNOOPWATCH_APP_ID``), how many
 messages below the committed offset were forwarded to detection or dead-lettered (the
 dead-letter record's ``source``), and how many are *unaccounted* (neither: must be 0).
 Forwarded is either through the by-actor topic (each such message carries its origin in the
-``snoopwatch-source`` header) or *in place*: a valid event whose actor the by-actor topic
-would put on the partition it arrived on is detected by the ingest agent itself (same
-partition counts; see ``Router`` in stream/app.py), and its input offset is committed only
-once a state checkpoint holds it, so the committed offset is its ledger entry. For
+``snoopwatch-source`` header) or *in place*: a valid event keyed by its actor, which the
+by-actor topic would put on the partition it arrived on, is detected by the ingest agent
+itself (same partition counts; see ``Router`` in stream/app.py), and its input offset is
+committed only once a state checkpoint holds it, so the committed offset is its ledger
+entry. For
 each partition of the internal by-actor topic it reports the committed offset: the detect
 agent acks a message only once a state checkpoint includes it (stream/state.py), so
 everything below it is in the durable state. Workers' counters (``--metrics URL``) are
@@ -166,7 +167,8 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
         forwarded: dict[int, set[int]] = {p: set() for p in inputs}
         dead: dict[int, dict[int, str]] = {p: {} for p in inputs}
         # Input messages that the ingest agent detects in place: only with equal partition
-        # counts (stream/app.py's Router), valid, of an actor homed on their own partition.
+        # counts (stream/app.py's Router), valid, keyed by an actor homed on their own
+        # partition.
         n_parts = len(inputs) if len(inputs) == len(parts.get(by_actor_topic, [])) else 0
         in_place: dict[int, set[int]] = {p: set() for p in inputs}
 
@@ -178,7 +180,7 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
                 actor = decode_event(msg.value).actor
             except InvalidEvent:
                 return
-            if home_partition(actor, n_parts) == msg.partition:
+            if home_partition(actor, n_parts) == msg.partition and msg.key == actor.encode():
                 in_place[msg.partition].add(msg.offset)
 
         def on_by_actor(msg: Any) -> None:

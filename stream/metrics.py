@@ -47,6 +47,10 @@ class Metrics:
                                      ["reason"], registry=r)
         self.processed = Counter("snoopwatch_events_processed_total",
                                  "Valid events run through the detection core.", registry=r)
+        self.late = Counter("snoopwatch_events_late_total",
+                            "Valid events of an hour their actor had already left (input not "
+                            "in time order per actor): judged, not counted into that hour.",
+                            registry=r)
         self.alerts = Counter("snoopwatch_alerts_total",
                               "Alerts emitted, by severity and top contributing detector.",
                               ["severity", "detector"], registry=r)

@@ -194,6 +194,8 @@ class Pipeline:
             self.metrics.count_alert(a.severity, top)
         m = self.metrics
         m.processed.inc()
+        if verdict.late:
+            m.late.inc()
         if now_ms is not None:
             m.event_lag.observe(max(0.0, (now_ms - ev.time_ms) / 1000))
         m.latency.observe(time.perf_counter() - started)

@@ -127,20 +127,26 @@ async def test_ingest_detects_in_place_what_the_hop_would_bring_back(sw: Snoopwa
     with patch.object(sw.by_actor_topic, "send", AsyncMock()) as rekey:
         async with sw.ingest.test_context() as agent:
             await agent.put(event(1, T0, "c1", "T1"), key=b"ann", partition=home)
-            await agent.put(event(2, T0 + 1000, "c2", "T2"), key=b"x", partition=home)
+            await agent.put(event(2, T0 + 1000, "c2", "T2"), key=b"ann", partition=home)
             await settle(lambda: len(sw.store.unacked) == 2)
             assert [e.message.offset for e in sw.store.unacked] == [0, 1]
             assert not any(e.message.acked for e in sw.store.unacked)
-            await agent.put(event(3, T0 + 2000, "c3", "T3"), key=b"y", partition=other)
+            await agent.put(event(3, T0 + 2000, "c3", "T3"), key=b"ann", partition=other)
             await settle(lambda: rekey.call_count > 0)
             rekey.assert_called_once()  # only the event of another partition took the hop
+            # Not keyed by its actor: the hop even from its home partition (detected here it
+            # would overtake the actor's events hopping from the others).
+            await agent.put(event(4, T0 + 3000, "c4", "T4"), key=b"x", partition=home)
+            await agent.put(event(5, T0 + 4000, "c5", "T5"), key=None, partition=home)
+            await settle(lambda: rekey.call_count == 3)
+            assert len(sw.store.unacked) == 2
             # Re-read after a restart: at or below the actor's watermark of that partition.
             assert sw.store.admit("ann", "ann-1", home, None, (home, 1)) != "process"
             unacked = list(sw.store.unacked)
             await sw.store.checkpoint()
             assert all(e.message.acked for e in unacked) and not sw.store.unacked
     m = sw.pipeline.metrics
-    assert m.processed._value.get() == 2 and m.valid._value.get() == 3
+    assert m.processed._value.get() == 2 and m.valid._value.get() == 5
     assert sw.store.meta["ann"].sources == {home: 1}
 
 

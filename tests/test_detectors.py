@@ -228,7 +228,9 @@ def test_late_events_are_judged_but_not_counted_into_the_running_hour() -> None:
         for k in range(100):
             i += 1
             t = now - 6 * HOUR_MS + k * 180_000 if late else now + k * 30_000
-            top = max(top, eng.process(ev(i, t, customer=f"c-{k}", ticket=f"T-{k}")).score)
+            verdict = eng.process(ev(i, t, customer=f"c-{k}", ticket=f"T-{k}"))
+            assert verdict.late is late  # (the worker counts them: snoopwatch_events_late_total)
+            top = max(top, verdict.score)
         scores[late] = top
     assert scores[True] < 30 < 60 <= scores[False]
 

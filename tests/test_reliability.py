@@ -257,20 +257,32 @@ def test_a_partition_drained_late_raises_no_bursts_of_false_alerts(tmp_path: Pat
     """SPEC §1: the worker must be correct when the key is not the actor. Unkeyed input on 4
     partitions, one of them drained only after the others (its consumer lagged): a quarter
     of every actor's five days reaches detection after the rest. Those late events are
-    judged, not piled into the running hour (which raised ~20 alerts on normal staff)."""
+    judged, not piled into the running hour (which raised ~20 alerts on normal staff).
+
+    An unkeyed event is not detected in place (stream/app.py ``Router``): it would overtake its
+    actor's events hopping from the other partitions, and its actor's normal, missing those,
+    raised alerts on fraud investigators' routine bulk searches in a third of the runs."""
     settings = fresh_settings(tmp_path, partitions=4)
     asyncio.run(create_topics(settings, 4))
     sim = list(generate(SimConfig(employees=60, days=5, seed=3)))
     insiders = {ev["actor"] for ev, label in sim if label}
     rng = random.Random(4)
     lagging = [rng.random() < 0.25 for _ in sim]
-    with running(settings, tmp_path / "worker.log"):
+    late_events = []
+    with running(settings, tmp_path / "worker.log") as (_, url):
         for late in (False, True):
             asyncio.run(send(settings, [(None, orjson.dumps(ev)) for (ev, _), lag
                                         in zip(sim, lagging, strict=True) if lag is late],
                              batch=True))
             audit = wait_until("every event processed", lambda: settled(settings), 180, 1.0)
+            late_events.append(scrape(url).get("snoopwatch_events_late_total", 0))
         assert sum(p.forwarded for p in audit.input) == len(sim)
-    alerted = {a["actor"] for a in read_alerts(settings)}
+    print(f"\nlate events: {late_events[0]:.0f} of the first {lagging.count(False)}, then "
+          f"{late_events[1] - late_events[0]:.0f} of the {lagging.count(True)} drained late")
+    # The lagging quarter reached detection after its actors' later events, and was counted.
+    assert late_events[1] - late_events[0] >= 0.9 * lagging.count(True)
+    alerts = read_alerts(settings)
+    alerted = {a["actor"] for a in alerts}
     assert alerted & insiders
-    assert len(alerted - insiders) <= 1, f"normal staff alerted: {sorted(alerted - insiders)}"
+    noisy = [(a["actor"], a["summary"]) for a in alerts if a["actor"] not in insiders]
+    assert len(alerted - insiders) <= 1, f"normal staff alerted: {noisy}"
