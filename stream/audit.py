@@ -9,10 +9,9 @@ Forwarded is either through the by-actor topic (each such message carries its or
 by-actor topic would put on the partition it arrived on, is detected by the ingest agent
 itself (same partition counts; see ``Router`` in stream/app.py), and its input offset is
 committed only once a state checkpoint holds it, so the committed offset is its ledger
-entry. For
-each partition of the internal by-actor topic it reports the committed offset: the detect
-agent acks a message only once a state checkpoint includes it (stream/state.py), so
-everything below it is in the durable state. Workers' counters (``--metrics URL``) are
+entry. For each partition of the internal by-actor topic it reports the committed offset:
+the detect agent acks a message only once a state checkpoint includes it (stream/state.py),
+so everything below it is in the durable state. Workers' counters (``--metrics URL``) are
 added when given: they reset when a worker restarts, the offsets do not.
 
 It reads the by-actor and dead-letter topics from their start: minutes for tens of millions

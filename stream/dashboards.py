@@ -174,7 +174,9 @@ def dashboard() -> dict[str, Any]:
 
     lay.row("Events")
     lay.add(_timeseries("Events/s", "Read from the input topic, passed validation, run "
-                        "through the detectors, dead-lettered.", [
+                        "through the detectors, dead-lettered; late: processed after a later "
+                        "event of their actor (input not keyed by actor, or drained unevenly), "
+                        "judged but not counted into their hour.", [
                             _target(f"sum(rate(snoopwatch_events_consumed_total{{{SEL}}}"
                                     f"[{rate}]))", "consumed", "A"),
                             _target(f"sum(rate(snoopwatch_events_valid_total{{{SEL}}}"
@@ -183,6 +185,8 @@ def dashboard() -> dict[str, Any]:
                                     f"[{rate}]))", "processed", "C"),
                             _target(f"sum(rate(snoopwatch_events_dead_lettered_total{{{SEL}}}"
                                     f"[{rate}]))", "dead-lettered", "D"),
+                            _target(f"sum(rate(snoopwatch_events_late_total{{{SEL}}}"
+                                    f"[{rate}]))", "late", "E"),
                         ], "reqps"), 12, 8)
     lay.add(_timeseries("Dead letters by reason", "Rejected input messages per second, by "
                         "reason; each is on the dead-letter topic with its original bytes.",
