@@ -123,6 +123,13 @@ class RunningStats:
         return math.sqrt(self.var)
 
 
+def _restore(obj: Any, state: Any, **added: Any) -> None:
+    """Unpickle a slots class whose record may predate some slots: ``added`` (their values
+    for an older record) first, then the record's own."""
+    for name, value in {**added, **(state[1] if isinstance(state, tuple) else state)}.items():
+        setattr(obj, name, value)
+
+
 def saturate(excess: float, scale: float) -> float:
     """Map a non-negative excess to [0, 1): 0 stays 0, ``scale`` maps to 0.63."""
     return 0.0 if excess <= 0 else 1.0 - math.exp(-excess / scale)
@@ -344,10 +351,7 @@ class DailyCount:
 
     def __setstate__(self, state: Any) -> None:
         # (A record written before the window, or the weights, restores without them.)
-        slots = state[1] if isinstance(state, tuple) else state
-        self.window, self.days, self.counted, self.counted_sq = 0, (), 0.0, 0.0
-        for name, value in slots.items():
-            setattr(self, name, value)
+        _restore(self, state, window=0, days=(), counted=0.0, counted_sq=0.0)
 
     @property
     def rate(self) -> float:
@@ -598,10 +602,7 @@ class FirstSeen:
 
     def __setstate__(self, state: Any) -> None:
         # (A record written before adopters restores without them.)
-        slots = state[1] if isinstance(state, tuple) else state
-        self.adopters, self.pending = {}, None
-        for name, value in slots.items():
-            setattr(self, name, value)
+        _restore(self, state, adopters={}, pending=None)
 
     def usual(self, trait: str, but: str | None = None, k: int = USUAL_VALUES
               ) -> list[tuple[str, int]]:
