@@ -41,7 +41,7 @@ from stream.pipeline import (
     Rejected,
     dead_letter,
     encode,
-    home_partition,
+    keyed_home,
 )
 from stream.shared import SOURCE_HEADER
 from stream.sinks.ocsf import finding
@@ -158,8 +158,7 @@ class Router:
 
     def in_place(self, actor: str, partition: int, key: bytes | None) -> bool:
         return (partition in self.home and self.partitions is not None
-                and home_partition(actor, self.partitions) == partition
-                and key == actor.encode())
+                and keyed_home(actor, key, partition, self.partitions))
 
 
 class OrderedAcks:

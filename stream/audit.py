@@ -29,7 +29,7 @@ import orjson
 from detectors.events import InvalidEvent, decode_event
 from detectors.settings import Settings
 from stream.kafka_security import client_kwargs
-from stream.pipeline import home_partition
+from stream.pipeline import keyed_home
 from stream.shared import SOURCE_HEADER
 from stream.topics import read_to_end
 
@@ -179,7 +179,7 @@ async def run_audit(settings: Settings, metrics_urls: list[str] | None = None) -
                 actor = decode_event(msg.value).actor
             except InvalidEvent:
                 return
-            if home_partition(actor, n_parts) == msg.partition and msg.key == actor.encode():
+            if keyed_home(actor, msg.key, msg.partition, n_parts):
                 in_place[msg.partition].add(msg.offset)
 
         def on_by_actor(msg: Any) -> None:

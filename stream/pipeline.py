@@ -232,6 +232,18 @@ def home_partition(actor: str, partitions: int) -> int:
     return (murmur2(actor.encode()) & 0x7FFFFFFF) % partitions
 
 
+def keyed_home(actor: str, key: bytes | None, partition: int, partitions: int) -> bool:
+    """Was this input event keyed by its actor, and is ``partition`` that actor's home? Then
+    the ingest agent may detect it in place (stream/app.py ``Router``; ``snoopwatch audit``
+    counts by the same rule): every event of the actor is on that partition, in order.
+
+    >>> home = home_partition("ann", 4)
+    >>> keyed_home("ann", b"ann", home, 4), keyed_home("ann", None, home, 4)
+    (True, False)
+    """
+    return key == actor.encode() and home_partition(actor, partitions) == partition
+
+
 def encode(obj: Any) -> bytes:
     """orjson with sorted keys, so equal records are equal bytes."""
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
