@@ -229,8 +229,8 @@ class VolumeBaseline:
             self.stats[f].update(v, weight)
             if weight >= 1.0:
                 self.peak[f] = max(v, self.peak[f] - PEAK_FORGET)
-            else:
-                self.peak[f] -= PEAK_FORGET
+            else:  # (not below no records at all)
+                self.peak[f] = max(0.0, self.peak[f] - PEAK_FORGET)
 
     def z(self, f: str, value: float, floor: float | None = None) -> float:
         """Standard deviations of ``log1p(value)`` above the learned normal.

@@ -79,6 +79,20 @@ def test_volume_needs_history_and_a_minimum_count() -> None:
     assert vb.score_one({"records": 9, "customers": 9}) == 0.0  # under min_count
 
 
+def test_volume_largest_on_record_never_falls_below_an_empty_hour() -> None:
+    """Periods under suspicion only forget the largest on record: months of them must not
+    take it below nothing, which read "at most -1" and lowered the bar of the 3x test."""
+    vb = VolumeBaseline(("records",), {"records": 1}, min_hours=5)
+    for _ in range(10):
+        vb.learn_one({"records": 3})
+    for _ in range(2000):
+        vb.learn_one({"records": 3}, weight=0.1)
+    assert vb.peak["records"] == 0.0
+    assert vb.explain({"records": 40})[0].expected["largest"] == {"records": 0}
+    # 4 records is "beyond 3x the largest" (0) by log(5/3) only: 0.4, not near-certain.
+    assert vb.score_one({"records": 4}) < 0.5
+
+
 # --- FirstSeen ----------------------------------------------------------------
 
 def test_first_seen_scores_new_values_and_stays_bounded() -> None:
