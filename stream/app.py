@@ -387,6 +387,14 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         await settled.wait()
         return (msg.topic, msg.partition) in app.consumer.assignment()
 
+    async def arrived(event: Any) -> bool:
+        """Take ``event`` in (once the context is read); False if, after a rebalance, its
+        partition is no longer ours: left unacked, its new holder reads it again."""
+        if not context_ready.is_set():
+            await context_ready.wait()
+        acks.taken(event)
+        return settled.is_set() or await still_ours(event.message)
+
     async def send_dead_letter(event: Any, record: dict[str, Any]) -> bool:
         """Dead-letter ``event``'s message as ``record``; False if it was fetched before a
         rebalance (see ``current``): left to its copy read again, and acked with it."""
@@ -436,12 +444,9 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         # Manual acks: an event detected in place is acked by the checkpoint that holds it;
         # the others as soon as they are forwarded or dead-lettered.
         async for event in _taken(stream):
-            if not context_ready.is_set():
-                await context_ready.wait()
+            if not await arrived(event):
+                continue
             msg = event.message
-            acks.taken(event)
-            if not settled.is_set() and not await still_ours(msg):
-                continue  # unacked: its new holder reads it from the committed offset
             started = time.perf_counter()
             part = msg.partition
             positions[msg.topic, part] = taken[msg.topic, part] = msg.offset + 1
@@ -485,12 +490,9 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         # Manual acks: a message is acked (its offset committable) only once a checkpoint
         # holds its effect on the actor's state (stream/state.py).
         async for event in _taken(stream):
-            if not context_ready.is_set():
-                await context_ready.wait()
-            msg = event.message
-            acks.taken(event)
-            if not settled.is_set() and not await still_ours(msg):
+            if not await arrived(event):
                 continue
+            msg = event.message
             started = time.perf_counter()
             taken[msg.topic, msg.partition] = msg.offset + 1
             if msg.partition not in store.loaded and not await store.ensure_loaded(
