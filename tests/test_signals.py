@@ -270,7 +270,7 @@ def test_the_registry_order_is_the_engines_phase_order() -> None:
 
 
 def test_an_optional_signal_runs_but_raises_only_when_named(tmp_path: Path) -> None:
-    """``multivariate`` is optional (docs/detection.md: on the tuning family it found no
+    """``multivariate`` is optional (docs/detection-history.md: on the tuning family it found no
     insider the other signals miss, and ranked honest actor-hours above weak insiders). It
     learns either way, so SNOOPWATCH_OPTIONAL_SIGNALS=multivariate raises it at once."""
     assert [c.name for c in REGISTRY if c.optional] == ["multivariate"]
