@@ -126,6 +126,10 @@ class Settings:
     detect_in_place: bool = True
     """Detect events keyed by actor in the ingest agent, skipping the re-key hop (~2x the
     throughput); events keyed otherwise still take the hop. 0: every event takes the hop."""
+    input_merge_wait_s: float = 1.0
+    """Events that take the hop (input not keyed by actor) are forwarded in event-time order
+    across the input partitions a worker holds (stream/merge.py): the longest a partition
+    that still has events to read holds the others' back. 0: forward in arrival order."""
     peer_ops_retention_s: float = 30 * 86400.0
     """How long the ``<app_id>-peer-ops`` topic keeps a record (its ``retention.ms``, set by
     the worker and ``create-topics``, on an existing topic too); 0 keeps them for ever. Far

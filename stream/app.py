@@ -33,6 +33,7 @@ from stream import web as webguard
 from stream.deadletters import ContextDeadLetters, DeadLetters
 from stream.kafka_security import broker_credentials, client_kwargs
 from stream.kafka_security import describe as describe_security
+from stream.merge import InputMerge
 from stream.metrics import CONTENT_TYPE, Metrics
 from stream.peerops import Barrier, follow
 from stream.pipeline import (
@@ -138,7 +139,8 @@ class Router:
     the hop even on its home partition: detected here it would overtake the same actor's
     events hopping from the other partitions (an unkeyed backlog drained: ~73 % of its
     events reached detection after a later event of their actor, ~50 % with every one
-    through the hop; ``tests/test_reliability.py``, ``snoopwatch_events_late_total``).
+    through the hop, ~3 % through the hop merged by event time: stream/merge.py;
+    ``tests/test_reliability.py``, ``snoopwatch_events_late_total``).
     """
 
     def __init__(self) -> None:
@@ -404,6 +406,10 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             return False
         return True
     router = Router()
+    # Events that take the hop, forwarded in event-time order across the input partitions
+    # (stream/merge.py); one forwarder at a time, so that the order is the merge's.
+    merge = InputMerge(s.input_merge_wait_s)
+    forwarding = asyncio.Lock()
     recent: deque[dict[str, Any]] = deque(maxlen=webguard.RECENT_ALERTS)
     input_name, by_actor_name = s.input_topic, by_actor.get_topic_name()
     positions = pipeline.metrics.input_offsets  # snoopwatch_input_offset
@@ -453,20 +459,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             source = {"topic": msg.topic, "partition": part, "offset": msg.offset}
             src = sources.get(msg.topic)
             if src is not None and src.format != "spec":
-                # Possibly several records: each is forwarded as its SPEC event (or
-                # dead-lettered), and the message is acked once all of them are sent.
-                for index, one in enumerate(pipeline.ingest_from(src, event.value, source,
-                                                                 msg.key)):
-                    if isinstance(one, Rejected):
-                        if not await send_dead_letter(event, one.record):
-                            break  # (all of it read again)
-                    else:
-                        await by_actor.send(key=one.actor.encode(),
-                                            value=encode(one.to_dict()),
-                                            headers=[(SOURCE_HEADER,
-                                                      source_header(msg, index))])
-                else:
-                    acks.done(event)
+                # Possibly several records, forwarded together at the earliest one's time.
+                outs = pipeline.ingest_from(src, event.value, source, msg.key)
+                merge.put(msg.tp, min((o.time_ms for o in outs if isinstance(o, AccessEvent)),
+                                      default=-1), (event, outs))
+                await forward_merged()
                 continue
             out = pipeline.ingest(event.value, source, key=msg.key)
             if isinstance(out, Rejected):
@@ -479,11 +476,52 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
                     continue  # revoked while its state was read: the new owner has it
                 await gated(part, out, event, None, (part, msg.offset), started)
             else:
-                # Re-keyed as the original bytes (detect decodes them the same way); the
-                # origin rides along in a header, for dedup and ``snoopwatch audit``.
-                await by_actor.send(key=out.actor.encode(), value=event.value,
-                                    headers=[(SOURCE_HEADER, source_header(msg))])
-                acks.done(event)
+                merge.put(msg.tp, out.time_ms, (event, out))
+                await forward_merged()
+
+    def unread(tp: Any) -> bool:
+        """Whether input partition ``tp`` has events this worker has not taken yet."""
+        try:
+            end = app.consumer.highwater(tp)
+        except Exception:  # not (or no longer) assigned to the fetcher: unknown
+            end = None
+        if end is None:
+            return True
+        done = getattr(app.consumer, "_committed_offset", {}).get(tp) or 0
+        return end > max(taken.get(tp, 0), done)
+
+    async def forward_merged() -> None:
+        """Forward what the merge gives out (stream/merge.py), in its order."""
+        async with forwarding:
+            while (item := merge.next(unread)) is not None:
+                await forward(*item)
+
+    async def forward(event: Any, out: AccessEvent | list[AccessEvent | Rejected]) -> None:
+        msg = event.message
+        if isinstance(out, AccessEvent):
+            # Re-keyed as the original bytes (detect decodes them the same way); the
+            # origin rides along in a header, for dedup and ``snoopwatch audit``.
+            await by_actor.send(key=out.actor.encode(), value=event.value,
+                                headers=[(SOURCE_HEADER, source_header(msg))])
+            acks.done(event)
+            return
+        # Each record is forwarded as its SPEC event (or dead-lettered), and the message is
+        # acked once all of them are sent.
+        for index, one in enumerate(out):
+            if isinstance(one, Rejected):
+                if not await send_dead_letter(event, one.record):
+                    return  # (all of it read again)
+            else:
+                await by_actor.send(key=one.actor.encode(), value=encode(one.to_dict()),
+                                    headers=[(SOURCE_HEADER, source_header(msg, index))])
+        acks.done(event)
+
+    if s.input_merge_wait_s > 0:
+        @app.timer(interval=s.input_merge_wait_s / 2, name="snoopwatch.merge")
+        async def forward_waited() -> None:
+            # Held events whose wait ran out go even when no new event comes to send them.
+            if merge.held and settled.is_set():
+                await forward_merged()
 
     @app.agent(by_actor, name="detect")
     async def detect(stream: Any) -> None:
@@ -536,6 +574,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         if barrier is not None:
             barrier.resize(consumer.topic_partitions(by_actor_name) or barrier.n)
             barrier.moved.set()  # (held events of partitions gone elsewhere are dropped)
+        merge.holding(tp for tp in consumer.assignment() if tp.topic in sources)
         try:
             if s.detect_in_place:
                 router.update(consumer.assignment(), consumer.topic_partitions(input_name),
@@ -550,6 +589,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         # (before the next sender is assigned: it reads what this one committed)
         await context_dead_letters.resign()
         router.update(set(), None, None, input_name, by_actor_name)
+        merge.drop(revoked)  # (unacked: read again from the committed offset)
+        merge.holding(())
         pipeline.metrics.forget_input_offsets({(tp.topic, tp.partition) for tp in revoked})
         dead_letters.forget()
         # Both topics: partition p of the input topic is detected in place into the state
@@ -640,7 +681,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             """Close the others' hour for partitions with no new event for
             SNOOPWATCH_IDLE_CLOSE_S and nothing left to read (stream/peerops.py)."""
             want = barrier.want()
-            if want < 0:
+            if want < 0 or merge.held:  # (a held event may be of any partition)
                 return
             assignment = consumer.assignment()
             now = time.monotonic()
