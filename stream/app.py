@@ -681,7 +681,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             """Close the others' hour for partitions with no new event for
             SNOOPWATCH_IDLE_CLOSE_S and nothing left to read (stream/peerops.py)."""
             want = barrier.want()
-            if want < 0 or merge.held:  # (a held event may be of any partition)
+            if want < 0:
                 return
             assignment = consumer.assignment()
             now = time.monotonic()
