@@ -139,7 +139,7 @@ class Router:
     the hop even on its home partition: detected here it would overtake the same actor's
     events hopping from the other partitions (an unkeyed backlog drained: ~73 % of its
     events reached detection after a later event of their actor, ~50 % with every one
-    through the hop, ~3 % through the hop merged by event time: stream/merge.py;
+    through the hop, 0-3 % through the hop merged by event time: stream/merge.py;
     ``tests/test_reliability.py``, ``snoopwatch_events_late_total``).
     """
 
