@@ -410,6 +410,9 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # (stream/merge.py); one forwarder at a time, so that the order is the merge's.
     merge = InputMerge(s.input_merge_wait_s)
     forwarding = asyncio.Lock()
+    # Input partitions' first offsets, as of their assignment: one emptied by retention,
+    # never committed by the group, has nothing unread although its high-water mark is > 0.
+    log_starts: dict[Any, int] = {}
     recent: deque[dict[str, Any]] = deque(maxlen=webguard.RECENT_ALERTS)
     input_name, by_actor_name = s.input_topic, by_actor.get_topic_name()
     positions = pipeline.metrics.input_offsets  # snoopwatch_input_offset
@@ -488,7 +491,16 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         if end is None:
             return True
         done = getattr(app.consumer, "_committed_offset", {}).get(tp) or 0
-        return end > max(taken.get(tp, 0), done)
+        return end > max(taken.get(tp, 0), done, log_starts.get(tp) or 0)
+
+    async def learn_log_starts(tps: list[Any]) -> None:
+        try:
+            log_starts.update(await app.consumer.earliest_offsets(*tps))
+        except Exception as err:  # rebalancing, broker away: unread() stays cautious
+            log.debug("snoopwatch: input log starts not read: %r", err)
+            return
+        if settled.is_set():
+            await forward_merged()  # (what waited for an emptied partition goes now)
 
     async def forward_merged() -> None:
         """Forward what the merge gives out (stream/merge.py), in its order."""
@@ -574,7 +586,12 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         if barrier is not None:
             barrier.resize(consumer.topic_partitions(by_actor_name) or barrier.n)
             barrier.moved.set()  # (held events of partitions gone elsewhere are dropped)
-        merge.holding(tp for tp in consumer.assignment() if tp.topic in sources)
+        inputs = [tp for tp in consumer.assignment() if tp.topic in sources]
+        merge.holding(inputs)
+        if inputs and s.input_merge_wait_s > 0:
+            learning = asyncio.ensure_future(learn_log_starts(inputs))
+            background.add(learning)
+            learning.add_done_callback(background.discard)
         try:
             if s.detect_in_place:
                 router.update(consumer.assignment(), consumer.topic_partitions(input_name),

@@ -71,7 +71,7 @@ def running(settings: Settings, log: Path) -> Iterator[tuple[subprocess.Popen, s
 
 
 async def send(settings: Settings, messages: list[tuple[bytes | None, bytes]],
-               batch: bool = False) -> None:
+               batch: bool = False, partition: int | None = None) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker),
@@ -79,7 +79,8 @@ async def send(settings: Settings, messages: list[tuple[bytes | None, bytes]],
     await producer.start()
     try:
         if batch:
-            futures = [await producer.send(settings.input_topic, value=v, key=k)
+            futures = [await producer.send(settings.input_topic, value=v, key=k,
+                                           partition=partition)
                        for k, v in messages]
             await asyncio.gather(*futures)
         for key, value in [] if batch else messages:
@@ -292,3 +293,45 @@ def test_a_partition_drained_late_raises_no_bursts_of_false_alerts(tmp_path: Pat
     assert alerted & insiders
     noisy = [(a["actor"], a["summary"]) for a in alerts if a["actor"] not in insiders]
     assert len(alerted - insiders) <= 1, f"normal staff alerted: {noisy}"
+
+
+async def fill_and_empty(settings: Settings, partition: int, n: int) -> None:
+    """Write ``n`` events to input partition ``partition``, then delete them all (as
+    retention would): its log is empty, its high-water mark ``n``."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from aiokafka.structs import TopicPartition
+
+    servers = bootstrap_servers(settings.broker)
+    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    await producer.start()
+    try:
+        for i in range(n):
+            await producer.send_and_wait(settings.input_topic, orjson.dumps(
+                {**EVENT, "event_id": f"gone-{i}"}), partition=partition)
+    finally:
+        await producer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        tp = TopicPartition(settings.input_topic, partition)
+        assert (await admin.delete_records({tp: RecordsToDelete(n)}))[tp] == n
+    finally:
+        await admin.close()
+
+
+def test_an_input_partition_emptied_by_retention_holds_no_event_back(tmp_path: Path) -> None:
+    """The input merge (stream/merge.py) waits only for a partition with events left to
+    read. One whose records were all deleted (retention) before the group ever committed on
+    it has a high-water mark above 0 and nothing to read. With a merge wait of an hour, the
+    other partition's unkeyed events must still go on: counted as unread, the emptied
+    partition held them for the whole wait."""
+    settings = fresh_settings(tmp_path, partitions=2, input_merge_wait_s=3600.0,
+                              idle_close_s=1.0)  # (partition 1 gets no event)
+    asyncio.run(create_topics(settings, 2))
+    asyncio.run(fill_and_empty(settings, 1, 5))
+    sim = [orjson.dumps(ev) for ev, _ in generate(SimConfig(employees=20, days=1, seed=5))]
+    with running(settings, tmp_path / "worker.log") as (_, url):
+        asyncio.run(send(settings, [(None, v) for v in sim], batch=True, partition=0))
+        wait_until("every event processed", lambda: scrape(url).get(
+            "snoopwatch_events_processed_total", 0) >= len(sim), 90, 0.5)
