@@ -74,6 +74,7 @@ DEFAULT_MEMORY_ACTORS = "10000,100000,1000000"
 ATTACKER_CLIENT = "python-requests/2.{burst}.0"
 ATTACKER_NET = "198.{hi}.{lo}"
 PROCESSED = "snoopwatch_events_processed_total"
+LAG = "snoopwatch_consumer_lag_messages"
 CONSUMED = "snoopwatch_events_consumed_total"
 
 
@@ -328,6 +329,17 @@ async def read_topic(servers: str, topic: str, partitions: int, idle_s: float = 
 
 
 # --- processes --------------------------------------------------------------------------------
+
+
+def wait_committed(url: str, timeout_s: float) -> None:
+    """Until the worker's consumer lag (to the committed offsets) is 0 on every partition."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lags = [v for k, v in scrape(url).items() if k.startswith(LAG + "{")]
+        if lags and not any(lags):
+            return
+        time.sleep(0.25)
+    note(f"the worker's consumer lag was not 0 after {timeout_s:.0f} s; measuring anyway")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -624,6 +636,9 @@ class Bench:
             raise BenchError(f"{total:,} events at {rate:,.0f}/s leave no room for {bursts} "
                              "bursts; raise --latency-seconds")
         keys, values, tips = self.latency_schedule(corpus, total, bursts, size)
+        # From a settled worker: every drained event committed, so that the phase measures
+        # live traffic, not the drain's last epoch (its actors' state written at once).
+        wait_committed(url, max(60.0, 3 * self.settings.checkpoint_interval_s))
         note(f"latency: {total:,} events at {rate:,.0f}/s for {o.latency_seconds:g} s, "
              f"{bursts} bursts of {size}")
         before = scrape(url).get(PROCESSED, 0.0)

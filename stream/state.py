@@ -74,6 +74,7 @@ import os
 import pickle
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,9 @@ STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # worker's input would queue up behind the whole checkpoint (seconds with 10k actors).
 CHECKPOINT_SLICE = 100
 CHECKPOINT_YIELD = 2.0
+# The state producer's batch per partition: a full batch makes send() wait for it to drain,
+# which leaves the agents a turn (aiokafka's 16 KB: every ~4 actors).
+STATE_BATCH_BYTES = 1024 * 1024
 WRITER_HEADER = "snoopwatch-writer"
 LAST_MS_HEADER = "snoopwatch-last-ms"
 # Idle actors are looked for at most this often (a scan of every actor this worker holds).
@@ -207,16 +211,22 @@ def decode_engine(blob: bytes) -> tuple[int, dict[str, Any]]:
 
 class _Slicer:
     """Every ``CHECKPOINT_SLICE`` ticks, sleep ``CHECKPOINT_YIELD`` times the slice's duration
-    (after ``budget_s``, only yield: a transaction must commit within its timeout)."""
+    (after ``budget_s``, only yield: a transaction must commit within its timeout). While
+    ``hurry()``, go on without a turn for the agents: events held at the peer-ops barrier
+    wait for the epoch, and each turn would make them wait longer."""
 
-    def __init__(self, budget_s: float | None = None) -> None:
+    def __init__(self, budget_s: float | None = None,
+                 hurry: Callable[[], bool] | None = None) -> None:
         self.n = 0
         self.started = self.began = time.perf_counter()
         self.budget_s = budget_s
+        self.hurry = hurry
 
     async def tick(self) -> None:
         self.n += 1
         if self.n % CHECKPOINT_SLICE == 0:
+            if self.hurry is not None and self.hurry():
+                return
             if self.budget_s is not None and self.started - self.began > self.budget_s:
                 await asyncio.sleep(0)
                 self.started = time.perf_counter()
@@ -310,6 +320,7 @@ class ActorStore:
             p = AIOKafkaProducer(**client_kwargs(self.settings),
                                  client_id=f"{self.settings.app_id}-state", acks="all",
                                  linger_ms=5, max_request_size=STATE_MAX_MESSAGE_BYTES,
+                                 max_batch_size=STATE_BATCH_BYTES,
                                  request_timeout_ms=30_000, enable_idempotence=True,
                                  transactional_id=self.transactional_id,
                                  transaction_timeout_ms=int(
@@ -604,8 +615,13 @@ class ActorStore:
             ) if engine_parts else b""
             self.cutting = dict.fromkeys(written)
             held = time.perf_counter() - cut_started
+
+            def hurry() -> bool:
+                """A partition waits at the barrier for this epoch (its record is in it) or
+                for the next one, which this one holds back."""
+                return bool(publish) or (barrier is not None and bool(barrier.outbox))
             # --- the agents run again between slices (not during a revoke: they are paused)
-            pace = _Slicer()
+            pace = _Slicer(hurry=hurry)
             for actor in list(self.cutting):
                 if partitions is None:
                     await pace.tick()
@@ -619,7 +635,7 @@ class ActorStore:
                 try:
                     if self.before_commit is not None:
                         await self.before_commit()
-                    await (self._send(records, publish) if publish else self._send(records))
+                    await self._send(records, publish, hurry)
                 except BaseException:
                     # Broker away: keep the actors dirty and their events unacked, so that
                     # the next epoch writes them (the committed offset must not move).
@@ -650,7 +666,8 @@ class ActorStore:
                                  last_ms))
 
     async def _send(self, records: list[tuple[int, bytes, bytes | None, int]],
-                    publish: list[tuple[int, int, list]] | None = None) -> None:
+                    publish: list[tuple[int, int, list]] | None = None,
+                    hurry: Callable[[], bool] | None = None) -> None:
         """Send ``records``, and the peer-ops records ``publish`` ((partition, hour, ops)), in
         one transaction (all visible to read_committed, or none)."""
         producer = await self.producer()
@@ -658,7 +675,7 @@ class ActorStore:
             await producer.begin_transaction()
             futures = []
             # Paced for at most a quarter of the transaction timeout, then sent flat out.
-            pace = _Slicer(budget_s=self.settings.transaction_timeout_s / 4)
+            pace = _Slicer(budget_s=self.settings.transaction_timeout_s / 4, hurry=hurry)
             for p, key, blob, last_ms in records:
                 await pace.tick()
                 headers = [(WRITER_HEADER, self.writer)]

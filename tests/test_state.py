@@ -271,7 +271,7 @@ async def test_an_epoch_is_one_point_of_the_stream_while_the_agents_run_on() -> 
     shared_at_cut = pickle.dumps(pickle.loads(pickle.dumps(store.engine.shared_state())))
     sent: list[tuple[int, bytes, bytes | None, int]] = []
 
-    async def capture(records: list[tuple[int, bytes, bytes | None, int]]) -> None:
+    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
         sent.extend(records)
 
     store._send = capture  # type: ignore[method-assign]
@@ -294,6 +294,35 @@ async def test_an_epoch_is_one_point_of_the_stream_while_the_agents_run_on() -> 
     assert pickle.dumps(decode_engine(engine_blob)[1]) == shared_at_cut
     assert pickle.dumps(pickle.loads(pickle.dumps(store.engine.shared_state()))
                         ) != shared_at_cut  # the engine did move on meanwhile
+
+
+async def test_an_epoch_a_partition_waits_for_at_the_barrier_leaves_the_agents_no_turn() -> None:
+    """The slices above let the agents run on, but not in an epoch a partition waits for at
+    the peer-ops barrier (its record is in it): the events held for it would wait for the
+    slices and the agents' turns too (with 8k changed actors, 13 s instead of 1.6 s)."""
+    from stream.peerops import Barrier
+
+    store = ActorStore(Settings(), Engine(), Metrics())
+    actors = [f"a{n:03d}" for n in range(350)]  # several slices (CHECKPOINT_SLICE)
+    for i, actor in enumerate(actors):
+        if store.admit(actor, f"{actor}-{i}", 0, None) == "process":
+            store.engine.process(_read(i, actor))
+    store.barrier = Barrier(store.engine, 1)
+    store.barrier.enter(0, 5)  # partition 0 entered hour 5: its record waits for this epoch
+    sent: list[tuple[int, bytes, bytes | None, int]] = []
+
+    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
+        sent.extend(records)
+
+    store._send = capture  # type: ignore[method-assign]
+    task = asyncio.ensure_future(store.checkpoint())
+    turns = 0
+    while not task.done():
+        await asyncio.sleep(0)
+        turns += bool(store.cutting)
+    await task
+    assert turns == 0, "the agents ran while the epoch a partition waits for was pickled"
+    assert {k.decode() for _, k, _, _ in sent if k != ENGINE_KEY} == set(actors)
 
 
 def test_a_peer_group_with_a_running_quantile_restores_with_a_fresh_histogram() -> None:
