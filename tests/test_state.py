@@ -6,6 +6,8 @@ import asyncio
 import pickle
 from typing import Any
 
+import pytest
+
 from detectors.engine import Engine
 from detectors.settings import Settings
 from detectors.signals.base import Profile
@@ -17,7 +19,9 @@ from stream.state import (
     decode_engine,
     decode_record,
     encode_record,
+    engine_snapshot,
     id_digest,
+    pack_engine,
 )
 
 
@@ -323,6 +327,51 @@ async def test_an_epoch_a_partition_waits_for_at_the_barrier_leaves_the_agents_n
     await task
     assert turns == 0, "the agents ran while the epoch a partition waits for was pickled"
     assert {k.decode() for _, k, _, _ in sent if k != ENGINE_KEY} == set(actors)
+
+
+def test_an_engine_record_is_written_compressed_and_an_older_one_still_reads() -> None:
+    """Engine records are zlib-compressed since 2026-12-08 (the barrier's pending ops of an
+    hour made them 17 MB at 40k events in the hour, over the topic's 16 MB); one written
+    before, a bare pickle, reads the same."""
+    eng = Engine()
+    for i in range(400):
+        eng.process(_read(i, f"a{i % 40}"))
+    bare = engine_snapshot(eng, 3, {0: 17})
+    packed = pack_engine(bare)
+    assert len(packed) < len(bare) / 2
+    assert pickle.dumps(decode_engine(packed)) == pickle.dumps(decode_engine(bare))
+    assert decode_engine(packed)[0] == 3
+
+
+async def test_an_engine_record_over_the_topic_limit_fails_the_epoch_and_loses_nothing(
+        monkeypatch: Any, caplog: Any) -> None:
+    """An engine record too large for one message is not sent (the broker would refuse it
+    after the actors' records): the epoch fails with the reason and the remedy in the log,
+    and its actors stay dirty and its events unacked for the next one."""
+    import stream.state
+
+    store = ActorStore(Settings(), Engine(), Metrics())
+    for i in range(50):
+        if store.admit("ann", f"ann-{i}", 0, None) == "process":
+            store.engine.process(_read(i, "ann"))
+    store.unacked.append("event")
+    acked: list[Any] = []
+    store.ack = acked.append  # type: ignore[method-assign]
+    sent: list[Any] = []
+
+    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
+        sent.extend(records)
+
+    store._send = capture  # type: ignore[method-assign]
+    monkeypatch.setattr(stream.state, "STATE_MAX_MESSAGE_BYTES",
+                        stream.state.ENGINE_RECORD_SLACK + 100)
+    with pytest.raises(stream.state.StateTooLarge, match="run more workers"):
+        await store.checkpoint()
+    assert not sent and "ann" in store.dirty and store.unacked == ["event"]
+    assert "checkpoint not written: the engine record is" in caplog.text
+    monkeypatch.undo()
+    await store.checkpoint()
+    assert {k for _, k, _, _ in sent} == {b"ann", ENGINE_KEY} and acked == ["event"]
 
 
 def test_a_peer_group_with_a_running_quantile_restores_with_a_fresh_histogram() -> None:
