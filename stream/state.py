@@ -652,7 +652,8 @@ class ActorStore:
                             f"the engine record is {len(packed) / 1e6:.1f} MB, over the state "
                             f"topic's {STATE_MAX_MESSAGE_BYTES / 1e6:.0f} MB: this worker "
                             "holds more cross-actor ops of one event-time hour than fit; run "
-                            "more workers (docs/operations.md, \"Sizing partitions\")")
+                            "more workers (docs/operations.md, \"An hour's ops must fit "
+                            "one message\")")
                         log.error("snoopwatch: checkpoint not written: %s", err)
                         raise err
                     if self.before_commit is not None:
