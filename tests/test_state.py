@@ -91,6 +91,17 @@ def _read(i: int, actor: str, hour: int = 0) -> Any:
                         "ticket": "T1"})
 
 
+def captured_sends(store: ActorStore) -> list[tuple[int, bytes, bytes | None, int]]:
+    """The records ``store``'s epochs send from now on, kept instead of sent (no broker)."""
+    sent: list[tuple[int, bytes, bytes | None, int]] = []
+
+    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
+        sent.extend(records)
+
+    store._send = capture  # type: ignore[method-assign]
+    return sent
+
+
 def test_a_checkpoint_with_plain_dict_signals_restores_them_as_profiles() -> None:
     """Records written before :class:`Profile` hold plain dicts in ``signals`` (actor and
     peer group): restored, they are Profiles with the same states in the same order, and
@@ -273,12 +284,7 @@ async def test_an_epoch_is_one_point_of_the_stream_while_the_agents_run_on() -> 
     at_cut = {a: pickle.dumps(pickle.loads(pickle.dumps(store.engine.actors[a])))
               for a in actors}
     shared_at_cut = pickle.dumps(pickle.loads(pickle.dumps(store.engine.shared_state())))
-    sent: list[tuple[int, bytes, bytes | None, int]] = []
-
-    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
-        sent.extend(records)
-
-    store._send = capture  # type: ignore[method-assign]
+    sent = captured_sends(store)
     task = asyncio.ensure_future(store.checkpoint())
     moved = 0
     while not task.done():  # events of actors not yet pickled, in between the slices
@@ -313,12 +319,7 @@ async def test_an_epoch_a_partition_waits_for_at_the_barrier_leaves_the_agents_n
             store.engine.process(_read(i, actor))
     store.barrier = Barrier(store.engine, 1)
     store.barrier.enter(0, 5)  # partition 0 entered hour 5: its record waits for this epoch
-    sent: list[tuple[int, bytes, bytes | None, int]] = []
-
-    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
-        sent.extend(records)
-
-    store._send = capture  # type: ignore[method-assign]
+    sent = captured_sends(store)
     task = asyncio.ensure_future(store.checkpoint())
     turns = 0
     while not task.done():
@@ -357,12 +358,7 @@ async def test_an_engine_record_over_the_topic_limit_fails_the_epoch_and_loses_n
     store.unacked.append("event")
     acked: list[Any] = []
     store.ack = acked.append  # type: ignore[method-assign]
-    sent: list[Any] = []
-
-    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
-        sent.extend(records)
-
-    store._send = capture  # type: ignore[method-assign]
+    sent = captured_sends(store)
     monkeypatch.setattr(stream.state, "STATE_MAX_MESSAGE_BYTES",
                         stream.state.ENGINE_RECORD_SLACK + 100)
     with pytest.raises(stream.state.StateTooLarge, match="run more workers"):
