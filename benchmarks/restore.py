@@ -145,10 +145,10 @@ async def measure(base: Settings, n: int, samples: list[bytes], shared: dict
         send = store._send
         send_s = [0.0]
 
-        async def keep(recs: list) -> None:
+        async def keep(recs: list, *rest: object) -> None:
             sent.extend(recs)
             t0 = time.perf_counter()
-            await send(recs)
+            await send(recs, *rest)
             send_s[0] = time.perf_counter() - t0
 
         store._send = keep  # type: ignore[method-assign]

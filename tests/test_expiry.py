@@ -57,7 +57,7 @@ def test_the_store_tombstones_expired_actors_and_untouched_restored_ones(
     store = ActorStore(engine.settings, engine, Metrics())
     sent: list[tuple[int, bytes, bytes | None, int]] = []
 
-    async def capture(records: list[tuple[int, bytes, bytes | None, int]]) -> None:
+    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
         sent.extend(records)
 
     monkeypatch.setattr(store, "_send", capture)
