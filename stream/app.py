@@ -357,6 +357,12 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         await (await dlq_topic.send(key=key, value=value, headers=[(SOURCE_HEADER, origin)]))
 
     background: set[asyncio.Future] = set()  # (referenced until done)
+
+    def in_background(coro: Any) -> None:
+        """Run ``coro`` beside the agents (a rebalance callback must not wait for it)."""
+        task = asyncio.ensure_future(coro)
+        background.add(task)
+        task.add_done_callback(background.discard)
     # Sent by the holder of by-actor partition 0 only (on_assigned, on_revoked).
     context_dead_letters = ContextDeadLetters(s, send_context_dead_letter)
 
@@ -580,18 +586,14 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         assigned_at[0] = time.monotonic()
         if any(tp.topic == by_actor_name and tp.partition == 0 for tp in consumer.assignment()):
             context_dead_letters.become_sender()
-            sending = asyncio.ensure_future(send_context_dead_letters())
-            background.add(sending)
-            sending.add_done_callback(background.discard)
+            in_background(send_context_dead_letters())
         if barrier is not None:
             barrier.resize(consumer.topic_partitions(by_actor_name) or barrier.n)
             barrier.moved.set()  # (held events of partitions gone elsewhere are dropped)
         inputs = [tp for tp in consumer.assignment() if tp.topic in sources]
         merge.holding(inputs)
         if inputs and s.input_merge_wait_s > 0:
-            learning = asyncio.ensure_future(learn_log_starts(inputs))
-            background.add(learning)
-            learning.add_done_callback(background.discard)
+            in_background(learn_log_starts(inputs))
         try:
             if s.detect_in_place:
                 router.update(consumer.assignment(), consumer.topic_partitions(input_name),

@@ -330,6 +330,45 @@ async def test_an_epoch_a_partition_waits_for_at_the_barrier_leaves_the_agents_n
     assert {k.decode() for _, k, _, _ in sent if k != ENGINE_KEY} == set(actors)
 
 
+async def test_the_send_of_an_epoch_waited_for_gives_the_agents_no_turn_either() -> None:
+    """The same for the epoch's transaction: sent in slices with the agents running, but
+    in one go while a partition waits at the barrier for it (``hurry``)."""
+    from types import SimpleNamespace
+
+    class Producer:  # (a broker that acks every record at once)
+        sent = 0
+
+        async def begin_transaction(self) -> None:
+            pass
+
+        async def commit_transaction(self) -> None:
+            pass
+
+        async def send(self, topic: str, value: bytes, key: bytes, partition: int,
+                       headers: Any) -> asyncio.Future:
+            self.sent += 1
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(SimpleNamespace(partition=partition, offset=self.sent))
+            return done
+
+    records = [(0, f"a{n:03d}".encode(), b"state", 1) for n in range(350)]
+    for hurry, mid_send in ((False, True), (True, False)):
+        store = ActorStore(Settings(), Engine(), Metrics())
+        producer = Producer()
+
+        async def made(producer: Producer = producer) -> Producer:
+            return producer
+
+        store.producer = made  # type: ignore[method-assign]
+        task = asyncio.ensure_future(store._send(records, [], lambda hurry=hurry: hurry))
+        turns = 0
+        while not task.done():
+            await asyncio.sleep(0)
+            turns += 0 < producer.sent < len(records)
+        await task
+        assert producer.sent == len(records) and bool(turns) == mid_send, (hurry, turns)
+
+
 def test_an_engine_record_is_written_compressed_and_an_older_one_still_reads() -> None:
     """Engine records are zlib-compressed since 2026-12-08 (the barrier's pending ops of an
     hour made them 17 MB at 40k events in the hour, over the topic's 16 MB); one written
