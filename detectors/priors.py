@@ -257,7 +257,7 @@ VIP_ALPHA = 0.01  # ... and tracked over about its last 100 (a drifting share)
 # a habit learned from few reads, perhaps while a scraper began, does not yet excuse.
 YOUNG_HABIT_PRIOR = 1.0
 # An unjustified level from which the actor's unticketed reads are under suspicion (as they
-# are above LONG_TERM_FROM) ...
+# are above LONG_TERM_FROM), and its busy hour is not its group's busy day (volume) ...
 UNJUSTIFIED_SUSPECT_LEVEL = 0.3
 # ... and teach its ticket habit this much: low-and-slow must not quickly teach the actor that
 # unticketed reads are normal, nor freeze an honest one forever.

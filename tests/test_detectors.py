@@ -1239,6 +1239,31 @@ def test_a_surge_the_group_shares_is_its_day_not_the_actors() -> None:
     assert egress.description.endswith("(2 peers also unusually busy today)")
 
 
+def test_colleagues_scraping_at_once_are_no_groups_day_for_one_another() -> None:
+    """Two agents busy on a Monday morning make a third's busy hour the group's day, and it
+    counts for less. Two agents reading as many customers without tickets (stolen
+    credentials, one ring) are not a busy day: the third's hour counts in full."""
+    def third_agents_volume(colleagues_ticketed: bool | None) -> float:
+        eng = Engine()
+        for who in range(4):
+            ordinary_days(eng, actor=f"ag{who}")
+        t = T0 + 7 * DAY_MS + 10 * HOUR_MS  # the next Monday, 10:00
+        for who in (1, 2) if colleagues_ticketed is not None else ():
+            for k in range(60):
+                eng.process(ev(1000 + k, t + k * 50_000 + who, actor=f"ag{who}",
+                               customer=f"x{who}-{k}",
+                               ticket=f"T{who}-{k}" if colleagues_ticketed else None))
+        for k in range(60):  # an hour later: the colleagues' hour is the group's to know
+            eng.process(ev(2000 + k, t + HOUR_MS + k * 50_000, actor="ag3",
+                           customer=f"y{k}", ticket=f"U{k}"))
+        return eng.actors["ag3"].levels["volume"]
+
+    alone = third_agents_volume(None)
+    assert alone > 0.5
+    assert third_agents_volume(True) == pytest.approx(alone / 2, rel=0.05)
+    assert third_agents_volume(False) == pytest.approx(alone, rel=0.01)
+
+
 def test_exports_at_night_add_up_less_when_the_group_works_that_night() -> None:
     """An analyst's download at 23:00, off its hours, adds to what accumulates over days; on a
     night two colleagues download off their hours too (a quarter close worked late) it is the

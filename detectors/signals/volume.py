@@ -4,7 +4,7 @@ actor's own normal hour (day), its peers' while it is new.
 One :class:`~detectors.models.VolumeBaseline` per actor and per peer group each: records and
 distinct customers an hour; egress records and bytes an hour; the same a day (days with any
 egress). When several of a group run hot the same day it is the group's day
-(``PeerGroup.hot``, shared by the three).
+(``PeerGroup.hot``, shared by the three), unless they are busy on unjustified reads.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from detectors.priors import (
     SIZE_TAIL_BINS,
     SIZE_TAIL_PER_OCTAVE,
     SUSPECT_WEIGHT,
+    UNJUSTIFIED_SUSPECT_LEVEL,
 )
 from detectors.signals.base import Context, Signal, fmt_count, others_recent
 
@@ -155,7 +156,10 @@ class VolumeSignal(Signal):
         others = 0
         if score > HOT_SCORE:
             others = others_recent(ctx.peer.hot, ctx.st.actor, ctx.t)
-            ctx.defer(None, "mark", "hot", ctx.st.actor, ctx.t)
+            # Busy on unjustified reads is not the group's busy day: several accounts
+            # scraping at once (stolen credentials, a ring) must not excuse one another.
+            if ctx.st.levels.get("unjustified", 0.0) < UNJUSTIFIED_SUSPECT_LEVEL:
+                ctx.defer(None, "mark", "hot", ctx.st.actor, ctx.t)
         if others < GROUP_MIN_OTHERS:
             others = 0  # one busy colleague is a coincidence, not the group's day
         if others:
