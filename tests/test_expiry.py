@@ -22,6 +22,7 @@ from stream.metrics import Metrics
 from stream.state import ENGINE_KEY, LAST_MS_HEADER, ActorStore, state_topic_name
 from stream.topics import create_topics
 from tests.procs import fresh_settings, require_broker, wait_until
+from tests.test_state import captured_sends
 
 T0 = 1_793_577_600_000  # Monday 2026-11-02 00:00 UTC
 
@@ -55,12 +56,7 @@ def test_the_store_tombstones_expired_actors_and_untouched_restored_ones(
     monkeypatch.setattr(stream.state, "EXPIRE_EVERY_S", 0.0)
     engine = Engine(Settings(actor_ttl_s=86400))
     store = ActorStore(engine.settings, engine, Metrics())
-    sent: list[tuple[int, bytes, bytes | None, int]] = []
-
-    async def capture(records: list[tuple[int, bytes, bytes | None, int]], *_: Any) -> None:
-        sent.extend(records)
-
-    monkeypatch.setattr(store, "_send", capture)
+    sent = captured_sends(store)
     store.loaded = {0, 1}
     # A record restored from the state topic, never touched since, last active at T0.
     store.blobs["carl"] = (1, b"not unpickled", T0)
